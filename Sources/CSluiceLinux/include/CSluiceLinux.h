@@ -7,4 +7,12 @@
 #include <sys/resource.h>
 #include <netinet/tcp.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+// GNU extensions Swift's Glibc module hides (it is built without _GNU_SOURCE); declarations only.
+extern int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+#include <pthread.h>
+extern int pthread_setname_np(pthread_t thread, const char *name);
+extern ssize_t getrandom(void *buffer, size_t length, unsigned int flags);
 #endif

@@ -1,0 +1,26 @@
+import CSluiceLinux
+import Glibc
+
+/// Starts a detached OS thread (pthread) that runs one loop for the life of the process.
+public enum LoopThread {
+    private final class Box {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+
+    public static func spawn(name: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(Box(body)).toOpaque()
+        let status = pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
+            box.body()
+            return nil
+        }, context)
+        guard status == 0 else {
+            Unmanaged<Box>.fromOpaque(context).release()
+            throw SystemError(call: "pthread_create", errno: status)
+        }
+        _ = pthread_setname_np(thread, String(name.prefix(15)))
+        pthread_detach(thread)
+    }
+}

@@ -1,0 +1,108 @@
+import Glibc
+
+/// Operational messages: one JSON object per line on stderr, written with a single write(2) so lines
+/// from several loop threads never interleave. Used at start-up and on error paths, never per chunk.
+public enum OpLog {
+    public enum Level: Int, Sendable, Comparable {
+        case debug, info, warn, error
+
+        var name: String {
+            switch self {
+            case .debug: "debug"
+            case .info: "info"
+            case .warn: "warn"
+            case .error: "error"
+            }
+        }
+
+        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    /// A JSON value for a field.
+    public enum Value: Sendable, ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral {
+        case string(String)
+        case int(Int)
+        case bool(Bool)
+        case strings([String])
+        /// Pre-rendered JSON, e.g. an array of objects.
+        case json(String)
+
+        public init(stringLiteral value: String) { self = .string(value) }
+        public init(integerLiteral value: Int) { self = .int(value) }
+        public init(booleanLiteral value: Bool) { self = .bool(value) }
+    }
+
+    /// Messages below this level are dropped; set once at start-up before loops run.
+    nonisolated(unsafe) public static var minimumLevel: Level = .info
+
+    public static func debug(_ message: String, _ fields: KeyValuePairs<String, Value> = [:]) { write(.debug, message, fields) }
+    public static func info(_ message: String, _ fields: KeyValuePairs<String, Value> = [:]) { write(.info, message, fields) }
+    public static func warn(_ message: String, _ fields: KeyValuePairs<String, Value> = [:]) { write(.warn, message, fields) }
+    public static func error(_ message: String, _ fields: KeyValuePairs<String, Value> = [:]) { write(.error, message, fields) }
+
+    public static func write(_ level: Level, _ message: String, _ fields: KeyValuePairs<String, Value>) {
+        guard level >= minimumLevel else { return }
+        var line = "{\"ts\":\"\(timestamp())\",\"level\":\"\(level.name)\",\"msg\":"
+        appendQuoted(message, to: &line)
+        for (key, value) in fields {
+            line += ","
+            appendQuoted(key, to: &line)
+            line += ":"
+            render(value, to: &line)
+        }
+        line += "}\n"
+        var bytes = line
+        bytes.withUTF8 { utf8 in _ = Glibc.write(2, utf8.baseAddress, utf8.count) }
+    }
+
+    /// Renders a value as JSON text.
+    public static func render(_ value: Value, to line: inout String) {
+        switch value {
+        case .string(let text): appendQuoted(text, to: &line)
+        case .int(let number): line += String(number)
+        case .bool(let flag): line += flag ? "true" : "false"
+        case .json(let raw): line += raw
+        case .strings(let texts):
+            line += "["
+            for (index, text) in texts.enumerated() {
+                if index > 0 { line += "," }
+                appendQuoted(text, to: &line)
+            }
+            line += "]"
+        }
+    }
+
+    /// Appends `text` as a JSON string literal (RFC 8259 §7 escaping).
+    public static func appendQuoted(_ text: String, to line: inout String) {
+        line += "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": line += "\\\""
+            case "\\": line += "\\\\"
+            case "\n": line += "\\n"
+            case "\r": line += "\\r"
+            case "\t": line += "\\t"
+            case let control where control.value < 0x20 || control.value == 0x7F:
+                let hex = String(control.value, radix: 16)
+                line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: line.unicodeScalars.append(scalar)
+            }
+        }
+        line += "\""
+    }
+
+    /// RFC 3339 UTC with milliseconds.
+    public static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func pad(_ value: Int32, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+    }
+}

@@ -1,0 +1,1039 @@
+/// One client connection and, while an exchange runs, the upstream connection serving it. Both live on
+/// the same loop, so forwarding takes no locks.
+///
+/// The session owns up to four pooled buffers, taken only while a direction has bytes in flight:
+/// - `clientIn`: bytes read from the client: a request head being parsed, then body bytes that are
+///   written to the upstream straight from here (`requestSendEnd` marks how far they are framed);
+/// - `upstreamOut`: the rewritten request head, kept until the response head arrives so a request on a
+///   reused connection the server had just closed can be replayed on a new one;
+/// - `upstreamIn`: bytes read from the upstream: a response head, then body bytes written to the client
+///   straight from here (`responseSendEnd`);
+/// - `clientOut`: bytes sluice itself sends to the client (rewritten heads, error bodies, de-chunked
+///   data), always ahead of `upstreamIn`'s bytes in the output order.
+///
+/// Every upstream read is written to the client before the loop waits again (`drive`), and a direction
+/// whose queue reaches the high watermark stops reading its source until it drains to the low one.
+final class ClientSession: TimerHeapElement {
+    /// Where the client connection is in its life.
+    enum Phase {
+        /// Between requests (keep-alive), no byte of the next one yet.
+        case idle
+        /// Some bytes of a request head arrived; waiting for the rest.
+        case readingHead
+        /// A request was accepted; it is being forwarded and its response relayed.
+        case exchange
+        /// The last response is out; our write side is shut and remaining input is discarded briefly so
+        /// closing does not reset the connection before the client read the response.
+        case lingering
+        case closed
+    }
+
+    /// How far the request body has been framed.
+    enum RequestBody {
+        case complete
+        case contentLength(remaining: Int64)
+        case chunked
+    }
+
+    /// Where the response is.
+    enum ResponseState: Equatable {
+        /// Waiting for the (final) response head.
+        case awaitingHead
+        /// Relaying the body with this framing.
+        case body(ResponseBody)
+        /// The last body byte is queued to the client.
+        case complete
+        /// The upstream failed mid-body: what was received goes out, then the client is closed without a clean end.
+        case aborted
+    }
+
+    enum ResponseBody: Equatable {
+        case contentLength(remaining: Int64)
+        /// Chunked framing passed through verbatim to an HTTP/1.1 client.
+        case chunked
+        /// Chunked framing removed for an HTTP/1.0 client, the body then ends with the connection.
+        case dechunked
+        case untilClose
+    }
+
+    /// Why reads from one side are paused (haproxy's named blocking flags).
+    struct PauseReasons: OptionSet {
+        let rawValue: UInt8
+        /// The queue towards the other side is above the high watermark.
+        static let peerQueueFull = PauseReasons(rawValue: 1 << 0)
+    }
+
+    // MARK: loop thread only: identity and sockets
+    unowned let loop: ProxyLoop
+    private var client: FileDescriptor?
+    let clientFD: Int32
+    /// The client's IP as ASCII, for X-Forwarded-For.
+    private let clientIP: [UInt8]
+    private var clientReadable = true
+    private var clientWritable = true
+    private var clientHangup = false
+    private var clientReadPause: PauseReasons = []
+    private var upstreamReadPause: PauseReasons = []
+    private(set) var phase: Phase = .idle
+    var timerIndex = -1
+    var timerDeadline: Int64 = 0
+    /// Set while the session is in the loop's posted list.
+    var isPosted = false
+
+    // MARK: loop thread only: buffers
+    private var clientIn: ByteBuffer?
+    private var clientOut: ByteBuffer?
+    private var upstreamOut: ByteBuffer?
+    private var upstreamIn: ByteBuffer?
+
+    // MARK: loop thread only: the current exchange
+    private var requestParser: RequestHeadParser
+    private var responseParser: ResponseHeadParser
+    private var requestChunks: ChunkedDecoder
+    private var responseChunks: ChunkedDecoder
+    private var upstream: UpstreamConnection?
+    private var routeIndex = 0
+    private var requestMethod: HTTPMethod = .get
+    private var requestKeepAlive = true
+    private var clientIsHTTP10 = false
+    private var requestBody: RequestBody = .complete
+    private var requestBodyBytes: Int64 = 0
+    /// Body bytes at the front of `clientIn` that are framed and may go to the upstream.
+    private var requestSendEnd = 0
+    /// Bytes of `upstreamOut` already written.
+    private var upstreamHeadSent = 0
+    private var response: ResponseState = .awaitingHead
+    /// Body bytes at the front of `upstreamIn` that are framed and may go to the client.
+    private var responseSendEnd = 0
+    /// A response byte (or a head) has been queued to the client for this exchange.
+    private var responseStarted = false
+    private var closeAfterResponse = false
+    private var upstreamReusable = true
+    private var replayed = false
+    private var requestID: [UInt8] = []
+    private var requestsServed = 0
+
+    // MARK: loop thread only: times (loop milliseconds)
+    private let acceptedAt: Int64
+    private var headStartedAt: Int64 = 0
+    private var idleSince: Int64
+    private var lastClientRead: Int64 = 0
+    private var lastClientWriteProgress: Int64 = 0
+    private var exchangeStartedAt: Int64 = 0
+    private var connectStartedAt: Int64 = 0
+    private var requestSentAt: Int64 = 0
+    private var lastUpstreamRead: Int64 = 0
+    private var lingerStartedAt: Int64 = 0
+
+    /// Takes ownership of an accepted, non-blocking client socket.
+    init(loop: ProxyLoop, fd: consuming FileDescriptor, peer: SocketAddress) {
+        self.loop = loop
+        clientFD = fd.rawValue
+        client = .some(fd)
+        clientIP = Array(peer.hostString.utf8)
+        acceptedAt = loop.now
+        idleSince = loop.now
+        requestParser = RequestHeadParser(limits: loop.settings.httpLimits)
+        responseParser = ResponseHeadParser(limits: loop.settings.httpLimits)
+        requestChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
+        responseChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
+        requestID.reserveCapacity(ClientSession.maxRequestIDLength)
+    }
+
+    static let maxRequestIDLength = 128
+    /// How long a closing connection keeps discarding input so its last response is not reset away.
+    static let lingerMilliseconds: Int64 = 2_000
+    /// Rounds of read/write per wakeup before yielding to other connections (redis ae.c's bound).
+    static let roundsPerWakeup = 16
+
+    private var settings: ProxySettings { loop.settings }
+    private var route: ProxySettings.Route { loop.settings.routes[routeIndex] }
+
+    // MARK: - Events
+
+    /// Readiness on the client socket.
+    func clientEvent(_ event: ReadyEvent) {
+        if event.readable { clientReadable = true }
+        if event.writable { clientWritable = true }
+        if event.hangup || event.error {
+            clientHangup = true
+            clientReadable = true
+            clientWritable = true
+        }
+        drive()
+    }
+
+    /// Readiness on the upstream socket.
+    func upstreamEvent(_ event: ReadyEvent, _ connection: UpstreamConnection) {
+        guard connection === upstream else { return }
+        if event.readable { connection.readable = true }
+        if event.writable { connection.writable = true }
+        if event.hangup || event.error {
+            connection.hangup = true
+            connection.readable = true
+            connection.writable = true
+        }
+        if !connection.connected {
+            guard connection.writable || connection.hangup else { return }
+            let error = Syscall.pendingError(connection.rawFD)
+            guard error == 0 else {
+                upstreamFailed(status: 502, type: "upstream_unreachable",
+                               message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect", errno: error).description)")
+                return
+            }
+            connection.connected = true
+            if requestIsComplete { requestSentAt = loop.now }
+        }
+        drive()
+    }
+
+    /// Runs read and write steps until nothing moves, so each upstream read reaches the client in the
+    /// same loop turn; after `roundsPerWakeup` rounds the session yields and is posted for the next turn.
+    func drive() {
+        var rounds = 0
+        while phase != .closed {
+            var progressed = readFromUpstream()
+            if phase == .closed { return }
+            progressed = flushToClient() || progressed
+            if phase == .closed { return }
+            progressed = readFromClient() || progressed
+            if phase == .closed { return }
+            progressed = flushToUpstream() || progressed
+            if phase == .closed { return }
+            if !progressed { break }
+            rounds += 1
+            if rounds == ClientSession.roundsPerWakeup {
+                loop.post(self)
+                break
+            }
+        }
+        if phase == .closed { return }
+        if clientHangup && clientGoneCheck() { return }
+        loop.scheduleTimer(self, at: nextDeadline())
+    }
+
+    /// A client that hung up while we still owe it a response cancels the exchange (nginx treats EOF
+    /// the same way): this is what stops a paid generation.
+    private func clientGoneCheck() -> Bool {
+        switch phase {
+        case .exchange:
+            guard !clientReadable || requestIsComplete else { return false }
+            abort(reason: "client closed the connection")
+            return true
+        case .idle, .readingHead:
+            guard !clientReadable else { return false }
+            close()
+            return true
+        case .lingering, .closed:
+            return false
+        }
+    }
+
+    // MARK: - Client input
+
+    private var requestIsComplete: Bool {
+        if case .complete = requestBody { return true }
+        return false
+    }
+
+    /// Reads from the client when there is something to do with the bytes; returns true if it read.
+    private func readFromClient() -> Bool {
+        guard clientReadable else { return false }
+        switch phase {
+        case .idle, .readingHead:
+            break
+        case .exchange:
+            guard !requestIsComplete, clientReadPause.isEmpty else { return false }
+        case .lingering:
+            return discardLingeringInput()
+        case .closed:
+            return false
+        }
+        let buffer = takeBuffer(&clientIn)
+        if buffer.writableCount == 0 { buffer.compact() }
+        guard buffer.writableCount > 0 else { return false }
+        let space = buffer.writableCount
+        let result: IOResult<Int>
+        do { result = try buffer.read(from: clientFD) } catch {
+            close()
+            return false
+        }
+        switch result {
+        case .wouldBlock:
+            clientReadable = false
+            releaseIfEmpty(&clientIn)
+            return false
+        case .processed(0):
+            clientReadable = false
+            releaseIfEmpty(&clientIn)
+            clientEndOfStream()
+            return false
+        case .processed(let count):
+            // A short read means the socket is drained (nginx ngx_recv.c); with a hang-up pending we
+            // keep reading so the EOF itself is seen.
+            if count < space && !clientHangup { clientReadable = false }
+            lastClientRead = loop.now
+            if phase == .idle {
+                phase = .readingHead
+                headStartedAt = loop.now
+            }
+            processClientBytes()
+            return true
+        }
+    }
+
+    /// Parses a head or frames body bytes, whichever the phase calls for.
+    private func processClientBytes() {
+        switch phase {
+        case .readingHead: parseRequestHead()
+        case .exchange: frameRequestBody()
+        default: break
+        }
+    }
+
+    private func clientEndOfStream() {
+        switch phase {
+        case .idle, .readingHead:
+            close()
+        case .exchange:
+            abort(reason: "client closed the connection")
+        case .lingering:
+            close()
+        case .closed:
+            break
+        }
+    }
+
+    private func parseRequestHead() {
+        guard let buffer = clientIn else { return }
+        let result = buffer.withReadableSpan { requestParser.parse($0) }
+        switch result {
+        case .needMore:
+            if buffer.writableCount == 0 && !buffer.compact() {
+                // The parser's own limits fire before the buffer fills; this guards the arithmetic.
+                rejectRequest(status: 431, type: "header_too_large", message: "request head is larger than \(settings.httpLimits.maxHeadBytes) bytes")
+            }
+        case .failed(let error, _):
+            rejectRequest(status: error.status, type: ErrorResponse.type(for: error.status), message: error.message)
+        case .complete(let headLength):
+            startExchange(headLength: headLength)
+        }
+    }
+
+    /// Validates a parsed request, writes its upstream head and starts connecting.
+    private func startExchange(headLength: Int) {
+        guard let buffer = clientIn else { return }
+        let head = requestParser.head
+        phase = .exchange
+        exchangeStartedAt = loop.now
+        requestMethod = head.method
+        requestKeepAlive = head.keepAlive
+        clientIsHTTP10 = head.version.minor == 0
+        response = .awaitingHead
+        responseStarted = false
+        closeAfterResponse = !head.keepAlive || clientIsHTTP10
+        upstreamReusable = true
+        replayed = false
+        requestBodyBytes = 0
+        requestSendEnd = 0
+        upstreamHeadSent = 0
+        responseSendEnd = 0
+        responseParser.reset()
+        switch head.framing {
+        case .contentLength(let length) where length > 0: requestBody = .contentLength(remaining: length)
+        case .chunked:
+            requestBody = .chunked
+            requestChunks.reset()
+        default: requestBody = .complete
+        }
+        buffer.withReadableSpan { adoptRequestID(from: $0, head: head) }
+
+        if head.method == .connect {
+            return rejectRequest(status: 405, type: "method_not_allowed", message: "CONNECT is not supported by this reverse proxy")
+        }
+        let pathRange = HeadRewriter.pathRange(of: head, in: buffer)
+        guard let index = buffer.withReadableSpan({ settings.routeIndex(forPath: $0.extracting(pathRange)) }) else {
+            return rejectRequest(status: 404, type: "no_route", message: "no route matches this path")
+        }
+        routeIndex = index
+        if case .contentLength(let length) = head.framing, route.maxRequestBody > 0, length > route.maxRequestBody {
+            return rejectRequest(status: 413, type: "payload_too_large", message: "request body of \(length) bytes exceeds the limit of \(route.maxRequestBody) bytes")
+        }
+        let out = takeBuffer(&upstreamOut)
+        let written = buffer.withReadableSpan { source in
+            HeadRewriter.writeRequestHead(into: out, source: source, head: head, pathRange: pathRange,
+                                          clientIP: clientIP, requestID: requestID)
+        }
+        guard written else {
+            return rejectRequest(status: 431, type: "header_too_large", message: "request head is too large to forward")
+        }
+        buffer.consume(headLength)
+        frameRequestBody()
+        if phase == .exchange { connectUpstream() }
+    }
+
+    /// Keeps the client's X-Request-Id when it is sane, otherwise mints one.
+    private func adoptRequestID(from source: Span<UInt8>, head: RequestHead) {
+        requestID.removeAll(keepingCapacity: true)
+        for field in head.fields where fieldNameEquals(source, field.name, "x-request-id") {
+            if !field.value.isEmpty && field.value.count <= ClientSession.maxRequestIDLength {
+                for offset in field.value { requestID.append(source[offset]) }
+            }
+            break
+        }
+        if requestID.isEmpty { mintRequestID() }
+    }
+
+    private func mintRequestID() {
+        requestID.removeAll(keepingCapacity: true)
+        let hex: StaticString = "0123456789abcdef"
+        for _ in 0..<2 {
+            var bits = loop.nextRandom()
+            for _ in 0..<16 {
+                requestID.append(hex.utf8Start[Int(bits & 0xF)])
+                bits >>= 4
+            }
+        }
+    }
+
+    /// Marks the body bytes now in `clientIn` as ready for the upstream, up to the body's end.
+    private func frameRequestBody() {
+        guard let buffer = clientIn else { return }
+        while true {
+            let available = buffer.readableCount - requestSendEnd
+            guard available > 0 else { break }
+            switch requestBody {
+            case .complete:
+                updateClientPause()
+                return
+            case .contentLength(let remaining):
+                let take = Int(min(Int64(available), remaining))
+                requestSendEnd += take
+                requestBodyBytes += Int64(take)
+                requestBody = remaining == Int64(take) ? .complete : .contentLength(remaining: remaining - Int64(take))
+            case .chunked:
+                let step = buffer.withReadableSpan(from: requestSendEnd) { requestChunks.next($0) }
+                switch step {
+                case .framing(let count):
+                    requestSendEnd += count
+                case .data(let count):
+                    requestSendEnd += count
+                    requestBodyBytes += Int64(count)
+                    if route.maxRequestBody > 0 && requestBodyBytes > route.maxRequestBody {
+                        return failRequestBody(status: 413, type: "payload_too_large",
+                                               message: "request body exceeds the limit of \(route.maxRequestBody) bytes")
+                    }
+                case .end(let count):
+                    requestSendEnd += count
+                    requestBody = .complete
+                case .failed(let error, _):
+                    return failRequestBody(status: error.status, type: "bad_request", message: error.message)
+                }
+            }
+        }
+        if requestIsComplete && requestSentAt == 0 && upstream?.connected == true { requestSentAt = loop.now }
+        updateClientPause()
+    }
+
+    /// The body turned out bad after forwarding began: the upstream gets nothing more.
+    private func failRequestBody(status: Int, type: String, message: String) {
+        upstreamReusable = false
+        closeUpstream()
+        if responseStarted {
+            abort(reason: message)
+        } else {
+            rejectRequest(status: status, type: type, message: message)
+        }
+    }
+
+    /// Hysteresis on the request direction: stop reading the client at the high watermark, resume at the low one.
+    private func updateClientPause() {
+        let queued = clientIn?.readableCount ?? 0
+        if queued >= settings.highWatermark {
+            clientReadPause.insert(.peerQueueFull)
+        } else if queued <= settings.lowWatermark {
+            clientReadPause.remove(.peerQueueFull)
+        }
+    }
+
+    // MARK: - Upstream
+
+    private var upstreamDisplay: String { settings.upstreams[route.upstreamIndex].display }
+
+    /// Takes an idle pooled connection or opens a new one.
+    private func connectUpstream() {
+        let upstreamIndex = route.upstreamIndex
+        if !replayed, let pooled = loop.takePooledUpstream(upstreamIndex) {
+            pooled.session = self
+            upstream = pooled
+            requestSentAt = requestIsComplete ? loop.now : 0
+            return
+        }
+        connectStartedAt = loop.now
+        do {
+            let connection = try loop.openUpstream(upstreamIndex)
+            connection.session = self
+            upstream = connection
+            if connection.connected { requestSentAt = requestIsComplete ? loop.now : 0 }
+        } catch {
+            upstreamFailed(status: 502, type: "upstream_unreachable",
+                           message: "cannot connect to upstream \(upstreamDisplay): \(error.description)")
+        }
+    }
+
+    /// Writes the request head and framed body bytes to the upstream; returns true if it wrote.
+    private func flushToUpstream() -> Bool {
+        guard let connection = upstream, connection.connected, connection.writable else { return false }
+        let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
+        let bodyReady = headRemaining == 0 ? requestSendEnd : 0
+        guard headRemaining > 0 || bodyReady > 0 else { return false }
+        let result: IOResult<Int>
+        do {
+            result = try writePair(connection.rawFD, upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining),
+                                   clientIn, 0..<bodyReady)
+        } catch {
+            upstreamWriteFailed(error)
+            return false
+        }
+        guard case .processed(let written) = result else {
+            connection.writable = false
+            return false
+        }
+        let headWritten = min(written, headRemaining)
+        upstreamHeadSent += headWritten
+        let bodyWritten = written - headWritten
+        if bodyWritten > 0, let buffer = clientIn {
+            buffer.consume(bodyWritten)
+            requestSendEnd -= bodyWritten
+            releaseIfEmpty(&clientIn)
+            updateClientPause()
+        }
+        if written < headRemaining + bodyReady { connection.writable = false }
+        if requestIsComplete && requestSendEnd == 0 && upstreamHeadSent == (upstreamOut?.readableCount ?? 0) && requestSentAt == 0 {
+            requestSentAt = loop.now
+        }
+        return written > 0
+    }
+
+    private func upstreamWriteFailed(_ error: SystemError) {
+        // The server may have answered early (e.g. 413) and closed its read side: keep reading its response.
+        upstreamReusable = false
+        requestBody = .complete
+        requestSendEnd = 0
+        if let buffer = clientIn { buffer.clear() }
+        closeAfterResponse = true
+        if response == .awaitingHead, upstream?.reused == true, !responseStarted, canReplay {
+            return replay()
+        }
+        if upstream?.hangup == true || response != .awaitingHead { return }
+        upstreamFailed(status: 502, type: "upstream_unreachable", message: "writing to upstream \(upstreamDisplay) failed: \(error.description)")
+    }
+
+    /// A request can go again on a fresh connection when nothing of its body was consumed.
+    private var canReplay: Bool { !replayed && requestBodyBytes == 0 && upstreamOut != nil }
+
+    /// The pooled connection turned out closed by the server before it answered: send the same head on a new one.
+    private func replay() {
+        replayed = true
+        closeUpstream()
+        upstreamHeadSent = 0
+        upstreamReusable = true
+        loop.countReplay()
+        connectUpstream()
+    }
+
+    /// Reads from the upstream and hands the bytes on at once; returns true if it read.
+    private func readFromUpstream() -> Bool {
+        guard let connection = upstream, connection.connected, connection.readable else { return false }
+        switch response {
+        case .awaitingHead: break
+        case .body: guard upstreamReadPause.isEmpty else { return false }
+        case .complete, .aborted: return false
+        }
+        if (clientOut?.readableCount ?? 0) == 0 && responseSendEnd == 0 { lastClientWriteProgress = loop.now }
+        let buffer = takeBuffer(&upstreamIn)
+        if buffer.writableCount == 0 { buffer.compact() }
+        guard buffer.writableCount > 0 else {
+            if response == .awaitingHead {
+                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large")
+            }
+            return false
+        }
+        let space = buffer.writableCount
+        let result: IOResult<Int>
+        do { result = try buffer.read(from: connection.rawFD) } catch {
+            releaseIfEmpty(&upstreamIn)
+            upstreamEndOfStream(error: error)
+            return false
+        }
+        switch result {
+        case .wouldBlock:
+            connection.readable = false
+            releaseIfEmpty(&upstreamIn)
+            return false
+        case .processed(0):
+            connection.readable = false
+            releaseIfEmpty(&upstreamIn)
+            upstreamEndOfStream(error: nil)
+            return false
+        case .processed(let count):
+            if count < space && !connection.hangup { connection.readable = false }
+            lastUpstreamRead = loop.now
+            processResponseBytes()
+            return true
+        }
+    }
+
+    /// Parses response heads and frames body bytes now in `upstreamIn`.
+    private func processResponseBytes() {
+        guard let buffer = upstreamIn else { return }
+        while phase == .exchange {
+            switch response {
+            case .awaitingHead:
+                let result = buffer.withReadableSpan { responseParser.parse($0, requestMethod: requestMethod) }
+                switch result {
+                case .needMore:
+                    return
+                case .failed(let error, _):
+                    return upstreamFailed(status: 502, type: "upstream_bad_response", message: "invalid response from upstream \(upstreamDisplay): \(error.message)")
+                case .complete(let headLength):
+                    guard acceptResponseHead(headLength: headLength, buffer: buffer) else { return }
+                }
+            case .body(let body):
+                let available = buffer.readableCount - responseSendEnd
+                guard available > 0 else { return updateUpstreamPause() }
+                switch body {
+                case .contentLength(let remaining):
+                    let take = Int(min(Int64(available), remaining))
+                    responseSendEnd += take
+                    if Int64(take) == remaining { responseFinished() } else { response = .body(.contentLength(remaining: remaining - Int64(take))) }
+                case .chunked:
+                    let scan = buffer.withReadableSpan(from: responseSendEnd) { responseChunks.scan($0) }
+                    switch scan {
+                    case .consumedAll: responseSendEnd = buffer.readableCount
+                    case .ended(let at):
+                        responseSendEnd += at
+                        responseFinished()
+                    case .failed(let error, _):
+                        return endTruncated(reason: "invalid chunked framing from upstream: \(error.message)")
+                    }
+                case .dechunked:
+                    guard dechunk(buffer) else { return updateUpstreamPause() }
+                case .untilClose:
+                    responseSendEnd = buffer.readableCount
+                }
+            case .complete, .aborted:
+                // Bytes after the end of a response: the server broke framing, so the connection is not reused.
+                if buffer.readableCount > responseSendEnd {
+                    upstreamReusable = false
+                    buffer.truncate(toReadable: responseSendEnd)
+                }
+                return
+            }
+        }
+    }
+
+    /// Copies payload bytes into `clientOut`, dropping chunk framing; returns false when `clientOut` is full.
+    private func dechunk(_ buffer: ByteBuffer) -> Bool {
+        let out = takeBuffer(&clientOut)
+        while buffer.readableCount > 0 {
+            let room = out.writableCount
+            guard room > 0 else { return false }
+            let step = buffer.withReadableSpan(from: 0, to: min(buffer.readableCount, room)) { responseChunks.next($0) }
+            switch step {
+            case .framing(let count):
+                buffer.consume(count)
+            case .data(let count):
+                out.append(from: buffer, 0..<count)
+                buffer.consume(count)
+            case .end(let count):
+                buffer.consume(count)
+                responseFinished()
+                return true
+            case .failed(let error, _):
+                endTruncated(reason: "invalid chunked framing from upstream: \(error.message)")
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Handles a complete response head: interim ones are relayed and parsing continues, a final one
+    /// decides the body framing. Returns false when the exchange ended.
+    private func acceptResponseHead(headLength: Int, buffer: ByteBuffer) -> Bool {
+        let head = responseParser.head
+        let out = takeBuffer(&clientOut)
+        if head.isInformational {
+            guard head.status != 101 else {
+                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested")
+                return false
+            }
+            // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
+            if !clientIsHTTP10 {
+                _ = buffer.withReadableSpan { HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: nil, close: false, dechunk: false) }
+            }
+            buffer.consume(headLength)
+            responseParser.reset()
+            return true
+        }
+        upstreamOut.map { loop.bufferPool.give($0) }
+        upstreamOut = nil
+        if !head.keepAlive { upstreamReusable = false }
+        let body: ResponseBody?
+        switch head.framing {
+        case .none: body = nil
+        case .contentLength(let length): body = length == 0 ? nil : .contentLength(remaining: length)
+        case .chunked:
+            responseChunks.reset()
+            body = clientIsHTTP10 ? .dechunked : .chunked
+        case .untilClose:
+            upstreamReusable = false
+            body = .untilClose
+        }
+        if body == .dechunked || body == .untilClose { closeAfterResponse = true }
+        if !requestIsComplete { closeAfterResponse = true }
+        let written = buffer.withReadableSpan {
+            HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
+                                           close: closeAfterResponse, dechunk: body == .dechunked)
+        }
+        guard written else {
+            upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward")
+            return false
+        }
+        responseStarted = true
+        buffer.consume(headLength)
+        if let body { response = .body(body) } else { responseFinished() }
+        return true
+    }
+
+    /// Hysteresis on the response direction.
+    private func updateUpstreamPause() {
+        let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
+        if queued >= settings.highWatermark {
+            upstreamReadPause.insert(.peerQueueFull)
+        } else if queued <= settings.lowWatermark {
+            upstreamReadPause.remove(.peerQueueFull)
+        }
+    }
+
+    private func responseFinished() {
+        response = .complete
+        if !requestIsComplete { upstreamReusable = false }
+        if let buffer = upstreamIn, buffer.readableCount > responseSendEnd {
+            upstreamReusable = false
+            buffer.truncate(toReadable: responseSendEnd)
+        }
+        if upstreamReusable, let connection = upstream, !connection.hangup {
+            upstream = nil
+            loop.poolUpstream(connection)
+        } else {
+            closeUpstream()
+        }
+        finishIfFlushed()
+    }
+
+    /// The upstream closed (or failed) its side.
+    private func upstreamEndOfStream(error: SystemError?) {
+        upstreamReusable = false
+        switch response {
+        case .awaitingHead:
+            if upstream?.reused == true, !responseStarted, (upstreamIn?.readableCount ?? 0) == 0, canReplay {
+                return replay()
+            }
+            let reason = error.map { $0.description } ?? "connection closed"
+            upstreamFailed(status: 502, type: "upstream_bad_response",
+                           message: "upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))")
+        case .body(.untilClose):
+            responseFinished()
+        case .body:
+            endTruncated(reason: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body")
+        case .complete, .aborted:
+            closeUpstream()
+        }
+    }
+
+    /// An upstream failure before any response byte went to the client becomes a JSON error response.
+    private func upstreamFailed(status: Int, type: String, message: String) {
+        OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[route.upstreamIndex].name),
+                                      "address": .string(upstreamDisplay), "status": .int(status), "error": .string(message)])
+        upstreamReusable = false
+        closeUpstream()
+        if responseStarted {
+            endTruncated(reason: message)
+        } else {
+            respond(status: status, type: type, message: message, closeAfter: !requestIsComplete || closeAfterResponse)
+        }
+    }
+
+    private func closeUpstream() {
+        guard let connection = upstream else { return }
+        upstream = nil
+        loop.closeUpstream(connection)
+    }
+
+    // MARK: - Client output
+
+    /// Writes queued bytes to the client; returns true if it wrote.
+    private func flushToClient() -> Bool {
+        guard clientWritable, phase != .closed else { return false }
+        let headCount = clientOut?.readableCount ?? 0
+        let bodyCount = responseSendEnd
+        guard headCount + bodyCount > 0 else { return false }
+        let result: IOResult<Int>
+        do {
+            result = try writePair(clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
+        } catch {
+            if phase == .lingering { close() } else { abort(reason: "client write failed: \(error.description)") }
+            return false
+        }
+        guard case .processed(let written) = result else {
+            clientWritable = false
+            return false
+        }
+        lastClientWriteProgress = loop.now
+        let headWritten = min(written, headCount)
+        if headWritten > 0, let out = clientOut {
+            out.consume(headWritten)
+            releaseIfEmpty(&clientOut)
+        }
+        let bodyWritten = written - headWritten
+        if bodyWritten > 0, let buffer = upstreamIn {
+            buffer.consume(bodyWritten)
+            responseSendEnd -= bodyWritten
+            releaseIfEmpty(&upstreamIn)
+        }
+        if written < headCount + bodyCount { clientWritable = false }
+        updateUpstreamPause()
+        if case .body(.dechunked) = response, upstreamIn != nil { processResponseBytes() }
+        finishIfFlushed()
+        return written > 0
+    }
+
+    private var clientOutputPending: Bool { (clientOut?.readableCount ?? 0) + responseSendEnd > 0 }
+
+    /// Ends the exchange once its response is complete and fully written.
+    private func finishIfFlushed() {
+        guard phase == .exchange, !clientOutputPending else { return }
+        switch response {
+        case .complete:
+            finishExchange()
+        case .aborted:
+            close()
+        case .awaitingHead, .body:
+            break
+        }
+    }
+
+    private func finishExchange() {
+        closeUpstream()
+        requestsServed += 1
+        if closeAfterResponse {
+            return lingerAndClose()
+        }
+        phase = .idle
+        idleSince = loop.now
+        requestParser.reset()
+        requestSentAt = 0
+        releaseIfEmpty(&upstreamIn)
+        releaseIfEmpty(&upstreamOut)
+        // Pipelined bytes already read start the next request now.
+        if let buffer = clientIn, buffer.readableCount > 0 {
+            phase = .readingHead
+            headStartedAt = loop.now
+            parseRequestHead()
+        } else {
+            releaseIfEmpty(&clientIn)
+        }
+    }
+
+    /// Sends a response sluice generated (an error), then closes or keeps the connection.
+    private func respond(status: Int, type: String, message: String, closeAfter: Bool) {
+        closeUpstream()
+        if requestID.isEmpty { mintRequestID() }
+        responseSendEnd = 0
+        upstreamIn.map { $0.clear() }
+        releaseIfEmpty(&upstreamIn)
+        let out = takeBuffer(&clientOut)
+        out.clear()
+        ErrorResponse.write(into: out, status: status, type: type, message: message, requestID: requestID, close: closeAfter)
+        closeAfterResponse = closeAfter
+        lastClientWriteProgress = loop.now
+        responseStarted = true
+        response = .complete
+        phase = .exchange
+        finishIfFlushed()
+    }
+
+    /// A request sluice refuses: answered and the connection closed, never forwarded.
+    private func rejectRequest(status: Int, type: String, message: String) {
+        OpLog.debug("request rejected", ["client": .string(String(decoding: clientIP, as: UTF8.self)), "status": .int(status), "error": .string(message)])
+        requestBody = .complete
+        requestSendEnd = 0
+        clientIn?.clear()
+        releaseIfEmpty(&clientIn)
+        upstreamOut.map { loop.bufferPool.give($0) }
+        upstreamOut = nil
+        respond(status: status, type: type, message: message, closeAfter: true)
+    }
+
+    /// Ends an exchange at once because the client is gone or stuck: the upstream is closed in this
+    /// loop turn (stopping a paid generation) and queued bytes are dropped.
+    private func abort(reason: String) {
+        OpLog.debug("exchange aborted", ["reason": .string(reason)])
+        upstreamReusable = false
+        closeUpstream()
+        response = .aborted
+        close()
+    }
+
+    /// The upstream failed after the response began: what was received still goes out, then the client
+    /// is closed without the body's clean end (no last chunk, or short of Content-Length), so it can
+    /// tell the response was truncated.
+    private func endTruncated(reason: String) {
+        OpLog.warn("upstream response truncated", ["upstream": .string(upstreamDisplay), "error": .string(reason)])
+        upstreamReusable = false
+        closeUpstream()
+        response = .aborted
+        closeAfterResponse = true
+        finishIfFlushed()
+    }
+
+    // MARK: - Closing
+
+    /// Shuts our write side and discards input for a while, so the response is not destroyed by a
+    /// reset when the client still had bytes in flight (nginx lingering_close).
+    private func lingerAndClose() {
+        phase = .lingering
+        lingerStartedAt = loop.now
+        Syscall.shutdownWrite(clientFD)
+        clientIn?.clear()
+        releaseIfEmpty(&clientIn)
+        if clientHangup { close() }
+    }
+
+    private func discardLingeringInput() -> Bool {
+        let buffer = takeBuffer(&clientIn)
+        buffer.clear()
+        let result = try? buffer.read(from: clientFD)
+        buffer.clear()
+        releaseIfEmpty(&clientIn)
+        switch result {
+        case .processed(let count) where count > 0:
+            return true
+        case .wouldBlock:
+            clientReadable = false
+            return false
+        default:
+            close()
+            return false
+        }
+    }
+
+    /// Closes the client and anything attached; returns every buffer to the pool.
+    func close() {
+        guard phase != .closed else { return }
+        phase = .closed
+        closeUpstream()
+        for buffer in [clientIn, clientOut, upstreamIn, upstreamOut] {
+            if let buffer { loop.bufferPool.give(buffer) }
+        }
+        clientIn = nil
+        clientOut = nil
+        upstreamIn = nil
+        upstreamOut = nil
+        loop.sessionClosed(self)
+        client = nil
+    }
+
+    // MARK: - Buffers
+
+    private func takeBuffer(_ slot: inout ByteBuffer?) -> ByteBuffer {
+        if let buffer = slot { return buffer }
+        let buffer = loop.bufferPool.take()
+        slot = buffer
+        return buffer
+    }
+
+    private func releaseIfEmpty(_ slot: inout ByteBuffer?) {
+        guard let buffer = slot, buffer.isEmpty else { return }
+        // Parser state refers to offsets in these buffers while a head is partly parsed.
+        if buffer === clientIn && phase == .readingHead { return }
+        if buffer === upstreamIn && response == .awaitingHead && phase == .exchange { return }
+        if buffer === upstreamOut && phase == .exchange && response == .awaitingHead { return }
+        slot = nil
+        loop.bufferPool.give(buffer)
+    }
+
+    // MARK: - Timers
+
+    /// The earliest moment one of the current phase's timeouts can fire.
+    private func nextDeadline() -> Int64 {
+        let timeouts = phase == .exchange ? route.timeouts : settings.timeouts
+        var deadline = Int64.max
+        func consider(_ start: Int64, _ limit: Int) {
+            if limit > 0 && start > 0 { deadline = min(deadline, start + Int64(limit)) }
+        }
+        switch phase {
+        case .idle:
+            if requestsServed == 0 { consider(acceptedAt, timeouts.clientHeader) } else { consider(idleSince, timeouts.clientKeepAlive) }
+        case .readingHead:
+            consider(requestsServed == 0 ? acceptedAt : headStartedAt, timeouts.clientHeader)
+        case .exchange:
+            if let connection = upstream {
+                if !connection.connected { consider(connectStartedAt, timeouts.upstreamConnect) }
+                if connection.connected && response == .awaitingHead { consider(requestSentAt, timeouts.upstreamFirstByte) }
+            }
+            if case .body = response, upstreamReadPause.isEmpty { consider(lastUpstreamRead, timeouts.upstreamIdle) }
+            consider(exchangeStartedAt, timeouts.total)
+            if !requestIsComplete && clientReadPause.isEmpty { consider(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle) }
+            if clientOutputPending { consider(lastClientWriteProgress, timeouts.clientWrite) }
+        case .lingering:
+            deadline = lingerStartedAt + ClientSession.lingerMilliseconds
+        case .closed:
+            break
+        }
+        return deadline
+    }
+
+    /// Called by the loop when the scheduled deadline passed: acts on whichever timeout expired, or reschedules.
+    func timerFired() {
+        let now = loop.now
+        let deadline = nextDeadline()
+        guard deadline <= now else {
+            loop.scheduleTimer(self, at: deadline)
+            return
+        }
+        let timeouts = phase == .exchange ? route.timeouts : settings.timeouts
+        func expired(_ start: Int64, _ limit: Int) -> Bool { limit > 0 && start > 0 && now - start >= Int64(limit) }
+        switch phase {
+        case .idle:
+            close()
+        case .readingHead:
+            respond(status: 408, type: "request_timeout", message: "the request head did not arrive within \(timeouts.clientHeader) ms", closeAfter: true)
+        case .exchange:
+            if clientOutputPending && expired(lastClientWriteProgress, timeouts.clientWrite) {
+                return abort(reason: "client made no write progress for \(timeouts.clientWrite) ms")
+            }
+            if let connection = upstream, !connection.connected, expired(connectStartedAt, timeouts.upstreamConnect) {
+                return upstreamFailed(status: 504, type: "upstream_timeout", message: "connecting to upstream \(upstreamDisplay) timed out after \(timeouts.upstreamConnect) ms")
+            }
+            if response == .awaitingHead && expired(requestSentAt, timeouts.upstreamFirstByte) {
+                return upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms")
+            }
+            if expired(exchangeStartedAt, timeouts.total) {
+                return upstreamFailed(status: 504, type: "upstream_timeout", message: "exchange exceeded the total limit of \(timeouts.total) ms")
+            }
+            if case .body = response, upstreamReadPause.isEmpty, expired(lastUpstreamRead, timeouts.upstreamIdle) {
+                return upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms")
+            }
+            if !requestIsComplete && clientReadPause.isEmpty && expired(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle) {
+                failRequestBody(status: 408, type: "request_timeout", message: "request body stalled for \(timeouts.clientBodyIdle) ms")
+            }
+        case .lingering:
+            close()
+        case .closed:
+            break
+        }
+        if phase != .closed { loop.scheduleTimer(self, at: nextDeadline()) }
+    }
+}

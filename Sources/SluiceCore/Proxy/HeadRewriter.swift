@@ -1,0 +1,167 @@
+/// Writes the heads sluice forwards: the request head for the upstream and the response head for the
+/// client, with hop-by-hop fields removed (RFC 9110 §7.6.1) and the forwarding fields set. Heads are
+/// copied field by field from the parsed bytes; bodies never pass through here.
+enum HeadRewriter {
+    /// The path to route on and to send upstream: the target itself in origin form, the path part of an
+    /// absolute-form target (RFC 9112 §3.2.2), empty when an absolute form has no path ("/" is sent).
+    static func pathRange(of head: RequestHead, in buffer: ByteBuffer) -> Range<Int> {
+        guard head.targetForm == .absolute else { return head.target }
+        return buffer.withReadableSpan { source in
+            var index = head.target.lowerBound
+            var slashes = 0
+            while index < head.target.upperBound {
+                if source[index] == UInt8(ascii: "/") {
+                    slashes += 1
+                    if slashes == 3 { return index..<head.target.upperBound }
+                }
+                index += 1
+            }
+            return head.target.upperBound..<head.target.upperBound
+        }
+    }
+
+    /// True for fields that describe one connection, not the message: never forwarded.
+    static func isHopByHop(_ source: Span<UInt8>, _ name: Range<Int>, connectionTokens: [Range<Int>]) -> Bool {
+        if fieldNameEquals(source, name, "connection") || fieldNameEquals(source, name, "keep-alive")
+            || fieldNameEquals(source, name, "proxy-connection") || fieldNameEquals(source, name, "te")
+            || fieldNameEquals(source, name, "trailer") || fieldNameEquals(source, name, "upgrade") {
+            return true
+        }
+        for token in connectionTokens where sameBytesIgnoringCase(source, name, token) { return true }
+        return false
+    }
+
+    /// Writes `METHOD path HTTP/1.1`, the end-to-end fields, then X-Forwarded-For/-Proto/-Host and
+    /// X-Request-Id. Returns false when it does not fit in `out`.
+    static func writeRequestHead(into out: ByteBuffer, source: Span<UInt8>, head: RequestHead, pathRange: Range<Int>,
+                                 clientIP: [UInt8], requestID: [UInt8]) -> Bool {
+        var fits = out.append(source.extracting(head.methodRange)) && out.append(byte: 0x20)
+        fits = fits && (pathRange.isEmpty ? out.append(byte: UInt8(ascii: "/")) : out.append(source.extracting(pathRange)))
+        fits = fits && out.append(" HTTP/1.1\r\n")
+        var contentLengthWritten = false
+        var forwardedFor = 0
+        for field in head.fields {
+            let name = field.name
+            if isHopByHop(source, name, connectionTokens: head.connectionTokens)
+                || fieldNameEquals(source, name, "x-forwarded-proto") || fieldNameEquals(source, name, "x-forwarded-host")
+                || fieldNameEquals(source, name, "x-request-id") {
+                continue
+            }
+            if fieldNameEquals(source, name, "x-forwarded-for") {
+                forwardedFor += 1
+                continue
+            }
+            if fieldNameEquals(source, name, "content-length") {
+                // Identical duplicates were accepted by the parser; the upstream sees one.
+                if contentLengthWritten { continue }
+                contentLengthWritten = true
+            }
+            fits = fits && writeField(into: out, source: source, field)
+        }
+        // X-Forwarded-For: earlier hops in order, then this client (the de facto list form).
+        fits = fits && out.append("X-Forwarded-For: ")
+        if forwardedFor > 0 {
+            for field in head.fields where fieldNameEquals(source, field.name, "x-forwarded-for") && !field.value.isEmpty {
+                fits = fits && out.append(source.extracting(field.value)) && out.append(", ")
+            }
+        }
+        fits = fits && clientIP.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\nX-Forwarded-Proto: http\r\n")
+        if let host = head.hostField {
+            fits = fits && out.append("X-Forwarded-Host: ") && out.append(source.extracting(head.fields[host].value)) && out.append("\r\n")
+        }
+        fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) }
+        return fits && out.append("\r\n\r\n")
+    }
+
+    /// Writes a response head for the client: status line as HTTP/1.1, end-to-end fields, and
+    /// X-Accel-Buffering: no for event streams so an nginx further down does not buffer them.
+    /// `requestID` nil writes an interim (1xx) head as is. `dechunk` drops Transfer-Encoding for an HTTP/1.0 client.
+    static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
+                                  close: Bool, dechunk: Bool) -> Bool {
+        var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
+        fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
+        var eventStream = false
+        var accelBufferingSet = false
+        for field in head.fields {
+            let name = field.name
+            if isHopByHop(source, name, connectionTokens: head.connectionTokens) { continue }
+            if dechunk && fieldNameEquals(source, name, "transfer-encoding") { continue }
+            if requestID != nil && fieldNameEquals(source, name, "x-request-id") { continue }
+            if fieldNameEquals(source, name, "content-type") && isEventStream(source.extracting(field.value)) { eventStream = true }
+            if fieldNameEquals(source, name, "x-accel-buffering") { accelBufferingSet = true }
+            fits = fits && writeField(into: out, source: source, field)
+        }
+        if eventStream && !accelBufferingSet { fits = fits && out.append("X-Accel-Buffering: no\r\n") }
+        if let requestID {
+            fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
+        }
+        if close { fits = fits && out.append("Connection: close\r\n") }
+        return fits && out.append("\r\n")
+    }
+
+    private static func writeField(into out: ByteBuffer, source: Span<UInt8>, _ field: HeadField) -> Bool {
+        out.append(source.extracting(field.name)) && out.append(": ") && out.append(source.extracting(field.value)) && out.append("\r\n")
+    }
+
+    /// ASCII case-insensitive comparison of two ranges of the same head.
+    private static func sameBytesIgnoringCase(_ source: Span<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
+        guard a.count == b.count else { return false }
+        var i = a.lowerBound
+        var j = b.lowerBound
+        while i < a.upperBound {
+            if source[i] | 0x20 != source[j] | 0x20 { return false }
+            i += 1
+            j += 1
+        }
+        return true
+    }
+}
+
+/// The JSON error responses sluice itself sends: `{"error":{"type":"...","message":"..."}}`.
+enum ErrorResponse {
+    static func reason(for status: Int) -> StaticString {
+        switch status {
+        case 400: "Bad Request"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 408: "Request Timeout"
+        case 413: "Content Too Large"
+        case 414: "URI Too Long"
+        case 431: "Request Header Fields Too Large"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        case 505: "HTTP Version Not Supported"
+        default: "Error"
+        }
+    }
+
+    /// The error type for a parse failure's status.
+    static func type(for status: Int) -> String {
+        switch status {
+        case 414: "uri_too_long"
+        case 431: "header_too_large"
+        case 505: "version_not_supported"
+        default: "bad_request"
+        }
+    }
+
+    /// Writes a complete response; errors are rare, so building the body as a String is fine here.
+    static func write(into out: ByteBuffer, status: Int, type: String, message: String, requestID: [UInt8], close: Bool) {
+        var body = "{\"error\":{\"type\":"
+        OpLog.appendQuoted(type, to: &body)
+        body += ",\"message\":"
+        OpLog.appendQuoted(message, to: &body)
+        body += "}}\n"
+        out.append("HTTP/1.1 ")
+        out.append(decimal: status)
+        out.append(byte: 0x20)
+        out.append(reason(for: status))
+        out.append("\r\nContent-Type: application/json\r\nContent-Length: ")
+        out.append(decimal: body.utf8.count)
+        out.append("\r\nX-Request-Id: ")
+        requestID.withUnsafeBufferPointer { _ = out.append($0.span) }
+        out.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n")
+        out.append(string: body)
+    }
+}

@@ -1,0 +1,288 @@
+import Glibc
+
+/// One worker: an epoll loop on its own thread that accepts on its SO_REUSEPORT listeners and owns
+/// every client session it accepted and their upstream connections, so the data path takes no locks.
+///
+/// A turn: wait (bounded by the next timer), dispatch ready events, run sessions that yielded last
+/// turn, fire due timers. Timers are a heap of sessions keyed by their next deadline; forwarding only
+/// writes activity times, and a due entry recomputes its real deadline (see `ClientSession.timerFired`).
+public final class ProxyLoop {
+    /// What an epoll token refers to.
+    enum Owner {
+        case listener(Int)
+        case client(ClientSession)
+        case upstream(UpstreamConnection)
+        case wakeup
+    }
+
+    private final class Listener {
+        let fd: FileDescriptor
+        let rawFD: Int32
+        /// After EMFILE/ENFILE the listener leaves epoll until this time (loop ms), so accept does not spin.
+        var pausedUntil: Int64 = 0
+
+        init(rawFD: Int32) {
+            self.rawFD = rawFD
+            fd = FileDescriptor(rawValue: rawFD)
+        }
+    }
+
+    // MARK: immutable
+    public let settings: ProxySettings
+    public let index: Int
+
+    // MARK: loop thread only
+    private let epoll: Epoll
+    private var table = RegistrationTable<Owner>()
+    private var timers = TimerHeap<ClientSession>()
+    private var listeners: [Listener] = []
+    private var posted: [ClientSession] = []
+    private var pools: [[UpstreamConnection]]
+    let bufferPool: BufferPool
+    private(set) var now: Int64
+    private var randomState: UInt64
+    private var lastHousekeeping: Int64 = 0
+    private var lastAcceptWarning: Int64 = -100_000
+    private(set) var sessionCount = 0
+    private(set) var replayCount = 0
+
+    // MARK: any thread
+    private let wakeup: WakeupFD
+
+    /// Creates a loop that takes ownership of `listenerFDs` (bound, listening, non-blocking sockets).
+    public init(index: Int, settings: ProxySettings, listenerFDs: [Int32]) throws(SystemError) {
+        self.index = index
+        self.settings = settings
+        epoll = try Epoll()
+        wakeup = try WakeupFD()
+        bufferPool = BufferPool(bufferCapacity: settings.bufferCapacity)
+        pools = Array(repeating: [], count: settings.upstreams.count)
+        now = Syscall.monotonicMilliseconds()
+        randomState = Syscall.randomSeed()
+        for (position, raw) in listenerFDs.enumerated() {
+            listeners.append(Listener(rawFD: raw))
+            try epoll.addReadable(raw, token: table.register(raw, .listener(position)))
+        }
+        try epoll.addReadable(wakeup.rawValue, token: table.register(wakeup.rawValue, .wakeup))
+    }
+
+    /// Runs the loop on the calling thread; never returns.
+    public func run() -> Never {
+        while true {
+            let count = epoll.wait(timeoutMilliseconds: waitTimeout())
+            now = Syscall.monotonicMilliseconds()
+            for position in 0..<count {
+                dispatch(epoll.event(at: position))
+            }
+            runPosted()
+            runTimers()
+            if now - lastHousekeeping >= 1000 || listeners.contains(where: { $0.pausedUntil != 0 && $0.pausedUntil <= now }) {
+                housekeeping()
+            }
+        }
+    }
+
+    private func waitTimeout() -> Int32 {
+        if !posted.isEmpty { return 0 }
+        var timeout: Int64 = 1000
+        if let deadline = timers.nextDeadline { timeout = min(timeout, max(0, deadline - Syscall.monotonicMilliseconds())) }
+        for listener in listeners where listener.pausedUntil != 0 { timeout = min(timeout, max(0, listener.pausedUntil - now)) }
+        return Int32(timeout)
+    }
+
+    @inline(__always)
+    private func dispatch(_ event: ReadyEvent) {
+        guard let owner = table.owner(for: event.token) else { return }
+        switch owner {
+        case .client(let session):
+            session.clientEvent(event)
+        case .upstream(let connection):
+            if let session = connection.session {
+                session.upstreamEvent(event, connection)
+            } else {
+                pooledUpstreamEvent(connection, event)
+            }
+        case .listener(let position):
+            accept(position)
+        case .wakeup:
+            wakeup.drain()
+        }
+    }
+
+    // MARK: - Accepting
+
+    private static let acceptsPerWakeup = 64
+    private static let acceptBackoffMilliseconds: Int64 = 100
+
+    private func accept(_ position: Int) {
+        let raw = listeners[position].rawFD
+        for _ in 0..<ProxyLoop.acceptsPerWakeup {
+            let result: IOResult<(fd: Int32, peer: SocketAddress)>
+            do { result = try Syscall.accept(raw) } catch {
+                acceptFailed(position, error)
+                return
+            }
+            guard case .processed(let accepted) = result else { return }
+            let rawClient = accepted.fd
+            Syscall.setNoDelay(rawClient)
+            let session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer)
+            do {
+                try epoll.addEdgeTriggered(rawClient, token: table.register(rawClient, .client(session)))
+            } catch {
+                table.unregister(rawClient)
+                session.close()
+                continue
+            }
+            sessionCount += 1
+            scheduleTimer(session, at: now + Int64(settings.timeouts.clientHeader > 0 ? settings.timeouts.clientHeader : 60_000))
+        }
+    }
+
+    /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
+    private func acceptFailed(_ position: Int, _ error: SystemError) {
+        if now - lastAcceptWarning >= 1000 {
+            lastAcceptWarning = now
+            OpLog.warn("accept failed; pausing the listener", ["worker": .int(index), "error": .string(error.description),
+                                                              "retry_ms": .int(Int(ProxyLoop.acceptBackoffMilliseconds))])
+        }
+        epoll.remove(listeners[position].rawFD)
+        listeners[position].pausedUntil = now + ProxyLoop.acceptBackoffMilliseconds
+    }
+
+    private func housekeeping() {
+        lastHousekeeping = now
+        for position in listeners.indices where listeners[position].pausedUntil != 0 && listeners[position].pausedUntil <= now {
+            listeners[position].pausedUntil = 0
+            let raw = listeners[position].rawFD
+            _ = try? epoll.addReadable(raw, token: table.register(raw, .listener(position)))
+        }
+        let idleLimit = Int64(settings.timeouts.upstreamPoolIdle)
+        guard idleLimit > 0 else { return }
+        for upstreamIndex in pools.indices {
+            while let oldest = pools[upstreamIndex].first, now - oldest.idleSince >= idleLimit {
+                pools[upstreamIndex].removeFirst()
+                closeUpstream(oldest)
+            }
+        }
+    }
+
+    // MARK: - Sessions
+
+    /// Runs `session` again next turn (it yielded after its round budget).
+    func post(_ session: ClientSession) {
+        guard !session.isPosted else { return }
+        session.isPosted = true
+        posted.append(session)
+    }
+
+    private func runPosted() {
+        guard !posted.isEmpty else { return }
+        let batch = posted
+        posted.removeAll(keepingCapacity: true)
+        for session in batch {
+            session.isPosted = false
+            if session.phase != .closed { session.drive() }
+        }
+    }
+
+    private func runTimers() {
+        while let session = timers.popDue(now: now) {
+            session.timerFired()
+        }
+    }
+
+    func scheduleTimer(_ session: ClientSession, at deadline: Int64) {
+        guard deadline != Int64.max else {
+            timers.remove(session)
+            return
+        }
+        // Moving an entry later is deferred: the due entry reschedules itself, so forwarding costs nothing here.
+        if session.timerIndex < 0 || deadline < session.timerDeadline {
+            timers.schedule(session, at: deadline)
+        }
+    }
+
+    func sessionClosed(_ session: ClientSession) {
+        timers.remove(session)
+        table.unregister(session.clientFD)
+        sessionCount -= 1
+    }
+
+    // MARK: - Upstream connections
+
+    /// Opens a non-blocking connection to upstream `upstreamIndex` and registers it.
+    func openUpstream(_ upstreamIndex: Int) throws(SystemError) -> UpstreamConnection {
+        let address = settings.upstreams[upstreamIndex].address
+        let fd = try Syscall.tcpSocket(family: address.family)
+        let raw = fd.rawValue
+        Syscall.setNoDelay(raw)
+        let state = try Syscall.connect(raw, address)
+        let connection = UpstreamConnection(fd: fd, upstreamIndex: upstreamIndex)
+        if case .wouldBlock = state {
+            connection.readable = false
+            connection.writable = false
+        } else {
+            connection.connected = true
+        }
+        do {
+            try epoll.addEdgeTriggered(raw, token: table.register(raw, .upstream(connection)))
+        } catch {
+            table.unregister(raw)
+            throw error
+        }
+        return connection
+    }
+
+    func takePooledUpstream(_ upstreamIndex: Int) -> UpstreamConnection? {
+        // Most recently used first: it is the least likely to have been closed by the server.
+        while let connection = pools[upstreamIndex].popLast() {
+            if connection.hangup || !connection.isOpen {
+                closeUpstream(connection)
+                continue
+            }
+            connection.reused = true
+            connection.writable = true
+            return connection
+        }
+        return nil
+    }
+
+    func poolUpstream(_ connection: UpstreamConnection) {
+        connection.session = nil
+        let limit = settings.upstreams[connection.upstreamIndex].maxIdleConnections
+        guard limit > 0 else { return closeUpstream(connection) }
+        if pools[connection.upstreamIndex].count >= limit {
+            let oldest = pools[connection.upstreamIndex].removeFirst()
+            closeUpstream(oldest)
+        }
+        connection.idleSince = now
+        pools[connection.upstreamIndex].append(connection)
+    }
+
+    /// An idle pooled connection became readable or hung up: the server closed it or sent bytes it
+    /// should not have; either way it can no longer be reused.
+    private func pooledUpstreamEvent(_ connection: UpstreamConnection, _ event: ReadyEvent) {
+        guard event.readable || event.hangup || event.error else { return }
+        if let position = pools[connection.upstreamIndex].firstIndex(where: { $0 === connection }) {
+            pools[connection.upstreamIndex].remove(at: position)
+        }
+        closeUpstream(connection)
+    }
+
+    /// Closes an upstream connection now (not pooled): cancelling the request it carried.
+    func closeUpstream(_ connection: UpstreamConnection) {
+        connection.session = nil
+        guard connection.isOpen else { return }
+        table.unregister(connection.rawFD)
+        connection.fd = nil
+    }
+
+    func countReplay() { replayCount += 1 }
+
+    /// A cheap per-loop random stream (wyrand) for request ids; not for secrets.
+    func nextRandom() -> UInt64 {
+        randomState &+= 0xA076_1D64_78BD_642F
+        let product = randomState.multipliedFullWidth(by: randomState ^ 0xE703_7ED1_A0B4_28DB)
+        return product.high ^ product.low
+    }
+}

@@ -1,0 +1,60 @@
+/// Everything a loop needs from the configuration, resolved once at start-up (addresses looked up,
+/// route prefixes as bytes) so the data path never touches strings or Foundation.
+public struct ProxySettings: Sendable {
+    public struct Upstream: Sendable {
+        public var name: String
+        public var address: SocketAddress
+        /// "host:port" for logs and error bodies.
+        public var display: String
+        public var maxIdleConnections: Int
+    }
+
+    public struct Route: Sendable {
+        public var prefix: [UInt8]
+        public var upstreamIndex: Int
+        public var timeouts: Timeouts
+        public var maxRequestBody: Int64
+    }
+
+    public var upstreams: [Upstream]
+    /// Longest prefix first.
+    public var routes: [Route]
+    /// Timeouts of the client side before a route is known.
+    public var timeouts: Timeouts
+    public var httpLimits: HTTPLimits
+    public var highWatermark: Int
+    public var lowWatermark: Int
+
+    /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
+    public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
+
+    /// Resolves upstream host names (blocking getaddrinfo, start-up only).
+    public init(config: Config) throws(SystemError) {
+        var upstreams: [Upstream] = []
+        for upstream in config.upstreams {
+            let address = try SocketAddress.resolve(host: upstream.host, port: upstream.port)
+            upstreams.append(Upstream(name: upstream.name, address: address, display: "\(address)",
+                                      maxIdleConnections: upstream.maxIdleConnections))
+        }
+        self.upstreams = upstreams
+        routes = config.routes.map { route in
+            Route(prefix: Array(route.prefix.utf8),
+                  upstreamIndex: config.upstreams.firstIndex { $0.name == route.upstream } ?? 0,
+                  timeouts: route.timeouts, maxRequestBody: route.maxRequestBody)
+        }
+        routes.sort { $0.prefix.count > $1.prefix.count }
+        timeouts = config.timeouts
+        httpLimits = HTTPLimits()
+        highWatermark = config.limits.highWatermark
+        lowWatermark = config.limits.lowWatermark
+    }
+
+    /// The route whose prefix starts `path`, longest first.
+    func routeIndex(forPath path: Span<UInt8>) -> Int? {
+        outer: for (index, route) in routes.enumerated() where route.prefix.count <= path.count {
+            for offset in 0..<route.prefix.count where path[offset] != route.prefix[offset] { continue outer }
+            return index
+        }
+        return nil
+    }
+}

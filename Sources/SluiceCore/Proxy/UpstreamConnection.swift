@@ -1,0 +1,30 @@
+/// One TCP connection to an upstream, owned by a loop: attached to the session it serves, or idle in
+/// the loop's pool. Its fd stays registered with epoll while pooled, so a server closing an idle
+/// connection is noticed and the connection dropped before anyone reuses it.
+final class UpstreamConnection {
+    // MARK: loop thread only
+    var fd: FileDescriptor?
+    let rawFD: Int32
+    let upstreamIndex: Int
+    /// Connect finished (SO_ERROR checked).
+    var connected = false
+    /// Edge-triggered readiness: true until a read or write returns EAGAIN.
+    var readable = true
+    var writable = true
+    /// The server closed its side (EPOLLRDHUP) or the socket failed.
+    var hangup = false
+    /// Served at least one exchange before the current one.
+    var reused = false
+    /// The session it serves; nil while pooled.
+    var session: ClientSession?
+    /// When it entered the pool (loop milliseconds).
+    var idleSince: Int64 = 0
+
+    init(fd: consuming FileDescriptor, upstreamIndex: Int) {
+        rawFD = fd.rawValue
+        self.fd = .some(fd)
+        self.upstreamIndex = upstreamIndex
+    }
+
+    var isOpen: Bool { fd != nil }
+}

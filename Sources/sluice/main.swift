@@ -1,0 +1,113 @@
+import Glibc
+import SluiceCore
+import SluiceOrigin
+
+let version = "0.1.0"
+
+/// Prints a start-up or configuration failure as one JSON line and exits 1.
+func fail(_ message: String, _ fields: KeyValuePairs<String, OpLog.Value> = [:]) -> Never {
+    OpLog.error(message, fields)
+    exit(1)
+}
+
+/// Starts the loops for `config` and logs the ready line.
+func serve(_ config: Config, extra: KeyValuePairs<String, OpLog.Value> = [:]) -> [String] {
+    let listeners: [String]
+    do { listeners = try ProxyServer.start(config: config) } catch {
+        fail("cannot start", ["error": .string(error.description)])
+    }
+    var routes = "["
+    for (position, route) in config.routes.enumerated() {
+        if position > 0 { routes += "," }
+        routes += "{\"prefix\":"
+        OpLog.appendQuoted(route.prefix, to: &routes)
+        routes += ",\"upstream\":"
+        OpLog.appendQuoted(route.upstream, to: &routes)
+        routes += "}"
+    }
+    routes += "]"
+    OpLog.info("ready", ["version": .string(version), "workers": .int(config.workers), "listeners": .strings(listeners),
+                         "routes": .json(routes), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" })])
+    return listeners
+}
+
+/// Blocks the calling thread on SIGTERM/SIGINT/SIGHUP; workers inherit the blocked mask, so signals come here.
+func blockSignals() -> sigset_t {
+    var signals = sigset_t()
+    sigemptyset(&signals)
+    sigaddset(&signals, SIGTERM)
+    sigaddset(&signals, SIGINT)
+    sigaddset(&signals, SIGHUP)
+    pthread_sigmask(SIG_BLOCK, &signals, nil)
+    return signals
+}
+
+func waitForSignals(_ signals: sigset_t) -> Never {
+    var signals = signals
+    while true {
+        var received: Int32 = 0
+        guard sigwait(&signals, &received) == 0 else { continue }
+        switch received {
+        case SIGHUP:
+            OpLog.warn("SIGHUP received; configuration reload is not implemented yet, keeping the current configuration")
+        default:
+            OpLog.info("stopping", ["signal": .int(Int(received))])
+            exit(0)
+        }
+    }
+}
+
+let command: CommandLineCommand
+do { command = try CommandLineCommand.parse(Array(CommandLine.arguments.dropFirst())) } catch {
+    fputs("sluice: \(error.description)\n\n\(CommandLineCommand.helpText)\n", stderr)
+    exit(2)
+}
+
+switch command {
+case .help:
+    print(CommandLineCommand.helpText)
+case .version:
+    print("sluice \(version)")
+case .check(let path):
+    do {
+        _ = try Config.load(overrides: CommandLineOverrides(configPath: path))
+        print("\(path): ok")
+    } catch {
+        fputs("\(error.description)\n", stderr)
+        exit(1)
+    }
+case .run(let overrides):
+    let config: Config
+    do { config = try Config.load(overrides: overrides) } catch {
+        fail("invalid configuration", ["file": .string(error.file), "line": .int(error.line), "error": .string(error.description)])
+    }
+    let signals = blockSignals()
+    _ = serve(config)
+    waitForSignals(signals)
+case .demo(var overrides):
+    let signals = blockSignals()
+    let backend: DemoBackend
+    do { backend = try DemoBackend(host: "127.0.0.1", port: 0) } catch {
+        fail("cannot start the demo backend", ["error": .string("\(error)")])
+    }
+    backend.start()
+    overrides.upstreamURL = "http://127.0.0.1:\(backend.port)"
+    if overrides.listeners.isEmpty { overrides.listeners = [Config.defaultListenAddress] }
+    let config: Config
+    do { config = try Config.load(overrides: overrides) } catch {
+        fail("invalid configuration", ["error": .string(error.description)])
+    }
+    let listeners = serve(config)
+    let address = listeners.first ?? "127.0.0.1:8080"
+    print("""
+        sluice demo: a mock OpenAI-compatible backend on 127.0.0.1:\(backend.port), sluice in front on \(address).
+        Stream a chat completion through the proxy (tokens arrive one by one):
+
+          curl -N http://\(address)/v1/chat/completions -H 'Content-Type: application/json' \\
+            -d '{"model":"sluice-demo","stream":true,"messages":[{"role":"user","content":"hello"}]}'
+
+        Press Ctrl-C to stop.
+        """)
+    fflush(stdout)
+    waitForSignals(signals)
+}
