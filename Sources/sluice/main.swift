@@ -4,6 +4,12 @@ import SluiceOrigin
 
 let version = "0.1.0"
 
+/// Writes human text to stderr (CLI usage errors and `check` results, which are for people, not log collectors).
+func printToStderr(_ text: String) {
+    var text = text + "\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
 /// Prints a start-up or configuration failure as one JSON line and exits 1.
 func fail(_ message: String, _ fields: KeyValuePairs<String, OpLog.Value> = [:]) -> Never {
     OpLog.error(message, fields)
@@ -59,7 +65,7 @@ func waitForSignals(_ signals: sigset_t) -> Never {
 
 let command: CommandLineCommand
 do { command = try CommandLineCommand.parse(Array(CommandLine.arguments.dropFirst())) } catch {
-    fputs("sluice: \(error.description)\n\n\(CommandLineCommand.helpText)\n", stderr)
+    printToStderr("sluice: \(error.description)\n\n\(CommandLineCommand.helpText)")
     exit(2)
 }
 
@@ -73,7 +79,7 @@ case .check(let path):
         _ = try Config.load(overrides: CommandLineOverrides(configPath: path))
         print("\(path): ok")
     } catch {
-        fputs("\(error.description)\n", stderr)
+        printToStderr(error.description)
         exit(1)
     }
 case .run(let overrides):
@@ -108,6 +114,6 @@ case .demo(var overrides):
 
         Press Ctrl-C to stop.
         """)
-    fflush(stdout)
+    fflush(nil)
     waitForSignals(signals)
 }

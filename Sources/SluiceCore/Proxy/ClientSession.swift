@@ -509,27 +509,34 @@ final class ClientSession: TimerHeapElement {
             updateClientPause()
         }
         if written < headRemaining + bodyReady { connection.writable = false }
+        // Only a request on a reused connection can need its head again (see `replay`).
+        if !connection.reused, let head = upstreamOut, upstreamHeadSent == head.readableCount {
+            loop.bufferPool.give(head)
+            upstreamOut = nil
+            upstreamHeadSent = 0
+        }
         if requestIsComplete && requestSendEnd == 0 && upstreamHeadSent == (upstreamOut?.readableCount ?? 0) && requestSentAt == 0 {
             requestSentAt = loop.now
         }
         return written > 0
     }
 
+    /// The server stopped taking the request. It may have answered early (e.g. 413) before closing, so
+    /// the read path decides: it relays that response, or sees the close and reports it.
     private func upstreamWriteFailed(_ error: SystemError) {
-        // The server may have answered early (e.g. 413) and closed its read side: keep reading its response.
+        OpLog.debug("writing to upstream failed", ["upstream": .string(upstreamDisplay), "error": .string(error.description)])
         upstreamReusable = false
         requestBody = .complete
         requestSendEnd = 0
-        if let buffer = clientIn { buffer.clear() }
+        clientIn?.clear()
+        releaseIfEmpty(&clientIn)
         closeAfterResponse = true
-        if response == .awaitingHead, upstream?.reused == true, !responseStarted, canReplay {
-            return replay()
-        }
-        if upstream?.hangup == true || response != .awaitingHead { return }
-        upstreamFailed(status: 502, type: "upstream_unreachable", message: "writing to upstream \(upstreamDisplay) failed: \(error.description)")
+        upstream?.readable = true
+        upstream?.writable = false
     }
 
-    /// A request can go again on a fresh connection when nothing of its body was consumed.
+    /// A request can go again on a fresh connection when nothing of its body was consumed and its head
+    /// is still kept (it is, on reused connections, until the response head arrives).
     private var canReplay: Bool { !replayed && requestBodyBytes == 0 && upstreamOut != nil }
 
     /// The pooled connection turned out closed by the server before it answered: send the same head on a new one.
@@ -955,11 +962,9 @@ final class ClientSession: TimerHeapElement {
     }
 
     private func releaseIfEmpty(_ slot: inout ByteBuffer?) {
+        // An empty buffer holds no parser state (parsers keep offsets only over bytes present), so an
+        // idle stream, or one waiting minutes for a first token, holds no buffer at all.
         guard let buffer = slot, buffer.isEmpty else { return }
-        // Parser state refers to offsets in these buffers while a head is partly parsed.
-        if buffer === clientIn && phase == .readingHead { return }
-        if buffer === upstreamIn && response == .awaitingHead && phase == .exchange { return }
-        if buffer === upstreamOut && phase == .exchange && response == .awaitingHead { return }
         slot = nil
         loop.bufferPool.give(buffer)
     }

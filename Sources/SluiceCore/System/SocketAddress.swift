@@ -74,7 +74,8 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
                 _ = inet_ntop(AF_INET, &address, &text, socklen_t(text.count))
             }
         }
-        return String(cString: text)
+        let length = text.firstIndex(of: 0) ?? text.count
+        return String(decoding: text[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// "127.0.0.1:8080" or "[::1]:8080".

@@ -1,0 +1,268 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The proxy's whole configuration, resolved and validated: every default is filled in and
+/// every cross-reference (route → upstream) has been checked.
+///
+/// Built once at boot by ``Config/load(overrides:)`` or ``Config/parse(text:file:)`` and then
+/// shared read-only by all worker threads, so it is a plain `Sendable` value.
+public struct Config: Sendable, Equatable {
+    /// Number of worker threads (one event loop each), 1...256. Defaults to the number of online CPUs.
+    public var workers: Int
+    /// Addresses to accept client connections on; never empty once loaded.
+    public var listeners: [ListenAddress]
+    /// Upstreams in declaration order; names are unique. A route refers to one by name
+    /// (``upstreamIndex(named:)`` turns the name into an index once, at boot).
+    public var upstreams: [UpstreamConfig]
+    /// Routes sorted longest prefix first (stable for equal lengths), so that the first match
+    /// in ``route(forPath:)`` is the most specific one. Re-sorted whenever assigned.
+    public var routes: [RouteConfig] {
+        didSet { Self.sortLongestPrefixFirst(&routes) }
+    }
+    /// Global timeouts; routes carry their own merged copy in ``RouteConfig/timeouts``.
+    public var timeouts: Timeouts
+    /// Global body and buffering limits.
+    public var limits: Limits
+    /// The file this configuration came from, or nil when it was built from flags alone.
+    public var sourcePath: String?
+
+    /// Creates a configuration from already-validated parts. `routes` is sorted longest
+    /// prefix first; nothing else is checked (the parser is where validation lives).
+    public init(
+        workers: Int = Config.defaultWorkerCount(),
+        listeners: [ListenAddress],
+        upstreams: [UpstreamConfig],
+        routes: [RouteConfig],
+        timeouts: Timeouts = Timeouts(),
+        limits: Limits = Limits(),
+        sourcePath: String? = nil
+    ) {
+        var sorted = routes
+        Self.sortLongestPrefixFirst(&sorted)
+        self.workers = workers
+        self.listeners = listeners
+        self.upstreams = upstreams
+        self.routes = sorted
+        self.timeouts = timeouts
+        self.limits = limits
+        self.sourcePath = sourcePath
+    }
+
+    /// Index into ``routes`` of the route serving `path` (the request-target's bytes as
+    /// received), or nil when no prefix matches.
+    ///
+    /// Matching is a plain byte-prefix test, first match wins; because ``routes`` is sorted
+    /// longest first, that is the longest matching prefix. No allocation, no `String` is built
+    /// from `path`, so it is safe on the per-request path.
+    public func routeIndex(forPath path: some Collection<UInt8>) -> Int? {
+        for index in routes.indices where path.starts(with: routes[index].prefix.utf8) {
+            return index
+        }
+        return nil
+    }
+
+    /// The route serving `path`, or nil when none matches. See ``routeIndex(forPath:)``.
+    public func route(forPath path: some Collection<UInt8>) -> RouteConfig? {
+        routeIndex(forPath: path).map { routes[$0] }
+    }
+
+    /// Index into ``upstreams`` of the upstream called `name`, or nil. Meant for boot time
+    /// (resolving each route's ``RouteConfig/upstream`` once), not for the request path.
+    public func upstreamIndex(named name: String) -> Int? {
+        upstreams.firstIndex { $0.name == name }
+    }
+
+    /// Valid range of ``workers``; 256 bounds the per-worker tables and threads we create.
+    public static let workerRange: ClosedRange<Int> = 1...256
+
+    /// Number of online CPUs (`sysconf(_SC_NPROCESSORS_ONLN)`), clamped to ``workerRange``.
+    /// Falls back to 1 if the kernel does not say.
+    public static func defaultWorkerCount() -> Int {
+        let online = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+        return min(max(online, workerRange.lowerBound), workerRange.upperBound)
+    }
+
+    /// Stable sort by descending prefix length in bytes: equal-length prefixes cannot both
+    /// match one path unless equal, and duplicates are rejected at parse time.
+    private static func sortLongestPrefixFirst(_ routes: inout [RouteConfig]) {
+        let isSorted = zip(routes, routes.dropFirst()).allSatisfy {
+            $0.prefix.utf8.count >= $1.prefix.utf8.count
+        }
+        if isSorted { return }  // also stops didSet work when nothing changed order
+        routes = routes.enumerated()
+            .sorted { lhs, rhs in
+                let (l, r) = (lhs.element.prefix.utf8.count, rhs.element.prefix.utf8.count)
+                return l != r ? l > r : lhs.offset < rhs.offset
+            }
+            .map(\.element)
+    }
+}
+
+/// An address to listen on. `host` is an IPv4 literal, an IPv6 literal (stored without
+/// brackets) or a name resolved at bind time; `port` 0 asks the kernel for an ephemeral port.
+public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
+    /// IPv4 or IPv6 literal (no brackets) or host name.
+    public var host: String
+    /// TCP port; 0 means ephemeral.
+    public var port: UInt16
+
+    /// Creates an address from its parts; no validation (see ``ListenAddress/init(parsing:)``).
+    public init(host: String, port: UInt16) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `127.0.0.1:8080`, `[::1]:8080`, `:8080` (all IPv4 interfaces) or `localhost:8080`.
+    /// - Throws: ``ConfigError`` with file "command line" and line 0; the file parser wraps
+    ///   the same check with its own file and line.
+    public init(parsing text: String) throws(ConfigError) {
+        do throws(ConfigValueError) {
+            self = try ConfigValues.listenAddress(text)
+        } catch {
+            throw ConfigError(file: ConfigError.commandLine, line: 0, message: error.message)
+        }
+    }
+
+    /// `host:port`, with brackets around IPv6 literals so the result parses back.
+    public var description: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+}
+
+/// How sluice talks to an upstream.
+public enum UpstreamScheme: String, Sendable, Hashable {
+    /// Plain HTTP/1.1 over TCP.
+    case http
+    /// HTTP/1.1 over TLS.
+    case https
+
+    /// Port used when the URL names none: 80 or 443.
+    public var defaultPort: UInt16 {
+        switch self {
+        case .http: 80
+        case .https: 443
+        }
+    }
+}
+
+/// One named upstream: a single server plus its connection pool size.
+public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
+    /// Name that routes refer to; unique within a ``Config``.
+    public var name: String
+    /// `http` or `https`.
+    public var scheme: UpstreamScheme
+    /// Host name, IPv4 literal or IPv6 literal (stored without brackets).
+    public var host: String
+    /// TCP port, 1...65535 (the scheme's default when the URL names none).
+    public var port: UInt16
+    /// Idle keep-alive connections kept per worker; 0 disables pooling.
+    public var maxIdleConnections: Int
+
+    /// Default ``maxIdleConnections``: 64 idle sockets per worker per upstream.
+    public static let defaultMaxIdleConnections = 64
+
+    /// Creates an upstream from its parts; no validation.
+    public init(
+        name: String, scheme: UpstreamScheme, host: String, port: UInt16,
+        maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections
+    ) {
+        self.name = name
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.maxIdleConnections = maxIdleConnections
+    }
+
+    /// The server as a URL, e.g. `http://127.0.0.1:8000` (for logs and `sluice check`).
+    public var description: String {
+        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
+        return "\(scheme.rawValue)://\(host):\(port)"
+    }
+}
+
+/// Timeouts in milliseconds; 0 means the timer is off.
+public struct Timeouts: Sendable, Equatable {
+    /// The whole request head must arrive within this after the first byte (slowloris).
+    public var clientHeader = 10_000
+    /// Longest gap between two reads of a request body.
+    public var clientBodyIdle = 60_000
+    /// How long an idle keep-alive client connection is kept open between requests.
+    public var clientKeepAlive = 60_000
+    /// No write progress to the client for this long closes it and its upstream.
+    public var clientWrite = 60_000
+    /// TCP (and TLS) connect to an upstream.
+    public var upstreamConnect = 5_000
+    /// From request sent to first response byte; reasoning models may think for minutes.
+    public var upstreamFirstByte = 300_000
+    /// Longest gap between two reads from the upstream once the response started.
+    public var upstreamIdle = 300_000
+    /// Cap on the whole exchange; off by default because streams may legitimately be long.
+    public var total = 0
+    /// How long an idle pooled upstream connection is kept before closing it.
+    public var upstreamPoolIdle = 90_000
+
+    /// Creates timeouts, each defaulting to the documented value.
+    public init(
+        clientHeader: Int = 10_000, clientBodyIdle: Int = 60_000,
+        clientKeepAlive: Int = 60_000, clientWrite: Int = 60_000,
+        upstreamConnect: Int = 5_000, upstreamFirstByte: Int = 300_000,
+        upstreamIdle: Int = 300_000, total: Int = 0, upstreamPoolIdle: Int = 90_000
+    ) {
+        self.clientHeader = clientHeader
+        self.clientBodyIdle = clientBodyIdle
+        self.clientKeepAlive = clientKeepAlive
+        self.clientWrite = clientWrite
+        self.upstreamConnect = upstreamConnect
+        self.upstreamFirstByte = upstreamFirstByte
+        self.upstreamIdle = upstreamIdle
+        self.total = total
+        self.upstreamPoolIdle = upstreamPoolIdle
+    }
+}
+
+/// Body size and per-direction buffering limits.
+public struct Limits: Sendable, Equatable {
+    /// Largest accepted request body in bytes; 0 means unlimited.
+    public var maxRequestBody: Int64 = 32 << 20
+    /// Bytes queued toward one peer at which reading from the other side pauses.
+    public var highWatermark = 65_536
+    /// Bytes queued at which reading resumes; strictly below ``highWatermark`` (hysteresis).
+    public var lowWatermark = 32_768
+
+    /// Smallest allowed watermark; below this, pausing would thrash on every read.
+    public static let minimumWatermark = 1024
+    /// Largest allowed watermark: 64 MiB of queued bytes per direction per connection.
+    public static let maximumWatermark = 64 << 20
+
+    /// Creates limits, each defaulting to the documented value.
+    public init(maxRequestBody: Int64 = 32 << 20, highWatermark: Int = 65_536, lowWatermark: Int = 32_768) {
+        self.maxRequestBody = maxRequestBody
+        self.highWatermark = highWatermark
+        self.lowWatermark = lowWatermark
+    }
+}
+
+/// One route: requests whose path starts with `prefix` go to upstream `upstream`.
+public struct RouteConfig: Sendable, Equatable {
+    /// Byte prefix of the request path; starts with `/`.
+    public var prefix: String
+    /// Name of an upstream in ``Config/upstreams``.
+    public var upstream: String
+    /// The global timeouts with this route's overrides applied.
+    public var timeouts: Timeouts
+    /// This route's body limit (the global one unless overridden); 0 means unlimited.
+    public var maxRequestBody: Int64
+
+    /// Creates a route from its parts; no validation.
+    public init(prefix: String, upstream: String, timeouts: Timeouts = Timeouts(), maxRequestBody: Int64 = Limits().maxRequestBody) {
+        self.prefix = prefix
+        self.upstream = upstream
+        self.timeouts = timeouts
+        self.maxRequestBody = maxRequestBody
+    }
+}

@@ -1,0 +1,399 @@
+/// A config file as written: values are parsed and individually valid, cross-references
+/// (route → upstream, watermark order, "at least one of") are not yet checked. Line numbers
+/// are kept so those later checks can still point at the right line.
+struct ConfigDraft: Equatable {
+    /// An `upstream NAME { }` block.
+    struct Upstream: Equatable {
+        var name: String
+        /// Line of `upstream NAME {`; 0 when added by `--upstream`.
+        var line: Int
+        var server: ConfigValues.Server?
+        var maxIdle = UpstreamConfig.defaultMaxIdleConnections
+    }
+
+    /// A `route PREFIX { }` block.
+    struct Route: Equatable {
+        var prefix: String
+        /// Line of `route PREFIX {`; 0 when added by `--upstream`.
+        var line: Int
+        var upstream: String?
+        /// Line of the `upstream NAME` directive, for "unknown upstream" errors.
+        var upstreamLine = 0
+        /// Overrides applied on top of the global timeouts at resolve time, so a `timeouts`
+        /// block after the route still provides the other values.
+        var timeoutOverrides: [TimeoutKey: Int] = [:]
+        var maxRequestBody: Int64?
+    }
+
+    /// nil means `auto` or not given: one worker per online CPU.
+    var workers: Int?
+    var listeners: [ListenAddress] = []
+    var timeouts = Timeouts()
+    var limits = Limits()
+    var highWatermarkLine = 0
+    var lowWatermarkLine = 0
+    var upstreams: [Upstream] = []
+    var routes: [Route] = []
+}
+
+/// Turns the lines of a config file into a ``ConfigDraft``, reporting the first problem with
+/// its line. Single pass, one line at a time; the only state carried between lines is the
+/// open block and the keys already seen in it.
+struct ConfigParser {
+    /// Name used in errors (the path as the user gave it).
+    let file: String
+    private(set) var draft = ConfigDraft()
+    private var context = ConfigContext.top
+    /// Line of the `{` that opened the current block (0 at the top level).
+    private var openLine = 0
+    /// First line of each key in the current block, for duplicate errors; `listen` is exempt.
+    private var seenInBlock: [String: Int] = [:]
+    private var seenAtTop: [String: Int] = [:]
+    /// First line of each `timeouts` / `limits` block, for duplicate errors.
+    private var singletonBlockLines: [ConfigBlockKind: Int] = [:]
+    /// First line of each listen address, upstream name and route prefix. Dictionaries, not
+    /// scans of the draft: a 1 MiB file can declare ~90k routes.
+    private var listenLines: [ListenAddress: Int] = [:]
+    private var upstreamLines: [String: Int] = [:]
+    private var routeLines: [String: Int] = [:]
+
+    /// Parses a whole file.
+    /// - Throws: ``ConfigError`` with `file` and the line of the first problem.
+    static func parse(_ bytes: [UInt8], file: String) throws(ConfigError) -> ConfigDraft {
+        var parser = ConfigParser(file: file)
+        for line in try ConfigLexer.lines(bytes, file: file) {
+            try parser.consume(line)
+        }
+        try parser.finish()
+        return parser.draft
+    }
+
+    init(file: String) {
+        self.file = file
+    }
+
+    /// Handles one line.
+    mutating func consume(_ line: ConfigLine) throws(ConfigError) {
+        let tokens = line.tokens
+        if tokens == ["}"] {
+            guard context != .top else { throw error(line, "stray '}' with no open block") }
+            context = .top
+            openLine = 0
+            seenInBlock = [:]
+            return
+        }
+        if tokens.contains("}") {
+            throw error(line, "'}' must be alone on its line")
+        }
+        let opensBlock = tokens.last == "{"
+        let words = Array(tokens.dropLast(opensBlock ? 1 : 0))
+        if words.isEmpty || words[0] == "{" {
+            throw error(line, "'{' must follow a block name on the same line, e.g. 'route / {'")
+        }
+        if words.contains("{") {
+            throw error(line, "'{' must be the last thing on its line")
+        }
+        let name = words[0]
+        let values = Array(words.dropFirst())
+        if let kind = ConfigBlockKind(rawValue: name), opensBlock || context == .top {
+            try openBlock(kind, values: values, line: line)
+        } else if opensBlock {
+            try rejectUnknownBlock(name, line: line)
+        } else {
+            try directive(name, values: values, line: line)
+        }
+    }
+
+    /// Checks for a block left open at the end of the file.
+    mutating func finish() throws(ConfigError) {
+        if context != .top {
+            throw ConfigError(
+                file: file, line: openLine,
+                message: "unclosed block: \(contextName) opened here has no closing '}'")
+        }
+    }
+
+    // MARK: Blocks
+
+    private mutating func openBlock(_ kind: ConfigBlockKind, values: [String], line: ConfigLine) throws(ConfigError) {
+        let opensBlock = line.tokens.last == "{"
+        if context != .top {
+            throw error(
+                line,
+                "blocks do not nest: '\(kind.rawValue)' inside \(contextName) (missing '}' for the block opened on line \(openLine)?)"
+            )
+        }
+        if !opensBlock {
+            throw error(line, "'\(kind.rawValue)' starts a block: write '\(kind.usage)' with the '{' on the same line")
+        }
+        switch kind {
+        case .timeouts, .limits:
+            if !values.isEmpty {
+                throw error(line, "'\(kind.rawValue)' takes no value: write '\(kind.usage)'")
+            }
+            if let first = singletonBlockLines[kind] {
+                throw error(line, "duplicate '\(kind.rawValue)' block (first opened on line \(first)); use one block")
+            }
+            singletonBlockLines[kind] = line.number
+            context = kind == .timeouts ? .timeouts : .limits
+        case .upstream:
+            let name = try single(values, for: "upstream", expected: "NAME", usage: kind.usage, line: line)
+            guard ConfigValues.isUpstreamName(name) else {
+                throw error(line, "bad upstream name \(ConfigValues.quoted(name)): use 1-64 letters, digits, '_', '-' or '.'")
+            }
+            if let first = upstreamLines[name] {
+                throw error(line, "duplicate upstream '\(name)' (first declared on line \(first))")
+            }
+            upstreamLines[name] = line.number
+            draft.upstreams.append(ConfigDraft.Upstream(name: name, line: line.number))
+            context = .upstream(index: draft.upstreams.count - 1)
+        case .route:
+            let prefix = try single(values, for: "route", expected: "PREFIX", usage: kind.usage, line: line)
+            if let problem = Self.routePrefixProblem(prefix) {
+                throw error(line, "bad route prefix \(ConfigValues.quoted(prefix)): \(problem)")
+            }
+            if let first = routeLines[prefix] {
+                throw error(line, "duplicate route '\(prefix)' (first declared on line \(first))")
+            }
+            routeLines[prefix] = line.number
+            draft.routes.append(ConfigDraft.Route(prefix: prefix, line: line.number))
+            context = .route(index: draft.routes.count - 1)
+        }
+        openLine = line.number
+        seenInBlock = [:]
+    }
+
+    private func rejectUnknownBlock(_ name: String, line: ConfigLine) throws(ConfigError) {
+        if context != .top {
+            throw error(line, "blocks do not nest: '\(name) {' inside \(contextName) (missing '}' for the block opened on line \(openLine)?)")
+        }
+        if TopLevelKey(rawValue: name) != nil {
+            throw error(line, "'\(name)' is a directive, not a block: remove the '{'")
+        }
+        if let kind = ConfigBlockKind.allCases.first(where: { $0.keys.contains(name) }) {
+            throw error(line, "'\(name)' is a key, not a block; it belongs inside \(kind.home)")
+        }
+        let blocks = ConfigBlockKind.allCases.map(\.rawValue)
+        throw error(line, "unknown block \(ConfigValues.quoted(name))\(ConfigValues.didYouMean(name, among: blocks))")
+    }
+
+    /// Why `prefix` cannot be a route prefix, or nil when it can. Prefixes are compared with
+    /// the raw request path bytes, so anything that cannot appear there would never match.
+    static func routePrefixProblem(_ prefix: String) -> String? {
+        guard prefix.hasPrefix("/") else { return "must start with '/'" }
+        for byte in prefix.utf8 {
+            if byte >= 0x80 { return "must be ASCII; percent-encode other characters as clients send them" }
+            if byte == UInt8(ascii: "?") { return "must not contain '?'; routes match the path, not the query" }
+        }
+        return nil
+    }
+
+    // MARK: Directives
+
+    private mutating func directive(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        guard context.keys.contains(name) else { try rejectUnknownKey(name, line: line) }
+        if name != TopLevelKey.listen.rawValue {
+            if context == .top {
+                if let first = seenAtTop[name] { throw duplicate(name, first: first, line: line) }
+                seenAtTop[name] = line.number
+            } else {
+                if let first = seenInBlock[name] { throw duplicate(name, first: first, line: line) }
+                seenInBlock[name] = line.number
+            }
+        }
+        switch context {
+        case .top:
+            try topLevel(name, values: values, line: line)
+        case .timeouts:
+            let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 10s", line: line)
+            let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+            // The guard above ensures `name` is a TimeoutKey here.
+            TimeoutKey(rawValue: name)?.apply(milliseconds, to: &draft.timeouts)
+        case .limits:
+            try limit(name, values: values, line: line)
+        case .upstream(let index):
+            try upstream(name, values: values, index: index, line: line)
+        case .route(let index):
+            try route(name, values: values, index: index, line: line)
+        }
+    }
+
+    private mutating func topLevel(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        switch TopLevelKey(rawValue: name) {
+        case .workers:
+            let text = try single(values, for: name, expected: "N or auto", usage: "workers 4", line: line)
+            if text == "auto" {
+                draft.workers = nil
+            } else {
+                draft.workers = try value(line) { () throws(ConfigValueError) in
+                    try ConfigValues.integer(text, in: Config.workerRange, what: "workers")
+                }
+            }
+        case .listen:
+            let text = try single(
+                values, for: name, expected: "ADDRESS", usage: "listen 127.0.0.1:8080",
+                extraHint: "; repeat 'listen' on separate lines for more addresses", line: line)
+            let address = try value(line) { () throws(ConfigValueError) in try ConfigValues.listenAddress(text) }
+            if let first = listenLines[address] {
+                throw error(line, "duplicate listen address '\(address)' (first on line \(first))")
+            }
+            listenLines[address] = line.number
+            draft.listeners.append(address)
+        case nil:
+            preconditionFailure("directive() only dispatches known top-level keys")
+        }
+    }
+
+    private mutating func limit(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 64k", line: line)
+        let size = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
+        switch LimitKey(rawValue: name) {
+        case .maxRequestBody:
+            draft.limits.maxRequestBody = size
+        case .highWatermark, .lowWatermark:
+            let range = Int64(Limits.minimumWatermark)...Int64(Limits.maximumWatermark)
+            guard range.contains(size) else {
+                throw error(line, "\(name) must be from 1k to 64m (1024 to 67108864 bytes), got \(ConfigValues.quoted(text))")
+            }
+            if name == LimitKey.highWatermark.rawValue {
+                draft.limits.highWatermark = Int(size)
+                draft.highWatermarkLine = line.number
+            } else {
+                draft.limits.lowWatermark = Int(size)
+                draft.lowWatermarkLine = line.number
+            }
+        case nil:
+            preconditionFailure("directive() only dispatches known limits keys")
+        }
+    }
+
+    /// Largest `max_idle`: far above any sane pool, low enough to catch a stray digit.
+    static let maximumIdleConnections = 65_536
+
+    private mutating func upstream(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
+        switch name {
+        case "server":
+            let text = try single(values, for: name, expected: "URL", usage: "server http://127.0.0.1:8000", line: line)
+            draft.upstreams[index].server = try value(line) { () throws(ConfigValueError) in try ConfigValues.upstreamURL(text) }
+        default:  // "max_idle"
+            let text = try single(values, for: name, expected: "N", usage: "max_idle 64", line: line)
+            draft.upstreams[index].maxIdle = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.integer(text, in: 0...Self.maximumIdleConnections, what: "max_idle")
+            }
+        }
+    }
+
+    private mutating func route(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
+        switch name {
+        case "upstream":
+            let text = try single(values, for: name, expected: "NAME", usage: "upstream llm", line: line)
+            draft.routes[index].upstream = text
+            draft.routes[index].upstreamLine = line.number
+        case LimitKey.maxRequestBody.rawValue:
+            let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 10m", line: line)
+            draft.routes[index].maxRequestBody = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
+        default:  // an overridable timeout
+            let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
+            let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+            if let key = TimeoutKey(rawValue: name) {
+                draft.routes[index].timeoutOverrides[key] = milliseconds
+            }
+        }
+    }
+
+    // MARK: Errors
+
+    /// Throws the best message for a key not allowed here: wrong block, or unknown with a
+    /// suggestion.
+    private func rejectUnknownKey(_ name: String, line: ConfigLine) throws(ConfigError) -> Never {
+        var homes: [String] = []
+        if context != .top, TopLevelKey(rawValue: name) != nil { homes.append("at the top level, outside any block") }
+        for kind in ConfigBlockKind.allCases where kind != context.block && kind.keys.contains(name) {
+            homes.append("in " + kind.home)
+        }
+        if let kind = ConfigBlockKind(rawValue: name), context != .top {
+            // e.g. "route /x" inside a block without "{": most likely a missing "}".
+            throw error(
+                line, "'\(kind.rawValue)' cannot appear inside \(contextName): blocks do not nest (missing '}' for the block opened on line \(openLine)?)")
+        }
+        if !homes.isEmpty {
+            var message = "key '\(name)' is not allowed \(contextLocation); it belongs \(homes.joined(separator: " or "))"
+            if context.block == .route, TimeoutKey(rawValue: name) != nil {
+                message += " (routes may override only upstream_first_byte, upstream_idle, total and max_request_body)"
+            }
+            throw error(line, message)
+        }
+        var candidates = context.keys
+        if context == .top { candidates += ConfigBlockKind.allCases.map(\.rawValue) }
+        var hint = ConfigValues.didYouMean(name, among: candidates)
+        if hint.isEmpty {
+            // A typo of a key that lives elsewhere: "client_heder" at the top level.
+            hint = Self.elsewhereHint(for: name, excluding: context)
+        }
+        throw error(line, "unknown key \(ConfigValues.quoted(name)) \(contextLocation)\(hint)")
+    }
+
+    /// ` (did you mean 'k' in the 'timeouts' block?)` for the closest key of another
+    /// context, or the empty string.
+    private static func elsewhereHint(for name: String, excluding context: ConfigContext) -> String {
+        var homes: [(key: String, home: String)] = []
+        if context != .top {
+            homes += TopLevelKey.allCases.map { ($0.rawValue, "at the top level") }
+        }
+        for kind in ConfigBlockKind.allCases where kind != context.block {
+            homes += kind.keys.map { ($0, "in " + kind.home) }
+        }
+        guard let key = ConfigValues.suggestion(for: name, among: homes.map(\.key)),
+            let home = homes.first(where: { $0.key == key })?.home
+        else { return "" }
+        return " (did you mean '\(key)' \(home)?)"
+    }
+
+    /// The single value of a directive, or an error for none or several.
+    private func single(
+        _ values: [String], for name: String, expected: String, usage: String,
+        extraHint: String = "", line: ConfigLine
+    ) throws(ConfigError) -> String {
+        if values.isEmpty {
+            throw error(line, "missing value: '\(name)' needs \(expected), e.g. '\(usage)'")
+        }
+        if values.count > 1 {
+            throw error(line, "too many values for '\(name)': expected one \(expected), got \(values.count)\(extraHint)")
+        }
+        return values[0]
+    }
+
+    private func duplicate(_ name: String, first: Int, line: ConfigLine) -> ConfigError {
+        let location = context == .top ? "" : " in \(contextName)"
+        return error(line, "duplicate '\(name)'\(location) (first set on line \(first))")
+    }
+
+    /// Runs a value parser, attaching this file and line to its error.
+    private func value<T>(_ line: ConfigLine, _ parse: () throws(ConfigValueError) -> T) throws(ConfigError) -> T {
+        do throws(ConfigValueError) {
+            return try parse()
+        } catch {
+            throw self.error(line, error.message)
+        }
+    }
+
+    private func error(_ line: ConfigLine, _ message: String) -> ConfigError {
+        ConfigError(file: file, line: line.number, message: message)
+    }
+
+    /// Where the parser is, with its preposition: "at the top level", "in upstream 'llm'".
+    private var contextLocation: String {
+        context == .top ? "at the top level" : "in \(contextName)"
+    }
+
+    /// The current block as named in messages: "the 'timeouts' block", "upstream 'llm'".
+    private var contextName: String {
+        switch context {
+        case .top: "the top level"
+        case .timeouts: "the 'timeouts' block"
+        case .limits: "the 'limits' block"
+        case .upstream(let index): "upstream '\(draft.upstreams[index].name)'"
+        case .route(let index): "route '\(draft.routes[index].prefix)'"
+        }
+    }
+}

@@ -1,0 +1,127 @@
+/// The blocks of the config file; the raw value is the word that opens one.
+enum ConfigBlockKind: String, CaseIterable {
+    /// `timeouts { ... }`: global timeouts, at most once.
+    case timeouts
+    /// `limits { ... }`: global body and watermark limits, at most once.
+    case limits
+    /// `upstream NAME { ... }`: one backend server.
+    case upstream
+    /// `route PREFIX { ... }`: which upstream serves a path prefix, plus overrides.
+    case route
+
+    /// Keys allowed inside this block, in the order the example file documents them.
+    var keys: [String] {
+        switch self {
+        case .timeouts: TimeoutKey.allCases.map(\.rawValue)
+        case .limits: LimitKey.allCases.map(\.rawValue)
+        case .upstream: ["server", "max_idle"]
+        case .route: ["upstream"] + TimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
+        }
+    }
+
+    /// Where a key of this block belongs, for "wrong block" messages.
+    var home: String {
+        switch self {
+        case .timeouts: "the 'timeouts' block"
+        case .limits: "the 'limits' block"
+        case .upstream: "an 'upstream' block"
+        case .route: "a 'route' block"
+        }
+    }
+
+    /// How to open this block, for messages.
+    var usage: String {
+        switch self {
+        case .timeouts: "timeouts {"
+        case .limits: "limits {"
+        case .upstream: "upstream NAME {"
+        case .route: "route PREFIX {"
+        }
+    }
+}
+
+/// Keys allowed outside any block.
+enum TopLevelKey: String, CaseIterable {
+    /// `workers N|auto`.
+    case workers
+    /// `listen ADDRESS`, repeatable.
+    case listen
+}
+
+/// Keys of the `limits` block.
+enum LimitKey: String, CaseIterable {
+    /// Largest request body (size); also allowed in routes.
+    case maxRequestBody = "max_request_body"
+    /// Queue size that pauses reading the other side (size).
+    case highWatermark = "high_watermark"
+    /// Queue size that resumes reading (size).
+    case lowWatermark = "low_watermark"
+}
+
+/// Keys of the `timeouts` block, each a duration; the raw value is the config key.
+enum TimeoutKey: String, CaseIterable {
+    case clientHeader = "client_header"
+    case clientBodyIdle = "client_body_idle"
+    case clientKeepAlive = "client_keepalive"
+    case clientWrite = "client_write"
+    case upstreamConnect = "upstream_connect"
+    case upstreamFirstByte = "upstream_first_byte"
+    case upstreamIdle = "upstream_idle"
+    case total
+    case upstreamPoolIdle = "upstream_pool_idle"
+
+    /// Whether a `route` block may override this timeout. Only the ones that describe one
+    /// exchange with the upstream can differ per route; client-side and pool timers apply
+    /// before a route is known or across routes.
+    var isRouteOverridable: Bool {
+        switch self {
+        case .upstreamFirstByte, .upstreamIdle, .total: true
+        default: false
+        }
+    }
+
+    /// Stores `milliseconds` into the matching field of `timeouts`.
+    func apply(_ milliseconds: Int, to timeouts: inout Timeouts) {
+        switch self {
+        case .clientHeader: timeouts.clientHeader = milliseconds
+        case .clientBodyIdle: timeouts.clientBodyIdle = milliseconds
+        case .clientKeepAlive: timeouts.clientKeepAlive = milliseconds
+        case .clientWrite: timeouts.clientWrite = milliseconds
+        case .upstreamConnect: timeouts.upstreamConnect = milliseconds
+        case .upstreamFirstByte: timeouts.upstreamFirstByte = milliseconds
+        case .upstreamIdle: timeouts.upstreamIdle = milliseconds
+        case .total: timeouts.total = milliseconds
+        case .upstreamPoolIdle: timeouts.upstreamPoolIdle = milliseconds
+        }
+    }
+}
+
+/// Where the parser is: outside any block, or inside one.
+enum ConfigContext: Equatable {
+    /// Outside any block.
+    case top
+    /// Inside `timeouts { }`.
+    case timeouts
+    /// Inside `limits { }`.
+    case limits
+    /// Inside `upstream NAME { }`; the index is into ``ConfigDraft/upstreams``.
+    case upstream(index: Int)
+    /// Inside `route PREFIX { }`; the index is into ``ConfigDraft/routes``.
+    case route(index: Int)
+
+    /// The block kind, or nil at the top level.
+    var block: ConfigBlockKind? {
+        switch self {
+        case .top: nil
+        case .timeouts: .timeouts
+        case .limits: .limits
+        case .upstream: .upstream
+        case .route: .route
+        }
+    }
+
+    /// Keys allowed here.
+    var keys: [String] {
+        block?.keys ?? TopLevelKey.allCases.map(\.rawValue)
+    }
+}

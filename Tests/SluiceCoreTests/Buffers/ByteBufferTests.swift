@@ -1,0 +1,64 @@
+import Testing
+@testable import SluiceCore
+
+@Suite struct ByteBufferTests {
+    @Test func appendConsumeRewindsWhenDrained() {
+        let buffer = ByteBuffer(capacity: 8)
+        #expect(buffer.append(Array("abcde".utf8).span))
+        #expect(buffer.readableCount == 5 && buffer.writableCount == 3)
+        buffer.consume(2)
+        #expect(buffer.readerIndex == 2)
+        buffer.consume(3)
+        #expect(buffer.readerIndex == 0 && buffer.writerIndex == 0, "a drained buffer rewinds, so the next read has the whole capacity")
+    }
+
+    @Test func appendRefusesWhatDoesNotFit() {
+        let buffer = ByteBuffer(capacity: 4)
+        #expect(!buffer.append(Array("abcde".utf8).span))
+        #expect(buffer.readableCount == 0, "a refused append writes nothing")
+        #expect(buffer.append("abcd"))
+        #expect(!buffer.append(byte: 1))
+    }
+
+    @Test func compactMovesTheTailToTheFront() {
+        let buffer = ByteBuffer(capacity: 8)
+        buffer.append("abcdefgh")
+        buffer.consume(5)
+        #expect(buffer.writableCount == 0)
+        #expect(buffer.compact())
+        #expect(buffer.readableCount == 3 && buffer.writableCount == 5)
+        let text = buffer.withReadableSpan { span in (0..<span.count).map { span[$0] } }
+        #expect(text == Array("fgh".utf8))
+        #expect(!buffer.compact(), "nothing to move when already at the front")
+    }
+
+    @Test(arguments: [(0, "0"), (7, "7"), (10, "10"), (504, "504"), (65536, "65536")])
+    func appendDecimal(value: Int, expected: String) {
+        let buffer = ByteBuffer(capacity: 16)
+        #expect(buffer.append(decimal: value))
+        #expect(buffer.withReadableSpan { span in String(decoding: (0..<span.count).map { span[$0] }, as: UTF8.self) } == expected)
+    }
+
+    @Test func truncateDropsTrailingBytes() {
+        let buffer = ByteBuffer(capacity: 8)
+        buffer.append("abcdef")
+        buffer.consume(1)
+        buffer.truncate(toReadable: 2)
+        #expect(buffer.readableCount == 2 && buffer.byte(at: 1) == UInt8(ascii: "c"))
+        buffer.truncate(toReadable: 0)
+        #expect(buffer.readerIndex == 0 && buffer.writerIndex == 0)
+    }
+
+    @Test func poolReusesBuffersAndBoundsWhatItKeeps() {
+        let pool = BufferPool(bufferCapacity: 32, maxFree: 2)
+        let first = pool.take()
+        first.append("dirty")
+        pool.give(first)
+        let again = pool.take()
+        #expect(again === first, "a returned buffer is reused instead of allocating")
+        #expect(again.readableCount == 0, "a reused buffer starts empty")
+        let extra = [pool.take(), pool.take(), pool.take()]
+        extra.forEach(pool.give)
+        #expect(pool.freeCount == 2)
+    }
+}

@@ -1,0 +1,234 @@
+import Testing
+
+@testable import SluiceCore
+
+/// Valid config files: the shipped example, defaults, overrides, formatting leniency and
+/// route lookup.
+@Suite struct ConfigFileTests {
+    /// `proxy.conf.example` at the package root, located from this file's path
+    /// (Tests/SluiceCoreTests/Config/ → three levels up).
+    static var examplePath: String {
+        var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+        parts.removeLast(4)
+        return parts.joined(separator: "/") + "/proxy.conf.example"
+    }
+
+    @Test func exampleFileParses() throws {
+        let config = try Config.load(overrides: CommandLineOverrides(configPath: Self.examplePath))
+        #expect(config.sourcePath == Self.examplePath)
+        #expect(config.workers == 2)
+        #expect(config.listeners == [ListenAddress(host: "127.0.0.1", port: 8080)])
+        #expect(config.timeouts == Timeouts())  // the example spells out every default
+        #expect(config.limits == Limits())
+        #expect(config.upstreams == [UpstreamConfig(name: "llm", scheme: .http, host: "127.0.0.1", port: 8000, maxIdleConnections: 64)])
+        #expect(config.routes.map(\.prefix) == ["/v1/", "/"])
+        #expect(config.routes.allSatisfy { $0.upstream == "llm" && $0.maxRequestBody == 32 << 20 })
+        var v1Timeouts = Timeouts()
+        v1Timeouts.upstreamFirstByte = 600_000
+        #expect(config.routes[0].timeouts == v1Timeouts)
+        #expect(config.routes[1].timeouts == Timeouts())
+    }
+
+    @Test func exampleDocumentsEveryKey() throws {
+        let text = String(decoding: try ConfigFile.readAll(Self.examplePath), as: UTF8.self)
+        var keys = TopLevelKey.allCases.map(\.rawValue)
+        for kind in ConfigBlockKind.allCases { keys += [kind.rawValue] + kind.keys }
+        for key in keys {
+            // Each key appears as a directive (first word on some line), not only in prose.
+            let used = text.split(separator: "\n").contains { $0.split(separator: " ").first.map(String.init) == key }
+            #expect(used, "proxy.conf.example does not use '\(key)'")
+        }
+    }
+
+    @Test func minimalFileGetsDefaults() throws {
+        let config = try Config.parse(text: ConfigFileErrorTests.base, file: "min.conf")
+        #expect(config.workers == Config.defaultWorkerCount())
+        #expect(Config.workerRange.contains(config.workers))
+        #expect(config.listeners == [ListenAddress(host: "0.0.0.0", port: 8080)])
+        #expect(config.timeouts == Timeouts())
+        #expect(config.limits == Limits())
+        #expect(config.sourcePath == "min.conf")
+        #expect(config.routes == [RouteConfig(prefix: "/", upstream: "a", timeouts: Timeouts(), maxRequestBody: 32 << 20)])
+        #expect(config.upstreams[0].maxIdleConnections == 64)
+    }
+
+    @Test func documentedDefaults() {
+        let t = Timeouts()
+        #expect([t.clientHeader, t.clientBodyIdle, t.clientKeepAlive, t.clientWrite] == [10_000, 60_000, 60_000, 60_000])
+        #expect([t.upstreamConnect, t.upstreamFirstByte, t.upstreamIdle, t.total, t.upstreamPoolIdle] == [5_000, 300_000, 300_000, 0, 90_000])
+        let l = Limits()
+        #expect(l.maxRequestBody == 33_554_432 && l.highWatermark == 65_536 && l.lowWatermark == 32_768)
+    }
+
+    @Test func everyKeySetsItsField() throws {
+        let text = """
+            workers 3
+            listen 10.0.0.1:1
+            listen [::1]:2
+            listen localhost:0
+            timeouts {
+                client_header 1ms
+                client_body_idle 2ms
+                client_keepalive 3ms
+                client_write 4ms
+                upstream_connect 5ms
+                upstream_first_byte 6ms
+                upstream_idle 7ms
+                total 8ms
+                upstream_pool_idle 9ms
+            }
+            limits {
+                max_request_body 0
+                high_watermark 2k
+                low_watermark 1k
+            }
+            upstream one {
+                server https://[2001:db8::1]
+                max_idle 0
+            }
+            upstream two {
+                server http://b.example:81/
+            }
+            route / {
+                upstream one
+            }
+            route /api/ {
+                upstream two
+                upstream_first_byte 1s
+                upstream_idle 2s
+                total 3s
+                max_request_body 5k
+            }
+
+            """
+        let config = try Config.parse(text: text, file: "all.conf")
+        #expect(config.workers == 3)
+        #expect(config.listeners == [
+            ListenAddress(host: "10.0.0.1", port: 1), ListenAddress(host: "::1", port: 2),
+            ListenAddress(host: "localhost", port: 0),
+        ])
+        let global = Timeouts(
+            clientHeader: 1, clientBodyIdle: 2, clientKeepAlive: 3, clientWrite: 4, upstreamConnect: 5,
+            upstreamFirstByte: 6, upstreamIdle: 7, total: 8, upstreamPoolIdle: 9)
+        #expect(config.timeouts == global)
+        #expect(config.limits == Limits(maxRequestBody: 0, highWatermark: 2048, lowWatermark: 1024))
+        #expect(config.upstreams == [
+            UpstreamConfig(name: "one", scheme: .https, host: "2001:db8::1", port: 443, maxIdleConnections: 0),
+            UpstreamConfig(name: "two", scheme: .http, host: "b.example", port: 81, maxIdleConnections: 64),
+        ])
+        var api = global
+        api.upstreamFirstByte = 1_000
+        api.upstreamIdle = 2_000
+        api.total = 3_000
+        #expect(config.routes == [
+            RouteConfig(prefix: "/api/", upstream: "two", timeouts: api, maxRequestBody: 5 * 1024),
+            RouteConfig(prefix: "/", upstream: "one", timeouts: global, maxRequestBody: 0),
+        ])
+        #expect(config.upstreamIndex(named: "two") == 1)
+        #expect(config.upstreamIndex(named: "three") == nil)
+        #expect(config.upstreams[0].description == "https://[2001:db8::1]:443")
+    }
+
+    /// Route overrides apply on top of the global values even when the `timeouts` and
+    /// `limits` blocks come after the route, and upstreams may be declared after routes.
+    @Test func declarationOrderDoesNotMatter() throws {
+        let text = """
+            route / {
+                upstream_idle 1s
+                upstream late
+            }
+            upstream late {
+                server http://h
+            }
+            timeouts {
+                upstream_idle 9s
+                upstream_connect 2s
+            }
+            limits {
+                max_request_body 1k
+            }
+            listen :1
+
+            """
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.routes[0].timeouts.upstreamIdle == 1_000)
+        #expect(config.routes[0].timeouts.upstreamConnect == 2_000)
+        #expect(config.timeouts.upstreamIdle == 9_000)
+        #expect(config.routes[0].maxRequestBody == 1024)
+    }
+
+    @Test(arguments: [
+        ("CRLF line endings", "listen :8080\r\nupstream a {\r\n  server http://h\r\n}\r\nroute / {\r\n  upstream a\r\n}\r\n"),
+        ("byte order mark", "\u{FEFF}listen :8080\nupstream a {\n server http://h\n}\nroute / {\n upstream a\n}\n"),
+        ("tabs and trailing spaces", "\tlisten\t:8080   \nupstream\ta\t{\t\n\t\tserver\thttp://h\t\n}  \nroute / {\n upstream a\n}"),
+        ("comments everywhere", "# head\nlisten :8080 # trailing\nupstream a { # why\n server http://h#x # not a comment: '#' inside a word\n} # end\nroute / {\n upstream a\n}\n"),
+        ("braces without spaces", "listen :8080\nupstream a{\n server http://h\n}\nroute /{\n upstream a\n}"),
+        ("blank lines", "\n\n\nlisten :8080\n\n\nupstream a {\n\n server http://h\n\n}\n\nroute / {\n upstream a\n}\n\n\n"),
+        ("no trailing newline", "listen :8080\nupstream a {\n server http://h\n}\nroute / {\n upstream a\n}"),
+        ("workers auto", "workers auto\nlisten :8080\nupstream a {\n server http://h\n}\nroute / {\n upstream a\n}"),
+    ])
+    func formattingLeniency(name: String, text: String) throws {
+        // "comments everywhere": '#' only starts a comment at the start of a word, so
+        // "http://h#x" stays one token and is rejected as a URL with a fragment.
+        if name == "comments everywhere" {
+            #expect(throws: ConfigError.self) { try Config.parse(text: text, file: "p") }
+            let fixed = text.replacing("http://h#x", with: "http://h")
+            let config = try Config.parse(text: fixed, file: "p")
+            #expect(config.upstreams.first?.host == "h")
+            return
+        }
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.listeners == [ListenAddress(host: "0.0.0.0", port: 8080)])
+        #expect(config.upstreams.map(\.name) == ["a"])
+        #expect(config.routes.map(\.prefix) == ["/"])
+    }
+
+    /// Prefixes declared in scrambled order; lookup returns the longest matching prefix.
+    @Test(arguments: [
+        ("/v1/chat/completions", "/v1/chat/" as String?),
+        ("/v1/chat/", "/v1/chat/"),
+        ("/v1/chat", "/v1/"),
+        ("/v1/models", "/v1/"),
+        ("/v10/models", "/v1"),
+        ("/v1", "/v1"),
+        ("/health", "/health"),
+        ("/healthz", "/health"),
+        ("/other", "/"),
+        ("/", "/"),
+        ("", nil),
+        ("v1/chat", nil),
+    ])
+    func routeLookup(path: String, expected: String?) throws {
+        var text = "listen :1\nupstream a {\n server http://h\n}\n"
+        for prefix in ["/", "/v1/", "/health", "/v1/chat/", "/v1"] {
+            text += "route \(prefix) {\n upstream a\n}\n"
+        }
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.routes.map(\.prefix) == ["/v1/chat/", "/health", "/v1/", "/v1", "/"])
+        #expect(config.route(forPath: path.utf8)?.prefix == expected)
+        #expect(config.route(forPath: Array(path.utf8))?.prefix == expected)
+        #expect(config.routeIndex(forPath: path.utf8).map { config.routes[$0].prefix } == expected)
+    }
+
+    @Test func noCatchAllRouteMeansNoMatch() throws {
+        let text = "listen :1\nupstream a {\n server http://h\n}\nroute /v1/ {\n upstream a\n}\n"
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.route(forPath: "/v2/x".utf8) == nil)
+        #expect(config.route(forPath: "/v1/x".utf8)?.prefix == "/v1/")
+    }
+
+    @Test func initAndAssignmentKeepRoutesSorted() {
+        let short = RouteConfig(prefix: "/", upstream: "a")
+        let long = RouteConfig(prefix: "/long/", upstream: "a")
+        let mid1 = RouteConfig(prefix: "/ab", upstream: "a")
+        let mid2 = RouteConfig(prefix: "/cd", upstream: "b")
+        var config = Config(
+            workers: 1, listeners: [Config.defaultListenAddress], upstreams: [],
+            routes: [short, mid1, long, mid2])
+        #expect(config.routes.map(\.prefix) == ["/long/", "/ab", "/cd", "/"])  // stable for ties
+        config.routes = [short, mid2, mid1]
+        #expect(config.routes.map(\.prefix) == ["/cd", "/ab", "/"])
+        config.routes.append(RouteConfig(prefix: "/longest/", upstream: "a"))
+        #expect(config.routes.first?.prefix == "/longest/")
+    }
+}

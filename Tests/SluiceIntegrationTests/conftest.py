@@ -1,0 +1,64 @@
+"""Fixtures: a scripted origin and a sluice in front of it, both torn down by the test."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from origin import Origin, echo_handler  # noqa: E402
+from sluice_proc import Sluice, write_config  # noqa: E402
+
+
+class Stack:
+    """Factory for origins and sluice processes; stops everything it started."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.origins: list[Origin] = []
+        self.sluices: list[Sluice] = []
+        self._n = 0
+
+    def origin(self, handler=echo_handler, **kw) -> Origin:
+        o = Origin(handler, **kw)
+        self.origins.append(o)
+        return o
+
+    def sluice(self, args: list[str], **kw) -> Sluice:
+        s = Sluice(args, **kw)
+        self.sluices.append(s)
+        return s
+
+    def proxy(self, origin_or_port, *, workers: int = 1, timeouts=None, limits=None) -> Sluice:
+        """sluice in front of an origin: flags when no timeouts/limits are given, else a config file."""
+        port = origin_or_port if isinstance(origin_or_port, int) else origin_or_port.port
+        if timeouts is None and limits is None:
+            return self.sluice(["--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{port}",
+                                "--workers", str(workers)])
+        self._n += 1
+        cfg = write_config(self.tmp_path / f"sluice{self._n}.conf", port, workers=workers,
+                           timeouts=timeouts, limits=limits)
+        return self.sluice(["--config", str(cfg)])
+
+    def close(self) -> None:
+        for s in self.sluices:
+            s.stop()
+        for o in self.origins:
+            o.close()
+
+
+@pytest.fixture
+def stack(tmp_path):
+    st = Stack(tmp_path)
+    try:
+        yield st
+    finally:
+        st.close()
+    # The spec: every stderr line is a JSON object. Checked after every test.
+    for s in st.sluices:
+        s.log_objects()
+    for o in st.origins:
+        assert not o.errors, f"origin saw errors: {o.errors}"

@@ -1,0 +1,158 @@
+"""Start, watch and stop the sluice binary under test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[2]
+SLUICE_BIN = os.environ.get("SLUICE_BIN", str(REPO / ".build" / "debug" / "sluice"))
+
+READY_TIMEOUT = 15.0
+STOP_GRACE = 5.0
+
+
+def write_config(path: Path, upstream_port: int, *, workers: int = 1,
+                 timeouts: Optional[dict] = None, limits: Optional[dict] = None,
+                 listen: str = "127.0.0.1:0") -> Path:
+    """Write a config file in sluice's syntax with one upstream and route `/`."""
+    lines = [f"listen {listen}", f"workers {workers}"]
+    if timeouts:
+        lines.append("timeouts {")
+        lines += [f"    {k} {v}" for k, v in timeouts.items()]
+        lines.append("}")
+    if limits:
+        lines.append("limits {")
+        lines += [f"    {k} {v}" for k, v in limits.items()]
+        lines.append("}")
+    lines += ["upstream origin {", f"    server http://127.0.0.1:{upstream_port}", "}",
+              "route / {", "    upstream origin", "}", ""]
+    path.write_text("\n".join(lines))
+    return path
+
+
+class Sluice:
+    """A running sluice process; stderr is drained by a thread and kept as lines."""
+
+    def __init__(self, args: list[str], *, wait_ready: bool = True, env: Optional[dict] = None):
+        if not os.access(SLUICE_BIN, os.X_OK):
+            raise AssertionError(f"sluice binary not found at {SLUICE_BIN} (set SLUICE_BIN or run swift build)")
+        self.args = [SLUICE_BIN] + args
+        self.cond = threading.Condition()
+        self.stderr_lines: list[str] = []
+        self.stdout = bytearray()
+        self.ready: Optional[dict] = None
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=env)
+        self.pid = self.proc.pid
+        self._t_err = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._t_out = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._t_err.start()
+        self._t_out.start()
+        if wait_ready:
+            self.wait_ready()
+
+    def _drain_stderr(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self.cond:
+                self.stderr_lines.append(line)
+                if self.ready is None:
+                    try:
+                        obj = json.loads(line)
+                        if isinstance(obj, dict) and obj.get("msg") == "ready":
+                            self.ready = obj
+                    except ValueError:
+                        pass
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def _drain_stdout(self) -> None:
+        while True:
+            chunk = self.proc.stdout.read1(65536)
+            if not chunk:
+                return
+            self.stdout += chunk
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while self.ready is None:
+                if self.proc.poll() is not None and not self._t_err.is_alive():
+                    raise AssertionError(f"sluice exited with {self.proc.returncode} before ready; "
+                                         f"stderr:\n" + "\n".join(self.stderr_lines[-30:]))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("sluice printed no ready line within "
+                                         f"{timeout}s; stderr:\n" + "\n".join(self.stderr_lines[-30:]))
+                self.cond.wait(min(left, 0.1))
+        return self.ready
+
+    @property
+    def port(self) -> int:
+        listener = self.ready["listeners"][0]
+        return int(str(listener).rsplit(":", 1)[1])
+
+    def log_objects(self) -> list[dict]:
+        """Every stderr line parsed as JSON; raises AssertionError naming the first non-object."""
+        out = []
+        with self.cond:
+            lines = list(self.stderr_lines)
+        for ln in lines:
+            if not ln.strip():
+                continue
+            try:
+                obj = json.loads(ln)
+            except ValueError:
+                raise AssertionError(f"sluice stderr line is not JSON: {ln!r}")
+            if not isinstance(obj, dict):
+                raise AssertionError(f"sluice stderr line is not a JSON object: {ln!r}")
+            out.append(obj)
+        return out
+
+    def rss_kib(self) -> int:
+        """VmRSS of the process in KiB."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for ln in f:
+                if ln.startswith("VmRSS:"):
+                    return int(ln.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_exit(self, timeout: float) -> Optional[int]:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> Optional[int]:
+        """SIGTERM by PID, SIGKILL after 5 s; returns the exit code (negative: signal)."""
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            if self.wait_exit(STOP_GRACE) is None:
+                os.kill(self.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._t_err.join(2)
+        self._t_out.join(2)
+        return self.proc.returncode
+
+
+def run_cli(args: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess:
+    """Run sluice to completion (for --help, check, …) with no stdin."""
+    if not os.access(SLUICE_BIN, os.X_OK):
+        raise AssertionError(f"sluice binary not found at {SLUICE_BIN}")
+    return subprocess.run([SLUICE_BIN] + args, stdin=subprocess.DEVNULL, capture_output=True,
+                          timeout=timeout)

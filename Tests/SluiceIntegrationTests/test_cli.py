@@ -1,0 +1,194 @@
+"""11. Command line: help, version, check, flag errors, startup failures, ready line, SIGTERM."""
+
+import json
+import os
+import re
+import signal
+import socket
+import time
+
+from origin import unused_port
+from rawhttp import get
+from sluice_proc import Sluice, run_cli
+
+GOOD_CONFIG = """\
+# a complete config
+listen 127.0.0.1:0
+workers 1
+timeouts {
+    client_header 10s
+    client_body_idle 60s
+    client_keepalive 60s
+    client_write 60s
+    upstream_connect 5s
+    upstream_first_byte 300s
+    upstream_idle 300s
+    total off
+    upstream_pool_idle 90s
+}
+limits {
+    max_request_body 32m
+    high_watermark 64k
+    low_watermark 32k
+}
+upstream origin {
+    server http://127.0.0.1:%d
+}
+route / {
+    upstream origin
+}
+"""
+
+
+def _out(p) -> str:
+    return (p.stdout + p.stderr).decode("utf-8", "replace")
+
+
+def _json_lines(text: str) -> list[dict]:
+    objs = []
+    for ln in text.splitlines():
+        if ln.strip():
+            obj = json.loads(ln)
+            assert isinstance(obj, dict), ln
+            objs.append(obj)
+    return objs
+
+
+def test_help():
+    p = run_cli(["--help"])
+    assert p.returncode == 0, _out(p)
+    out = _out(p)
+    for word in ("--listen", "--upstream", "--config", "--workers", "check", "demo"):
+        assert word in out, f"--help does not mention {word}"
+
+
+def test_version_matches_ready_line(tmp_path):
+    p = run_cli(["--version"])
+    assert p.returncode == 0, _out(p)
+    m = re.search(r"\d+\.\d+\.\d+\S*", _out(p))
+    assert m, f"no version in {_out(p)!r}"
+    s = Sluice(["--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{unused_port()}", "--workers", "2"])
+    try:
+        assert s.ready["version"] == m.group(0)
+    finally:
+        s.stop()
+
+
+def test_ready_line_shape(tmp_path):
+    s = Sluice(["--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{unused_port()}", "--workers", "2"])
+    try:
+        ready = s.ready
+        assert ready["level"] == "info"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", ready["ts"]), ready["ts"]
+        assert ready["workers"] == 2
+        assert isinstance(ready["listeners"], list) and len(ready["listeners"]) == 1
+        host, port = ready["listeners"][0].rsplit(":", 1)
+        assert host == "127.0.0.1" and int(port) > 0
+        assert {"prefix": "/", "upstream": "default"} in ready["routes"]
+        # The advertised port really is the listener.
+        socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+    finally:
+        s.stop()
+    s.log_objects()
+
+
+def test_sigterm_exits_cleanly():
+    s = Sluice(["--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{unused_port()}", "--workers", "2"])
+    os.kill(s.pid, signal.SIGTERM)
+    rc = s.wait_exit(5)
+    s.stop()
+    assert rc == 0, f"exit {rc} after SIGTERM"
+    s.log_objects()
+
+
+def test_check_good_config(tmp_path):
+    cfg = tmp_path / "good.conf"
+    cfg.write_text(GOOD_CONFIG % unused_port())
+    p = run_cli(["check", "--config", str(cfg)])
+    assert p.returncode == 0, _out(p)
+
+
+def test_config_file_runs(stack, tmp_path):
+    origin = stack.origin()
+    cfg = tmp_path / "good.conf"
+    cfg.write_text(GOOD_CONFIG % origin.port)
+    s = stack.sluice(["--config", str(cfg)])
+    assert s.ready["workers"] == 1
+    r = get(s.port, "/via-config")
+    assert r.status == 200 and r.body == b"/via-config"
+
+
+def _line_of(lines, word):
+    return next(i + 1 for i, ln in enumerate(lines) if word in ln)
+
+
+def _bad_configs(port):
+    lines = (GOOD_CONFIG % port).splitlines()
+    unknown_top = lines[:2] + ["frobnicate yes"] + lines[2:]              # line 3
+    unknown_nested = lines[:5] + ["    client_dance 5s"] + lines[5:]      # line 6
+    bad_duration = [ln.replace("client_header 10s", "client_header 10parsecs") for ln in lines]
+    bad_size = [ln.replace("max_request_body 32m", "max_request_body lots") for ln in lines]
+    unclosed = lines[:-1]  # drops the route's closing brace
+    return {
+        "unknown-top-level-key": (unknown_top, 3),
+        "unknown-timeout-key": (unknown_nested, 6),
+        "bad-duration": (bad_duration, _line_of(lines, "client_header")),
+        "bad-size": (bad_size, _line_of(lines, "max_request_body")),
+        "unclosed-block": (unclosed, None),
+    }
+
+
+def test_check_bad_configs_name_file_and_line(tmp_path):
+    for name, (lines, line_no) in _bad_configs(unused_port()).items():
+        cfg = tmp_path / f"{name}.conf"
+        cfg.write_text("\n".join(lines) + "\n")
+        p = run_cli(["check", "--config", str(cfg)])
+        assert p.returncode == 1, f"{name}: exit {p.returncode}: {_out(p)}"
+        if line_no is not None:
+            assert f"{cfg}:{line_no}:" in _out(p), f"{name}: expected '{cfg}:{line_no}:' in {_out(p)!r}"
+        else:
+            assert re.search(re.escape(str(cfg)) + r":\d+:", _out(p)), f"{name}: {_out(p)!r}"
+
+
+def test_run_with_bad_config_fails_with_json_error(tmp_path):
+    lines, line_no = _bad_configs(unused_port())["unknown-top-level-key"]
+    cfg = tmp_path / "bad.conf"
+    cfg.write_text("\n".join(lines) + "\n")
+    p = run_cli(["--config", str(cfg)])
+    assert p.returncode != 0
+    objs = _json_lines(p.stderr.decode())
+    errors = [o for o in objs if o.get("level") == "error"]
+    assert errors, p.stderr
+    assert any(f"{cfg}:{line_no}" in json.dumps(o, ensure_ascii=False).replace("\\/", "/") for o in errors), errors
+
+
+def test_unknown_flag():
+    p = run_cli(["--definitely-not-a-flag"])
+    assert p.returncode != 0
+    assert "--definitely-not-a-flag" in _out(p)
+
+
+def test_missing_upstream_is_an_error():
+    p = run_cli(["--listen", "127.0.0.1:0"])
+    assert p.returncode != 0, "no upstream and no config must not start a proxy"
+
+
+def test_address_in_use(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        s = Sluice(["--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{unused_port()}",
+                    "--workers", "1"], wait_ready=False)
+        t0 = time.monotonic()
+        rc = s.wait_exit(5)
+        s.stop()
+        assert rc is not None, "sluice kept running on an address already in use"
+        assert rc != 0
+        assert time.monotonic() - t0 < 5
+        objs = s.log_objects()
+        assert any(o.get("level") == "error" for o in objs), s.stderr_lines
+        assert not any(o.get("msg") == "ready" for o in objs)
+    finally:
+        busy.close()
