@@ -165,29 +165,26 @@ public enum CommandLineCommand: Sendable, Equatable {
         func once<T>(_ current: T?) throws(ConfigError) {
             if current != nil { throw failure("\(flag.rawValue) given more than once") }
         }
-        /// Runs a value parser, prefixing its message with the flag unless it names it.
-        func checked<T>(_ parse: () throws(ConfigValueError) -> T) throws(ConfigError) -> T {
-            do throws(ConfigValueError) {
-                return try parse()
-            } catch {
-                let message = error.message
-                throw failure(message.hasPrefix(flag.rawValue) ? message : "\(flag.rawValue): \(message)")
-            }
-        }
         switch flag {
         case .config:
             try once(overrides.configPath)
             overrides.configPath = value
         case .listen:
-            overrides.listeners.append(try checked { () throws(ConfigValueError) in try ConfigValues.listenAddress(value) })
+            let address = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--listen: ") {
+                () throws(ConfigValueError) in try ConfigValues.listenAddress(value)
+            }
+            overrides.listeners.append(address)
         case .upstream:
             try once(overrides.upstreamURL)
-            _ = try checked { () throws(ConfigValueError) in try ConfigValues.upstreamURL(value) }
+            _ = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--upstream: ") {
+                () throws(ConfigValueError) in try ConfigValues.upstreamURL(value)
+            }
             overrides.upstreamURL = value
         case .workers:
             try once(overrides.workers)
-            overrides.workers = try checked { () throws(ConfigValueError) in
-                try ConfigValues.integer(value, in: Config.workerRange, what: "--workers")
+            // No prefix: the message already starts with "--workers must be ...".
+            overrides.workers = try ConfigError.locating(file: ConfigError.commandLine, line: 0) {
+                () throws(ConfigValueError) in try ConfigValues.integer(value, in: Config.workerRange, what: "--workers")
             }
         }
     }

@@ -121,10 +121,8 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     /// - Throws: ``ConfigError`` with file "command line" and line 0; the file parser wraps
     ///   the same check with its own file and line.
     public init(parsing text: String) throws(ConfigError) {
-        do throws(ConfigValueError) {
-            self = try ConfigValues.listenAddress(text)
-        } catch {
-            throw ConfigError(file: ConfigError.commandLine, line: 0, message: error.message)
+        self = try ConfigError.locating(file: ConfigError.commandLine, line: 0) { () throws(ConfigValueError) in
+            try ConfigValues.listenAddress(text)
         }
     }
 

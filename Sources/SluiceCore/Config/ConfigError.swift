@@ -38,3 +38,17 @@ struct ConfigValueError: Error, Equatable {
         self.message = message
     }
 }
+
+extension ConfigError {
+    /// Runs a value parser and gives its error a place: `file`, `line`, and a `prefix` such
+    /// as `"--listen: "` naming the flag.
+    static func locating<T>(
+        file: String, line: Int, prefix: String = "", _ parse: () throws(ConfigValueError) -> T
+    ) throws(ConfigError) -> T {
+        do throws(ConfigValueError) {
+            return try parse()
+        } catch {
+            throw ConfigError(file: file, line: line, message: prefix + error.message)
+        }
+    }
+}

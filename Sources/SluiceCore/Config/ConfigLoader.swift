@@ -67,11 +67,8 @@ extension ConfigDraft {
             self.workers = workers
         }
         guard let url = overrides.upstreamURL else { return }
-        let server: ConfigValues.Server
-        do throws(ConfigValueError) {
-            server = try ConfigValues.upstreamURL(url)
-        } catch {
-            throw flagError("--upstream: \(error.message)")
+        let server = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--upstream: ") {
+            () throws(ConfigValueError) in try ConfigValues.upstreamURL(url)
         }
         if let root = routes.first(where: { $0.prefix == "/" }) {
             // A "/" route naming no or an unknown upstream is left alone: resolve() reports it

@@ -37,11 +37,12 @@ struct ConfigDraft: Equatable {
 }
 
 /// Turns the lines of a config file into a ``ConfigDraft``, reporting the first problem with
-/// its line. Single pass, one line at a time; the only state carried between lines is the
-/// open block and the keys already seen in it.
+/// its line. Single pass, one line at a time; besides the draft, the state carried between
+/// lines is the open block and the first line of each name seen (for duplicate errors).
 struct ConfigParser {
     /// Name used in errors (the path as the user gave it).
     let file: String
+    /// Everything read so far.
     private(set) var draft = ConfigDraft()
     private var context = ConfigContext.top
     /// Line of the `{` that opened the current block (0 at the top level).
@@ -68,11 +69,13 @@ struct ConfigParser {
         return parser.draft
     }
 
+    /// A parser at the top of an empty file; feed it with ``consume(_:)``, end with ``finish()``.
     init(file: String) {
         self.file = file
     }
 
-    /// Handles one line.
+    /// Handles one line: closes, opens or fills a block.
+    /// - Throws: ``ConfigError`` at `line` for structure, key or value problems.
     mutating func consume(_ line: ConfigLine) throws(ConfigError) {
         let tokens = line.tokens
         if tokens == ["}"] {
@@ -370,11 +373,7 @@ struct ConfigParser {
 
     /// Runs a value parser, attaching this file and line to its error.
     private func value<T>(_ line: ConfigLine, _ parse: () throws(ConfigValueError) -> T) throws(ConfigError) -> T {
-        do throws(ConfigValueError) {
-            return try parse()
-        } catch {
-            throw self.error(line, error.message)
-        }
+        try ConfigError.locating(file: file, line: line.number, parse)
     }
 
     private func error(_ line: ConfigLine, _ message: String) -> ConfigError {

@@ -60,14 +60,23 @@ enum LimitKey: String, CaseIterable {
 
 /// Keys of the `timeouts` block, each a duration; the raw value is the config key.
 enum TimeoutKey: String, CaseIterable {
+    /// ``Timeouts/clientHeader``: request head deadline.
     case clientHeader = "client_header"
+    /// ``Timeouts/clientBodyIdle``: gap between request body reads.
     case clientBodyIdle = "client_body_idle"
+    /// ``Timeouts/clientKeepAlive``: idle client connection between requests.
     case clientKeepAlive = "client_keepalive"
+    /// ``Timeouts/clientWrite``: no write progress toward the client.
     case clientWrite = "client_write"
+    /// ``Timeouts/upstreamConnect``: TCP/TLS connect.
     case upstreamConnect = "upstream_connect"
+    /// ``Timeouts/upstreamFirstByte``: request sent to first response byte; per route.
     case upstreamFirstByte = "upstream_first_byte"
+    /// ``Timeouts/upstreamIdle``: gap between upstream reads; per route.
     case upstreamIdle = "upstream_idle"
+    /// ``Timeouts/total``: whole exchange; per route.
     case total
+    /// ``Timeouts/upstreamPoolIdle``: unused pooled connection lifetime.
     case upstreamPoolIdle = "upstream_pool_idle"
 
     /// Whether a `route` block may override this timeout. Only the ones that describe one

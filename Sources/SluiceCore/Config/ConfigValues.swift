@@ -68,10 +68,14 @@ enum ConfigValues {
         return count << shift
     }
 
+    /// Whether `text` is one or more ASCII digits: `Int(_:)` alone would accept a sign.
+    static func isDecimal(_ text: some StringProtocol) -> Bool {
+        !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    }
+
     /// Parses a whole number in `range`, naming `what` in the error.
     static func integer(_ text: String, in range: ClosedRange<Int>, what: String) throws(ConfigValueError) -> Int {
-        let isDigits = !text.isEmpty && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-        guard isDigits, let value = Int(text), range.contains(value) else {
+        guard isDecimal(text), let value = Int(text), range.contains(value) else {
             throw ConfigValueError("\(what) must be a whole number from \(range.lowerBound) to \(range.upperBound), got \(quoted(text))")
         }
         return value
@@ -80,35 +84,22 @@ enum ConfigValues {
     /// Parses a listen address: `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (= 0.0.0.0). Port 0 is
     /// allowed (ephemeral).
     static func listenAddress(_ text: String) throws(ConfigValueError) -> ListenAddress {
-        let expected = "expected HOST:PORT, [IPv6]:PORT or :PORT, e.g. 127.0.0.1:8080"
-        func fail(_ problem: String) -> ConfigValueError {
-            ConfigValueError("bad listen address \(quoted(text)): \(problem) (\(expected))")
-        }
-        if text.contains("://") { throw fail("a listen address has no scheme") }
-        let parts: HostPort
         do throws(ConfigValueError) {
-            parts = try splitHostPort(text)
-        } catch {
-            throw fail(error.message)
-        }
-        guard let portText = parts.port else { throw fail("missing port") }
-        let port: UInt16
-        do throws(ConfigValueError) {
-            port = try self.port(portText, allowZero: true)
-        } catch {
-            throw fail(error.message)
-        }
-        if parts.host.isEmpty {
-            // ":8080" means every IPv4 interface, as in Go's net.Listen.
-            if parts.bracketed { throw fail("empty IPv6 address") }
-            return ListenAddress(host: "0.0.0.0", port: port)
-        }
-        do throws(ConfigValueError) {
+            if text.contains("://") { throw ConfigValueError("a listen address has no scheme") }
+            let parts = try splitHostPort(text)
+            guard let portText = parts.port else { throw ConfigValueError("missing port") }
+            let port = try self.port(portText, allowZero: true)
+            if parts.host.isEmpty {
+                // ":8080" means every IPv4 interface, as in Go's net.Listen.
+                if parts.bracketed { throw ConfigValueError("empty IPv6 address") }
+                return ListenAddress(host: "0.0.0.0", port: port)
+            }
             try validateHost(parts.host, bracketed: parts.bracketed)
+            return ListenAddress(host: parts.host, port: port)
         } catch {
-            throw fail(error.message)
+            throw ConfigValueError(
+                "bad listen address \(quoted(text)): \(error.message) (expected HOST:PORT, [IPv6]:PORT or :PORT, e.g. 127.0.0.1:8080)")
         }
-        return ListenAddress(host: parts.host, port: port)
     }
 
     /// An upstream server parsed from `http://HOST[:PORT]` or `https://HOST[:PORT]`.
@@ -121,36 +112,29 @@ enum ConfigValues {
     /// Parses an upstream URL. A trailing `/` is tolerated; any other path, a query, a
     /// fragment or user info is rejected because the request path is forwarded unchanged.
     static func upstreamURL(_ text: String) throws(ConfigValueError) -> Server {
-        let expected = "expected http://HOST[:PORT] or https://HOST[:PORT], e.g. http://127.0.0.1:8000"
-        func fail(_ problem: String) -> ConfigValueError {
-            ConfigValueError("bad upstream URL \(quoted(text)): \(problem) (\(expected))")
-        }
-        guard let schemeEnd = text.firstRange(of: "://") else { throw fail("missing scheme") }
-        let schemeText = text[..<schemeEnd.lowerBound].lowercased()
-        guard let scheme = UpstreamScheme(rawValue: schemeText) else {
-            throw fail("unsupported scheme \(quoted(schemeText)), use http or https")
-        }
-        let rest = text[schemeEnd.upperBound...]
-        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
-        let authority = String(rest[..<authorityEnd])
-        let tail = rest[authorityEnd...]
-        if !tail.isEmpty && tail != "/" {
-            throw fail("must not have a path, query or fragment, found \(quoted(String(tail))); routes forward the request path unchanged")
-        }
-        if authority.contains("@") { throw fail("user info is not supported") }
-        let parts: HostPort
         do throws(ConfigValueError) {
-            parts = try splitHostPort(authority)
-        } catch {
-            throw fail(error.message)
-        }
-        if parts.host.isEmpty { throw fail("missing host") }
-        do throws(ConfigValueError) {
+            guard let schemeEnd = text.firstRange(of: "://") else { throw ConfigValueError("missing scheme") }
+            let schemeText = text[..<schemeEnd.lowerBound].lowercased()
+            guard let scheme = UpstreamScheme(rawValue: schemeText) else {
+                throw ConfigValueError("unsupported scheme \(quoted(schemeText)), use http or https")
+            }
+            let rest = text[schemeEnd.upperBound...]
+            let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+            let authority = String(rest[..<authorityEnd])
+            let tail = rest[authorityEnd...]
+            if !tail.isEmpty && tail != "/" {
+                throw ConfigValueError(
+                    "must not have a path, query or fragment, found \(quoted(String(tail))); routes forward the request path unchanged")
+            }
+            if authority.contains("@") { throw ConfigValueError("user info is not supported") }
+            let parts = try splitHostPort(authority)
+            if parts.host.isEmpty { throw ConfigValueError("missing host") }
             try validateHost(parts.host, bracketed: parts.bracketed)
-            let port = try parts.port.map { (p: String) throws(ConfigValueError) in try self.port(p, allowZero: false) }
+            let port = try parts.port.map { (text: String) throws(ConfigValueError) in try self.port(text, allowZero: false) }
             return Server(scheme: scheme, host: parts.host, port: port ?? scheme.defaultPort)
         } catch {
-            throw fail(error.message)
+            throw ConfigValueError(
+                "bad upstream URL \(quoted(text)): \(error.message) (expected http://HOST[:PORT] or https://HOST[:PORT], e.g. http://127.0.0.1:8000)")
         }
     }
 
@@ -190,9 +174,7 @@ enum ConfigValues {
     /// Parses a decimal TCP port.
     static func port(_ text: String, allowZero: Bool) throws(ConfigValueError) -> UInt16 {
         let low = allowZero ? 0 : 1
-        let isDigits = !text.isEmpty && text.utf8.count <= 5
-            && text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
-        guard isDigits, let value = Int(text), value >= low, value <= 65_535 else {
+        guard isDecimal(text), let value = Int(text), value >= low, value <= 65_535 else {
             if text.isEmpty { throw ConfigValueError("missing port after ':'") }
             throw ConfigValueError("bad port \(quoted(text)), expected \(low)-65535")
         }
@@ -249,28 +231,24 @@ enum ConfigValues {
             guard (1...63).contains(label.count), label.first != UInt8(ascii: "-"),
                 label.last != UInt8(ascii: "-")
             else { return false }
-            return label.allSatisfy { byte in
-                switch byte {
-                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                    UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
-                    true
-                default: false
-                }
-            }
+            return label.allSatisfy(isNameByte)
+        }
+    }
+
+    /// ASCII letter, digit, `-` or `_`: the bytes of host labels and upstream names.
+    static func isNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
+            true
+        default: false
         }
     }
 
     /// Whether `name` is a valid upstream name: 1-64 of letters, digits, `_`, `-`, `.`.
     static func isUpstreamName(_ name: String) -> Bool {
         guard (1...64).contains(name.utf8.count) else { return false }
-        return name.utf8.allSatisfy { byte in
-            switch byte {
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."):
-                true
-            default: false
-            }
-        }
+        return name.utf8.allSatisfy { isNameByte($0) || $0 == UInt8(ascii: ".") }
     }
 
     /// Longest text shown when quoting user input in a message; a megabyte-long token must

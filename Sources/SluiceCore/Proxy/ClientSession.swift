@@ -93,6 +93,12 @@ final class ClientSession: TimerHeapElement {
     private var responseChunks: ChunkedDecoder
     private var upstream: UpstreamConnection?
     private var routeIndex = 0
+    // Copied from the route when an exchange starts, so the per-chunk path reads plain fields.
+    private var upstreamIndex = 0
+    private var maxRequestBody: Int64 = 0
+    private var timeouts: Timeouts
+    private let highWatermark: Int
+    private let lowWatermark: Int
     private var requestMethod: HTTPMethod = .get
     private var requestKeepAlive = true
     private var clientIsHTTP10 = false
@@ -138,6 +144,9 @@ final class ClientSession: TimerHeapElement {
         requestChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
         responseChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
         requestID.reserveCapacity(ClientSession.maxRequestIDLength)
+        timeouts = loop.settings.timeouts
+        highWatermark = loop.settings.highWatermark
+        lowWatermark = loop.settings.lowWatermark
     }
 
     static let maxRequestIDLength = 128
@@ -147,7 +156,6 @@ final class ClientSession: TimerHeapElement {
     static let roundsPerWakeup = 16
 
     private var settings: ProxySettings { loop.settings }
-    private var route: ProxySettings.Route { loop.settings.routes[routeIndex] }
 
     // MARK: - Events
 
@@ -356,8 +364,12 @@ final class ClientSession: TimerHeapElement {
             return rejectRequest(status: 404, type: "no_route", message: "no route matches this path")
         }
         routeIndex = index
-        if case .contentLength(let length) = head.framing, route.maxRequestBody > 0, length > route.maxRequestBody {
-            return rejectRequest(status: 413, type: "payload_too_large", message: "request body of \(length) bytes exceeds the limit of \(route.maxRequestBody) bytes")
+        let route = settings.routes[index]
+        upstreamIndex = route.upstreamIndex
+        maxRequestBody = route.maxRequestBody
+        timeouts = route.timeouts
+        if case .contentLength(let length) = head.framing, maxRequestBody > 0, length > maxRequestBody {
+            return rejectRequest(status: 413, type: "payload_too_large", message: "request body of \(length) bytes exceeds the limit of \(maxRequestBody) bytes")
         }
         let out = takeBuffer(&upstreamOut)
         let written = buffer.withReadableSpan { source in
@@ -419,9 +431,9 @@ final class ClientSession: TimerHeapElement {
                 case .data(let count):
                     requestSendEnd += count
                     requestBodyBytes += Int64(count)
-                    if route.maxRequestBody > 0 && requestBodyBytes > route.maxRequestBody {
+                    if maxRequestBody > 0 && requestBodyBytes > maxRequestBody {
                         return failRequestBody(status: 413, type: "payload_too_large",
-                                               message: "request body exceeds the limit of \(route.maxRequestBody) bytes")
+                                               message: "request body exceeds the limit of \(maxRequestBody) bytes")
                     }
                 case .end(let count):
                     requestSendEnd += count
@@ -449,20 +461,19 @@ final class ClientSession: TimerHeapElement {
     /// Hysteresis on the request direction: stop reading the client at the high watermark, resume at the low one.
     private func updateClientPause() {
         let queued = clientIn?.readableCount ?? 0
-        if queued >= settings.highWatermark {
+        if queued >= highWatermark {
             clientReadPause.insert(.peerQueueFull)
-        } else if queued <= settings.lowWatermark {
+        } else if queued <= lowWatermark {
             clientReadPause.remove(.peerQueueFull)
         }
     }
 
     // MARK: - Upstream
 
-    private var upstreamDisplay: String { settings.upstreams[route.upstreamIndex].display }
+    private var upstreamDisplay: String { settings.upstreams[upstreamIndex].display }
 
     /// Takes an idle pooled connection or opens a new one.
     private func connectUpstream() {
-        let upstreamIndex = route.upstreamIndex
         if !replayed, let pooled = loop.takePooledUpstream(upstreamIndex) {
             pooled.session = self
             upstream = pooled
@@ -716,9 +727,9 @@ final class ClientSession: TimerHeapElement {
     /// Hysteresis on the response direction.
     private func updateUpstreamPause() {
         let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
-        if queued >= settings.highWatermark {
+        if queued >= highWatermark {
             upstreamReadPause.insert(.peerQueueFull)
-        } else if queued <= settings.lowWatermark {
+        } else if queued <= lowWatermark {
             upstreamReadPause.remove(.peerQueueFull)
         }
     }
@@ -761,7 +772,7 @@ final class ClientSession: TimerHeapElement {
 
     /// An upstream failure before any response byte went to the client becomes a JSON error response.
     private func upstreamFailed(status: Int, type: String, message: String) {
-        OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[route.upstreamIndex].name),
+        OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[upstreamIndex].name),
                                       "address": .string(upstreamDisplay), "status": .int(status), "error": .string(message)])
         upstreamReusable = false
         closeUpstream()
@@ -838,6 +849,7 @@ final class ClientSession: TimerHeapElement {
             return lingerAndClose()
         }
         phase = .idle
+        timeouts = settings.timeouts
         idleSince = loop.now
         requestParser.reset()
         requestSentAt = 0
@@ -973,7 +985,6 @@ final class ClientSession: TimerHeapElement {
 
     /// The earliest moment one of the current phase's timeouts can fire.
     private func nextDeadline() -> Int64 {
-        let timeouts = phase == .exchange ? route.timeouts : settings.timeouts
         var deadline = Int64.max
         func consider(_ start: Int64, _ limit: Int) {
             if limit > 0 && start > 0 { deadline = min(deadline, start + Int64(limit)) }
@@ -1008,7 +1019,6 @@ final class ClientSession: TimerHeapElement {
             loop.scheduleTimer(self, at: deadline)
             return
         }
-        let timeouts = phase == .exchange ? route.timeouts : settings.timeouts
         func expired(_ start: Int64, _ limit: Int) -> Bool { limit > 0 && start > 0 && now - start >= Int64(limit) }
         switch phase {
         case .idle:
