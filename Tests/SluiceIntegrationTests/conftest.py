@@ -43,11 +43,14 @@ class Stack:
                            timeouts=timeouts, limits=limits)
         return self.sluice(["--config", str(cfg)])
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Stop everything; returns the sluices that had died before the end of the test."""
+        dead = [f"pid {s.pid} exited with {s.proc.returncode}" for s in self.sluices if not s.alive()]
         for s in self.sluices:
             s.stop()
         for o in self.origins:
             o.close()
+        return dead
 
 
 @pytest.fixture
@@ -56,7 +59,9 @@ def stack(tmp_path):
     try:
         yield st
     finally:
-        st.close()
+        dead = st.close()
+    # A sluice that crashed during the test is a failure even if every assertion passed.
+    assert not dead, f"sluice died during the test: {dead}; stderr tail: {st.sluices[0].stderr_lines[-3:]}"
     # The spec: every stderr line is a JSON object. Checked after every test.
     for s in st.sluices:
         s.log_objects()

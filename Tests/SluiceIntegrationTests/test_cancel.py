@@ -42,6 +42,7 @@ def test_client_close_mid_stream_closes_upstream(stack, how):
     up = origin.connections[origin.heads[0].conn_id]
     origin.wait_for(lambda: up.closed, 5, "the upstream connection to close")
     lag = up.closed_at - t_close
+    print(f"upstream closed {lag * 1000:.1f} ms after the client ({how})")
     assert lag < 1.0, f"upstream closed {lag:.3f}s after the client left"
     assert up.close_reason in ("eof", "reset"), f"origin ended the stream itself ({up.close_reason})"
     # sluice is fine afterwards and does not hand out the dead upstream connection.

@@ -118,6 +118,22 @@ def test_config_file_runs(stack, tmp_path):
     assert r.status == 200 and r.body == b"/via-config"
 
 
+def test_listen_flag_overrides_config(stack, tmp_path):
+    origin = stack.origin()
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        cfg = tmp_path / "busy.conf"
+        cfg.write_text((GOOD_CONFIG % origin.port).replace("listen 127.0.0.1:0",
+                                                           f"listen 127.0.0.1:{busy.getsockname()[1]}"))
+        s = stack.sluice(["--config", str(cfg), "--listen", "127.0.0.1:0"])
+        assert s.port != busy.getsockname()[1]
+        assert get(s.port, "/override").body == b"/override"
+    finally:
+        busy.close()
+
+
 def _line_of(lines, word):
     return next(i + 1 for i, ln in enumerate(lines) if word in ln)
 

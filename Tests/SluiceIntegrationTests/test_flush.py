@@ -56,6 +56,7 @@ def test_each_sse_event_is_flushed_before_the_next_is_written(stack):
 
     assert len(write_times) == EVENTS
     delays = [g - w for g, w in zip(got_at, write_times)]
+    print("per-event added delay (ms):", [round(d * 1000, 2) for d in delays])
     for i in range(1, EVENTS):
         # Received before the origin even wrote the next one.
         assert got_at[i - 1] < write_times[i], f"event {i - 1} held back until event {i} was written: {delays}"

@@ -21,7 +21,7 @@ struct ConfigDraft: Equatable {
         var upstreamLine = 0
         /// Overrides applied on top of the global timeouts at resolve time, so a `timeouts`
         /// block after the route still provides the other values.
-        var timeoutOverrides: [TimeoutKey: Int] = [:]
+        var timeoutOverrides: [ConfigTimeoutKey: Int] = [:]
         var maxRequestBody: Int64?
     }
 
@@ -170,7 +170,7 @@ struct ConfigParser {
         if context != .top {
             throw error(line, "blocks do not nest: '\(name) {' inside \(contextName) (missing '}' for the block opened on line \(openLine)?)")
         }
-        if TopLevelKey(rawValue: name) != nil {
+        if ConfigTopLevelKey(rawValue: name) != nil {
             throw error(line, "'\(name)' is a directive, not a block: remove the '{'")
         }
         if let kind = ConfigBlockKind.allCases.first(where: { $0.keys.contains(name) }) {
@@ -195,7 +195,7 @@ struct ConfigParser {
 
     private mutating func directive(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         guard context.keys.contains(name) else { try rejectUnknownKey(name, line: line) }
-        if name != TopLevelKey.listen.rawValue {
+        if name != ConfigTopLevelKey.listen.rawValue {
             if context == .top {
                 if let first = seenAtTop[name] { throw duplicate(name, first: first, line: line) }
                 seenAtTop[name] = line.number
@@ -210,8 +210,8 @@ struct ConfigParser {
         case .timeouts:
             let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 10s", line: line)
             let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
-            // The guard above ensures `name` is a TimeoutKey here.
-            TimeoutKey(rawValue: name)?.apply(milliseconds, to: &draft.timeouts)
+            // The guard above ensures `name` is a ConfigTimeoutKey here.
+            ConfigTimeoutKey(rawValue: name)?.apply(milliseconds, to: &draft.timeouts)
         case .limits:
             try limit(name, values: values, line: line)
         case .upstream(let index):
@@ -222,7 +222,7 @@ struct ConfigParser {
     }
 
     private mutating func topLevel(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
-        switch TopLevelKey(rawValue: name) {
+        switch ConfigTopLevelKey(rawValue: name) {
         case .workers:
             let text = try single(values, for: name, expected: "N or auto", usage: "workers 4", line: line)
             if text == "auto" {
@@ -250,7 +250,7 @@ struct ConfigParser {
     private mutating func limit(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 64k", line: line)
         let size = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
-        switch LimitKey(rawValue: name) {
+        switch ConfigLimitKey(rawValue: name) {
         case .maxRequestBody:
             draft.limits.maxRequestBody = size
         case .highWatermark, .lowWatermark:
@@ -258,7 +258,7 @@ struct ConfigParser {
             guard range.contains(size) else {
                 throw error(line, "\(name) must be from 1k to 64m (1024 to 67108864 bytes), got \(ConfigValues.quoted(text))")
             }
-            if name == LimitKey.highWatermark.rawValue {
+            if name == ConfigLimitKey.highWatermark.rawValue {
                 draft.limits.highWatermark = Int(size)
                 draft.highWatermarkLine = line.number
             } else {
@@ -292,13 +292,13 @@ struct ConfigParser {
             let text = try single(values, for: name, expected: "NAME", usage: "upstream llm", line: line)
             draft.routes[index].upstream = text
             draft.routes[index].upstreamLine = line.number
-        case LimitKey.maxRequestBody.rawValue:
+        case ConfigLimitKey.maxRequestBody.rawValue:
             let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 10m", line: line)
             draft.routes[index].maxRequestBody = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
         default:  // an overridable timeout
             let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
             let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
-            if let key = TimeoutKey(rawValue: name) {
+            if let key = ConfigTimeoutKey(rawValue: name) {
                 draft.routes[index].timeoutOverrides[key] = milliseconds
             }
         }
@@ -310,7 +310,7 @@ struct ConfigParser {
     /// suggestion.
     private func rejectUnknownKey(_ name: String, line: ConfigLine) throws(ConfigError) -> Never {
         var homes: [String] = []
-        if context != .top, TopLevelKey(rawValue: name) != nil { homes.append("at the top level, outside any block") }
+        if context != .top, ConfigTopLevelKey(rawValue: name) != nil { homes.append("at the top level, outside any block") }
         for kind in ConfigBlockKind.allCases where kind != context.block && kind.keys.contains(name) {
             homes.append("in " + kind.home)
         }
@@ -321,7 +321,7 @@ struct ConfigParser {
         }
         if !homes.isEmpty {
             var message = "key '\(name)' is not allowed \(contextLocation); it belongs \(homes.joined(separator: " or "))"
-            if context.block == .route, TimeoutKey(rawValue: name) != nil {
+            if context.block == .route, ConfigTimeoutKey(rawValue: name) != nil {
                 message += " (routes may override only upstream_first_byte, upstream_idle, total and max_request_body)"
             }
             throw error(line, message)
@@ -341,7 +341,7 @@ struct ConfigParser {
     private static func elsewhereHint(for name: String, excluding context: ConfigContext) -> String {
         var homes: [(key: String, home: String)] = []
         if context != .top {
-            homes += TopLevelKey.allCases.map { ($0.rawValue, "at the top level") }
+            homes += ConfigTopLevelKey.allCases.map { ($0.rawValue, "at the top level") }
         }
         for kind in ConfigBlockKind.allCases where kind != context.block {
             homes += kind.keys.map { ($0, "in " + kind.home) }

@@ -12,10 +12,10 @@ enum ConfigBlockKind: String, CaseIterable {
     /// Keys allowed inside this block, in the order the example file documents them.
     var keys: [String] {
         switch self {
-        case .timeouts: TimeoutKey.allCases.map(\.rawValue)
-        case .limits: LimitKey.allCases.map(\.rawValue)
+        case .timeouts: ConfigTimeoutKey.allCases.map(\.rawValue)
+        case .limits: ConfigLimitKey.allCases.map(\.rawValue)
         case .upstream: ["server", "max_idle"]
-        case .route: ["upstream"] + TimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
+        case .route: ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
         }
     }
 
@@ -41,7 +41,7 @@ enum ConfigBlockKind: String, CaseIterable {
 }
 
 /// Keys allowed outside any block.
-enum TopLevelKey: String, CaseIterable {
+enum ConfigTopLevelKey: String, CaseIterable {
     /// `workers N|auto`.
     case workers
     /// `listen ADDRESS`, repeatable.
@@ -49,7 +49,7 @@ enum TopLevelKey: String, CaseIterable {
 }
 
 /// Keys of the `limits` block.
-enum LimitKey: String, CaseIterable {
+enum ConfigLimitKey: String, CaseIterable {
     /// Largest request body (size); also allowed in routes.
     case maxRequestBody = "max_request_body"
     /// Queue size that pauses reading the other side (size).
@@ -59,7 +59,7 @@ enum LimitKey: String, CaseIterable {
 }
 
 /// Keys of the `timeouts` block, each a duration; the raw value is the config key.
-enum TimeoutKey: String, CaseIterable {
+enum ConfigTimeoutKey: String, CaseIterable {
     /// ``Timeouts/clientHeader``: request head deadline.
     case clientHeader = "client_header"
     /// ``Timeouts/clientBodyIdle``: gap between request body reads.
@@ -131,6 +131,6 @@ enum ConfigContext: Equatable {
 
     /// Keys allowed here.
     var keys: [String] {
-        block?.keys ?? TopLevelKey.allCases.map(\.rawValue)
+        block?.keys ?? ConfigTopLevelKey.allCases.map(\.rawValue)
     }
 }

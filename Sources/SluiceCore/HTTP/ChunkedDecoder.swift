@@ -27,7 +27,8 @@ public enum ChunkedScanResult: Equatable, Sendable {
 /// bytes verbatim or de-chunking them is the caller's choice.
 ///
 /// Offsets in results are relative to each call's input. After `.end`/`.ended` it returns `.end(0)`/`.ended(at: 0)`
-/// and after a failure the same error at offset 0, until `reset`. Nothing allocates.
+/// and after a failure the same error at offset 0, until `reset`. Nothing allocates. A value owned by one
+/// connection on its loop thread; it shares no state.
 public struct ChunkedDecoder: Sendable {
     /// Where the decoder is in the body.
     enum State: Equatable, Sendable {
@@ -51,7 +52,7 @@ public struct ChunkedDecoder: Sendable {
         case extensionQuoted
         /// After a backslash in a quoted-string.
         case extensionQuotedPair
-        /// After a value, where only BWS, ";" or the line end may follow.
+        /// After a quoted-string value, where only BWS, ";" or the line end may follow.
         case extensionValueEnd
         /// BWS after a value, before the next ";".
         case whitespaceAfterValue
@@ -78,7 +79,7 @@ public struct ChunkedDecoder: Sendable {
     static let maxChunkSizeDigits = 16
 
     private let limits: HTTPLimits
-    private(set) var state: State = .sizeStart
+    private var state: State = .sizeStart
     /// The chunk-size being read, then the data bytes left in the chunk.
     private var remaining: UInt64 = 0
     private var sizeDigits = 0
@@ -145,8 +146,7 @@ public struct ChunkedDecoder: Sendable {
         var index = 0
         while index < bytes.count {
             if state == .trailers {
-                index = try consumeTrailers(bytes, from: index)
-                continue
+                return try consumeTrailers(bytes, from: index)
             }
             let byte = bytes[index]
             if state.isInSizeLine && byte != HTTPByte.cr {
@@ -174,7 +174,8 @@ public struct ChunkedDecoder: Sendable {
         case .size:
             if let digit = HTTPByte.hexValue(byte) {
                 sizeDigits += 1
-                guard sizeDigits <= Self.maxChunkSizeDigits, remaining <= (Self.maxChunkSize - UInt64(digit)) / 16 else {
+                guard sizeDigits <= Self.maxChunkSizeDigits,
+                      remaining <= (Self.maxChunkSize - UInt64(digit)) / 16 else {
                     throw HTTPParseFailure(.chunkSizeOverflow, at: index)
                 }
                 remaining = remaining * 16 + UInt64(digit)

@@ -4,8 +4,8 @@ enum HTTPHeadToken: Equatable {
     case needMore
     /// A complete start line, without its CRLF; empty for an empty line.
     case startLine(Range<Int>)
-    /// A syntactically valid field line beginning at `lineStart`.
-    case field(HeadField, lineStart: Int)
+    /// A syntactically valid field line; `HTTPHeadLexer.field` and `lineStart` describe it.
+    case field
     /// The empty line that ends the section.
     case sectionEnd
 }
@@ -17,8 +17,8 @@ enum HTTPHeadToken: Equatable {
 /// Contract: between calls it keeps only its state and the offsets of the current line; the caller keeps the
 /// position. Each call examines bytes from `position` up to `end` once, so feeding one byte more per call costs
 /// O(1) per byte. Offsets are in the coordinates of the spans passed in; they are meaningful to a caller that
-/// passes the same prefix plus new bytes each time (the head parsers) and are ignored by one that passes fresh
-/// spans (the chunked decoder).
+/// passes the same prefix plus new bytes each time (the head parsers) and go stale for one that passes fresh
+/// spans (the chunked decoder), which therefore never reads `field`.
 ///
 /// Line endings are CRLF only: a bare LF, or a CR followed by anything but LF, is an error (RFC 9112 §2.2 allows
 /// accepting bare LF; sluice does not, so that it never reads a line boundary that the next hop does not).
@@ -49,8 +49,9 @@ struct HTTPHeadLexer: Sendable {
     private(set) var state: State
     /// Content bytes a start line may hold; the next one fails with `.requestLineTooLong` as soon as it arrives.
     private let maxStartLineBytes: Int
-    // Offsets of the current line, in the caller's coordinates (see the type's contract).
-    private var lineStart = 0
+    // Offsets of the current or last completed line, in the caller's coordinates (see the type's contract).
+    /// The offset of the current line's first byte.
+    private(set) var lineStart = 0
     private var nameEnd = 0
     private var valueStart = 0
     private var valueEnd = 0
@@ -63,6 +64,11 @@ struct HTTPHeadLexer: Sendable {
         self.maxStartLineBytes = maxStartLineBytes
     }
 
+    /// The field line last returned as `.field`.
+    var field: HeadField {
+        HeadField(name: lineStart..<nameEnd, value: valueStart..<valueEnd)
+    }
+
     /// Restarts at the first byte of a new section (`offset` in the caller's coordinates).
     mutating func reset(to state: State, at offset: Int) {
         self.state = state
@@ -72,7 +78,8 @@ struct HTTPHeadLexer: Sendable {
     /// Lexes `bytes[position..<end]` up to and including the first line it completes.
     /// - Returns: the completed line, or `.needMore` when `end` was reached inside a line; `position` then
     ///   points past the last byte examined, and after a completed line, past its LF.
-    /// - Throws: the offending byte's error and offset; for a CR not followed by LF, the offset of the byte after the CR.
+    /// - Throws: the offending byte's error and offset; for a CR not followed by LF, the offset of the byte after
+    ///   the CR (where the LF should have been).
     mutating func next(_ bytes: Span<UInt8>, position: inout Int, end: Int) throws(HTTPParseFailure) -> HTTPHeadToken {
         var index = position
         defer { position = index }
@@ -150,13 +157,10 @@ struct HTTPHeadLexer: Sendable {
             case .lineFeed(let lineEnd):
                 guard bytes[index] == HTTPByte.lf else { throw HTTPParseFailure(.bareCR, at: index) }
                 index += 1
-                let completedLineStart = lineStart
-                lineStart = index
-                state = .lineStart
+                state = .lineStart  // which sets `lineStart` when the next line begins
                 switch lineEnd {
-                case .startLine: return .startLine(completedLineStart..<index - 2)
-                case .field: return .field(HeadField(name: completedLineStart..<nameEnd, value: valueStart..<valueEnd),
-                                           lineStart: completedLineStart)
+                case .startLine: return .startLine(lineStart..<index - 2)
+                case .field: return .field
                 case .section: return .sectionEnd
                 }
             }

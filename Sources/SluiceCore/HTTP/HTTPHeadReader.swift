@@ -104,7 +104,8 @@ struct HTTPFieldFacts: Sendable {
 
     /// One Content-Length element. 18 digits keep the value below Int64.max without an overflow check, and no
     /// body that long is ever legitimate.
-    private static func parseContentLength(_ element: Range<Int>, in bytes: Span<UInt8>) throws(HTTPParseFailure) -> Int64 {
+    private static func parseContentLength(_ element: Range<Int>,
+                                           in bytes: Span<UInt8>) throws(HTTPParseFailure) -> Int64 {
         guard !element.isEmpty else { throw HTTPParseFailure(.invalidContentLength, at: element.lowerBound) }
         var length: Int64 = 0
         for offset in element {
@@ -200,13 +201,13 @@ struct HTTPHeadReader: Sendable {
                 return .needMore
             case .startLine(let line):
                 return .startLine(line)
-            case .field(let field, let lineStart):
+            case .field:
                 guard fields.count < limits.maxFieldCount else {
-                    throw HTTPParseFailure(.tooManyFields, at: lineStart)
+                    throw HTTPParseFailure(.tooManyFields, at: lexer.lineStart)
                 }
-                try facts.note(field, index: fields.count, lineStart: lineStart, in: bytes,
+                try facts.note(lexer.field, index: fields.count, lineStart: lexer.lineStart, in: bytes,
                                connectionTokens: &connectionTokens)
-                fields.append(field)
+                fields.append(lexer.field)
             case .sectionEnd:
                 return .end(headLength: position)
             }

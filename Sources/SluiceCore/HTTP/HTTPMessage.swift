@@ -1,4 +1,5 @@
-/// What a head parser's `parse` call found. The parser saves its state between calls, so `.needMore` costs nothing to retry.
+/// What a head parser's `parse` call found. The parser saves its state between calls, so `.needMore` costs nothing
+/// to retry.
 public enum HeadParseResult: Equatable, Sendable {
     /// The head is not complete yet; call again with the same bytes plus more.
     case needMore
@@ -26,7 +27,8 @@ public struct HTTPVersion: Equatable, Sendable {
     /// - Returns: nil if fewer than 8 bytes lie before `end` or they do not match.
     init?(_ bytes: Span<UInt8>, at offset: Int, end: Int) {
         guard end - offset >= 8, HTTPByte.equals(bytes, offset..<offset + 5, "HTTP/", ignoringCase: false),
-              HTTPByte.isDigit(bytes[offset + 5]), bytes[offset + 6] == HTTPByte.dot, HTTPByte.isDigit(bytes[offset + 7])
+              HTTPByte.isDigit(bytes[offset + 5]), bytes[offset + 6] == HTTPByte.dot,
+              HTTPByte.isDigit(bytes[offset + 7])
         else { return nil }
         self.init(major: bytes[offset + 5] - HTTPByte.zero, minor: bytes[offset + 7] - HTTPByte.zero)
     }

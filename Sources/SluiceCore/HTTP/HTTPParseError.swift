@@ -1,5 +1,5 @@
-/// Why a request head, response head or chunked body was rejected. Every case is one distinct reason, so logs and metrics
-/// can count them apart; `status` maps each to the status a server answers with.
+/// Why a request head, response head or chunked body was rejected. Every case is one distinct reason, so logs and
+/// metrics can count them apart; `status` maps each to the status a server answers with.
 public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
     // MARK: Start line (RFC 9112 §3, §4)
     /// The request line is not `method SP target SP version` with single spaces, or is empty where one is required.
@@ -34,7 +34,8 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
     case whitespaceBeforeColon
     /// A field value is malformed for its field (Host, Connection).
     case invalidFieldValue
-    /// A line starts with SP or HTAB: obsolete line folding (RFC 9112 §5.2), or whitespace after the start line (§2.2).
+    /// A line starts with SP or HTAB: obsolete line folding (RFC 9112 §5.2), or whitespace after the start line
+    /// (§2.2).
     case obsFold
     /// A CR not followed by LF (RFC 9112 §2.2).
     case bareCR

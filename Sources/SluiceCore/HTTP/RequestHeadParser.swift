@@ -56,7 +56,8 @@ public struct RequestHead: Equatable, Sendable {
 /// Contract: `bytes` holds every byte of this message received so far, from its first byte; each call passes the
 /// same prefix plus new bytes. The parser resumes at its saved offset and never rescans, so feeding one byte more per
 /// call is O(total). After `.complete` or `.failed`, further calls return the same result until `reset`.
-/// No call allocates: the arrays of `head` are reserved in `init` and reused.
+/// No call allocates: the arrays of `head` are reserved in `init` and reused. A value owned by one connection on
+/// its loop thread; it shares no state.
 public struct RequestHeadParser: Sendable {
     /// The parsed head; valid after `parse` returned `.complete`.
     public private(set) var head: RequestHead
@@ -132,7 +133,8 @@ public struct RequestHeadParser: Sendable {
 
         // The version is checked before the target, whose rules belong to HTTP/1.x: "PRI * HTTP/2.0" gets 505.
         let versionStart = index + 1
-        guard line.upperBound - versionStart == 8, let version = HTTPVersion(bytes, at: versionStart, end: line.upperBound)
+        guard line.upperBound - versionStart == 8,
+              let version = HTTPVersion(bytes, at: versionStart, end: line.upperBound)
         else { throw HTTPParseFailure(.invalidVersion, at: versionStart) }
         guard version == .http1_1 || version == .http1_0 else {
             throw HTTPParseFailure(.unsupportedVersion, at: versionStart)

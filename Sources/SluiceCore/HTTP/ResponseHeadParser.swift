@@ -50,6 +50,8 @@ public struct ResponseHead: Equatable, Sendable {
 /// Contract: as for `RequestHeadParser`: each call passes every byte of the message so far plus new ones, the
 /// parser resumes at its saved offset, a completed or failed parse keeps returning its result until `reset`, and
 /// no call allocates. After an informational (1xx) head, `reset` and parse the next head from the bytes after it.
+/// Content-Length and Transfer-Encoding are validated even where the framing ignores them (HEAD, 1xx, 204, 304):
+/// a sender must not send invalid or conflicting ones (RFC 9112 §6.1, §6.2), and a client may still read them.
 public struct ResponseHeadParser: Sendable {
     /// The parsed head; valid after `parse` returned `.complete`.
     public private(set) var head: ResponseHead

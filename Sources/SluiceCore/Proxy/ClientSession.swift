@@ -679,16 +679,15 @@ final class ClientSession: TimerHeapElement {
     /// Handles a complete response head: interim ones are relayed and parsing continues, a final one
     /// decides the body framing. Returns false when the exchange ended.
     private func acceptResponseHead(headLength: Int, buffer: ByteBuffer) -> Bool {
-        let head = responseParser.head
         let out = takeBuffer(&clientOut)
-        if head.isInformational {
-            guard head.status != 101 else {
+        if responseParser.head.isInformational {
+            guard responseParser.head.status != 101 else {
                 upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested")
                 return false
             }
             // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
             if !clientIsHTTP10 {
-                _ = buffer.withReadableSpan { HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: nil, close: false, dechunk: false) }
+                _ = buffer.withReadableSpan { HeadRewriter.writeResponseHead(into: out, source: $0, head: responseParser.head, requestID: nil, close: false, dechunk: false) }
             }
             buffer.consume(headLength)
             responseParser.reset()
@@ -696,6 +695,7 @@ final class ClientSession: TimerHeapElement {
         }
         upstreamOut.map { loop.bufferPool.give($0) }
         upstreamOut = nil
+        let head = responseParser.head
         if !head.keepAlive { upstreamReusable = false }
         let body: ResponseBody?
         switch head.framing {

@@ -27,7 +27,7 @@ enum HeadRewriter {
             || fieldNameEquals(source, name, "trailer") || fieldNameEquals(source, name, "upgrade") {
             return true
         }
-        for token in connectionTokens where sameBytesIgnoringCase(source, name, token) { return true }
+        for token in connectionTokens where fieldNameEquals(source, name, token) { return true }
         return false
     }
 
@@ -101,19 +101,6 @@ enum HeadRewriter {
 
     private static func writeField(into out: ByteBuffer, source: Span<UInt8>, _ field: HeadField) -> Bool {
         out.append(source.extracting(field.name)) && out.append(": ") && out.append(source.extracting(field.value)) && out.append("\r\n")
-    }
-
-    /// ASCII case-insensitive comparison of two ranges of the same head.
-    private static func sameBytesIgnoringCase(_ source: Span<UInt8>, _ a: Range<Int>, _ b: Range<Int>) -> Bool {
-        guard a.count == b.count else { return false }
-        var i = a.lowerBound
-        var j = b.lowerBound
-        while i < a.upperBound {
-            if source[i] | 0x20 != source[j] | 0x20 { return false }
-            i += 1
-            j += 1
-        }
-        return true
     }
 }
 

@@ -4,7 +4,9 @@ import Testing
 @Suite struct ByteBufferTests {
     @Test func appendConsumeRewindsWhenDrained() {
         let buffer = ByteBuffer(capacity: 8)
-        #expect(buffer.append(Array("abcde".utf8).span))
+        let bytes = Array("abcde".utf8)
+        let appended = buffer.append(bytes.span)
+        #expect(appended)
         #expect(buffer.readableCount == 5 && buffer.writableCount == 3)
         buffer.consume(2)
         #expect(buffer.readerIndex == 2)
@@ -14,7 +16,9 @@ import Testing
 
     @Test func appendRefusesWhatDoesNotFit() {
         let buffer = ByteBuffer(capacity: 4)
-        #expect(!buffer.append(Array("abcde".utf8).span))
+        let bytes = Array("abcde".utf8)
+        let appended = buffer.append(bytes.span)
+        #expect(!appended)
         #expect(buffer.readableCount == 0, "a refused append writes nothing")
         #expect(buffer.append("abcd"))
         #expect(!buffer.append(byte: 1))

@@ -31,7 +31,7 @@ import Testing
 
     @Test func exampleDocumentsEveryKey() throws {
         let text = String(decoding: try ConfigFile.readAll(Self.examplePath), as: UTF8.self)
-        var keys = TopLevelKey.allCases.map(\.rawValue)
+        var keys = ConfigTopLevelKey.allCases.map(\.rawValue)
         for kind in ConfigBlockKind.allCases { keys += [kind.rawValue] + kind.keys }
         for key in keys {
             // Each key appears as a directive (first word on some line), not only in prose.

@@ -190,7 +190,7 @@ import Testing
         ("wrokers", ["workers", "listen"], "workers"),  // transposition counts as one edit
         ("WORKERS", ["workers", "listen"], "workers"),
         ("timeout", ["timeouts", "limits", "upstream", "route"], "timeouts"),
-        ("client_heder", TimeoutKey.allCases.map(\.rawValue), "client_header"),
+        ("client_heder", ConfigTimeoutKey.allCases.map(\.rawValue), "client_header"),
         ("banana", ["workers", "listen"], nil),
         ("x", ["workers", "listen"], nil),
         (String(repeating: "w", count: 10_000), ["workers"], nil),
