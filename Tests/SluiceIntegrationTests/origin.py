@@ -185,6 +185,8 @@ class OriginConn:
         if req.header("expect") and req.header("expect").lower() == "100-continue" \
                 and self.origin.send_100_continue:
             self.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.origin.read_body:
+            return req  # the handler decides whether to read the body at all
         te = req.header("transfer-encoding")
         cl = req.header("content-length")
         if te is not None:
@@ -224,7 +226,8 @@ class OriginConn:
     def wait_peer_closed(self, timeout: float) -> bool:
         """Wait up to `timeout` s for the peer to close; True if it did.
 
-        Bytes that arrive meanwhile stay buffered for the next read_request().
+        This reads: bytes that arrive meanwhile are buffered for the next
+        read_request(). A handler that must not read (backpressure) uses sleep().
         """
         deadline = time.monotonic() + timeout
         while not self.closed:
@@ -325,10 +328,14 @@ class Origin:
     """The scripted origin. Use as a context manager or call close()."""
 
     def __init__(self, handler: Handler = echo_handler, *, backlog: int = 128,
-                 sndbuf: Optional[int] = None, send_100_continue: bool = True):
+                 sndbuf: Optional[int] = None, rcvbuf: Optional[int] = None,
+                 send_100_continue: bool = True, read_body: bool = True):
         self.handler = handler
         self.sndbuf = sndbuf
         self.send_100_continue = send_100_continue
+        #: False: requests are handed to the handler right after the head, body unread
+        #: (and not recorded in `requests`).
+        self.read_body = read_body
         self.cond = threading.Condition()
         self.stopping = threading.Event()
         self.connections: list[OriginConn] = []
@@ -337,9 +344,12 @@ class Origin:
         self.errors: list[str] = []
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Buffer sizes are set on the listener so accepted sockets inherit them
+        # before the handshake (the receive window is fixed then).
         if sndbuf:
-            # Set on the listener so accepted sockets inherit it before the handshake.
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        if rcvbuf:
+            self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(backlog)
         self.port = self.lsock.getsockname()[1]

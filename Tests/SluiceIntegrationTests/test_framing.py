@@ -8,7 +8,7 @@ import time
 import pytest
 
 from origin import respond
-from rawhttp import RawConn, request_bytes
+from rawhttp import RawConn, get as get_one, request_bytes
 
 
 def _after(conn, req):
@@ -75,7 +75,7 @@ def test_close_delimited_response_http11_client(stack):
             assert r.framing == "chunked"
 
 
-@pytest.mark.parametrize("case", ["HEAD", "204", "304"])
+@pytest.mark.parametrize("case", ["HEAD", "HEAD-chunked", "204", "304"])
 def test_bodyless_responses(stack, case):
     def handler(conn, req):
         if req.target == "/after":
@@ -83,6 +83,9 @@ def test_bodyless_responses(stack, case):
         if case == "HEAD":
             assert req.method == "HEAD"
             conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n")
+        elif case == "HEAD-chunked":
+            assert req.method == "HEAD"
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         elif case == "204":
             conn.send(b"HTTP/1.1 204 No Content\r\nX-Case: 204\r\n\r\n")
         else:
@@ -90,17 +93,19 @@ def test_bodyless_responses(stack, case):
 
     origin = stack.origin(handler)
     sl = stack.proxy(origin)
-    method = "HEAD" if case == "HEAD" else "GET"
+    method = "HEAD" if case.startswith("HEAD") else "GET"
     with RawConn(sl.port) as c:
         t0 = time.monotonic()
         c.send(request_bytes(method, "/thing", [("If-None-Match", "\"abc\"")] if case == "304" else []))
         r = c.read_response(method)
-        assert r.status == {"HEAD": 200, "204": 204, "304": 304}[case]
+        assert r.status == {"HEAD": 200, "HEAD-chunked": 200, "204": 204, "304": 304}[case]
         if case == "HEAD":
             assert r.header("content-length") == "1234"
+            assert r.header("transfer-encoding") is None
         if case == "304":
             assert r.header("etag") == "\"abc\""
-        assert r.header("transfer-encoding") is None
+        if case in ("204", "304"):
+            assert r.header("transfer-encoding") is None
         # No body bytes follow: the next response parses cleanly and promptly.
         c.send(request_bytes("GET", "/after"))
         r2 = c.read_response()
@@ -200,3 +205,58 @@ def test_expect_100_continue_with_curl(stack, tmp_path):
     assert out_body == hashlib.sha256(body).hexdigest().encode()
     assert origin.requests[0].body == body
     assert elapsed < 5.0, f"upload waited {elapsed:.1f}s for 100 Continue"
+
+
+def test_request_and_response_heads_dribbled_one_byte_at_a_time(stack):
+    """Both head parsers are restartable: every byte may arrive in its own read."""
+    resp = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Dribble: yes\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+
+    def handler(conn, req):
+        for i in range(len(resp)):
+            conn.send(resp[i:i + 1])
+            conn.sleep(0.001)
+
+    origin = stack.origin(handler)
+    sl = stack.proxy(origin)
+    raw = (b"POST /dribble HTTP/1.1\r\nHost: sluice.test\r\nX-Long-Name-Field: some value\r\n"
+           b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+    with RawConn(sl.port) as c:
+        for i in range(len(raw)):
+            c.send(raw[i:i + 1])
+            time.sleep(0.001)
+        r = c.read_response()
+    assert r.status == 200 and r.body == b"hello world" and r.header("x-dribble") == "yes"
+    assert r.raw_body == b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    req = origin.requests[0]
+    assert req.body == b"abcdefg" and req.header("x-long-name-field") == "some value"
+
+
+def test_chunk_extensions_and_trailers_pass_through(stack):
+    wire = b"5;ext=1\r\nhello\r\n6;name=\"quoted\"\r\n world\r\n0\r\nX-Checksum: abc123\r\n\r\n"
+
+    def handler(conn, req):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n" + wire)
+
+    sl = stack.proxy(stack.origin(handler))
+    with RawConn(sl.port) as c:
+        c.send(request_bytes("GET", "/ext", [("TE", "trailers")]))
+        r = c.read_response()
+        assert r.status == 200 and r.complete and r.body == b"hello world"
+        # The spec says byte-for-byte: extensions and trailer fields included.
+        assert r.raw_body == wire
+        c.send(request_bytes("GET", "/again"))
+        assert c.read_response().body == b"hello world"
+
+
+def test_large_response_head_forwarded(stack):
+    fields = [(f"X-Big-{i:02d}", "v" * 1000) for i in range(30)]
+
+    def handler(conn, req):
+        respond(conn, 200, b"ok", fields)
+
+    sl = stack.proxy(stack.origin(handler))
+    r = get_one(sl.port)
+    assert r.status == 200 and r.body == b"ok"
+    for k, v in fields:
+        assert r.header(k) == v

@@ -166,3 +166,15 @@ def test_chunked_body_over_limit(small_body_limit):
         assert c.closed_within(3.0)
     # Whatever the origin may have seen of it, it never got a complete 2 KiB request.
     assert not origin.requests, [len(q.body) for q in origin.requests]
+
+
+def test_malformed_request_after_valid_one_on_same_connection(proxied):
+    sl, origin = proxied
+    with RawConn(sl.port) as c:
+        c.send(request_bytes("GET", "/good"))
+        assert c.read_response().body == b"/good"
+        c.send(b"GET /bad HTTP/1.1\r\n" + H + b"Content-Length: abc\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 400 and r.json()["error"]["type"]
+        assert c.closed_within(3.0)
+    assert [h.target for h in origin.heads] == ["/good"]

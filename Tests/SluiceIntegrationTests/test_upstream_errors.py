@@ -96,6 +96,28 @@ def test_first_byte_timeout_is_504_and_upstream_closed(stack):
     assert up.close_reason in ("eof", "reset")
 
 
+def test_upstream_idle_timeout_mid_body_aborts_client(stack):
+    def stalls(conn, req):
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"c\r\ndata: first\n\r\n")
+        conn.wait_peer_closed(10)  # then silence
+        return False
+
+    origin = stack.origin(stalls)
+    sl = stack.proxy(origin, timeouts={"upstream_idle": "500ms"})
+    t0 = time.monotonic()
+    with RawConn(sl.port) as c:
+        c.send(request_bytes("GET", "/stall"))
+        r = c.read_response(timeout=10)
+        elapsed = time.monotonic() - t0
+        assert r.status == 200 and r.body == b"data: first\n"
+        assert not r.complete, "a stalled upstream must not end in a clean terminator"
+        assert c.eof
+    assert 0.4 <= elapsed < 3.0, f"client cut off after {elapsed:.2f}s with upstream_idle 500ms"
+    up = origin.connections[0]
+    origin.wait_for(lambda: up.closed, 3, "sluice to close the idle upstream")
+
+
 def test_client_write_timeout_closes_client_and_upstream(stack):
     total = 64 * 1024 * 1024
     sent_at = []

@@ -187,7 +187,7 @@ final class ClientSession: TimerHeapElement {
             guard error == 0 else {
                 upstreamFailed(status: 502, type: "upstream_unreachable",
                                message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect", errno: error).description)")
-                return
+                return drive()
             }
             connection.connected = true
             if requestIsComplete { requestSentAt = loop.now }
@@ -1019,6 +1019,13 @@ final class ClientSession: TimerHeapElement {
             loop.scheduleTimer(self, at: deadline)
             return
         }
+        expire(now: now)
+        // The action may have queued an error response: send it now and reschedule.
+        if phase != .closed { drive() }
+    }
+
+    /// Acts on the timeout that expired at `now`.
+    private func expire(now: Int64) {
         func expired(_ start: Int64, _ limit: Int) -> Bool { limit > 0 && start > 0 && now - start >= Int64(limit) }
         switch phase {
         case .idle:
@@ -1049,6 +1056,5 @@ final class ClientSession: TimerHeapElement {
         case .closed:
             break
         }
-        if phase != .closed { loop.scheduleTimer(self, at: nextDeadline()) }
     }
 }
