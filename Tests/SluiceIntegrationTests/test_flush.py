@@ -43,18 +43,24 @@ def test_each_sse_event_is_flushed_before_the_next_is_written(stack):
         got_at: list[float] = []
         bounds = [sum(len(e) for e in events[: i + 1]) for i in range(EVENTS)]
         now = time.monotonic()
-        while len(got_at) < EVENTS and not dec.done:
+        while True:
+            # Stamp every event completed by the bytes decoded so far.
             while len(got_at) < EVENTS and len(dec.data) >= bounds[len(got_at)]:
                 got_at.append(now)
             if len(got_at) == EVENTS:
                 break
+            assert not dec.done, "stream ended before all events arrived"
             assert c.recv_some(5.0), "sluice closed the stream early"
             now = time.monotonic()
             dec.feed(bytes(c.buf))
             c.buf.clear()
+        while not dec.done:  # the terminator
+            assert c.recv_some(5.0), "sluice closed the stream before the terminator"
+            dec.feed(bytes(c.buf))
+            c.buf.clear()
         assert bytes(dec.data) == b"".join(events)
 
-    assert len(write_times) == EVENTS
+    assert len(write_times) == EVENTS and len(got_at) == EVENTS
     delays = [g - w for g, w in zip(got_at, write_times)]
     print("per-event added delay (ms):", [round(d * 1000, 2) for d in delays])
     for i in range(1, EVENTS):

@@ -146,7 +146,7 @@ def test_client_write_timeout_closes_client_and_upstream(stack):
         up = origin.connections[0]
         assert up.close_reason in ("eof", "reset"), up.close_reason
         elapsed = up.closed_at - t0
-        assert 1.0 <= elapsed < 8.0, f"upstream closed {elapsed:.2f}s after the request (client_write 1s)"
+        assert 0.9 <= elapsed < 8.0, f"upstream closed {elapsed:.2f}s after the request (client_write 1s)"
         assert up.bytes_sent < total
         got = c.read_until_close(10)
         assert len(got) < total, "the client got the whole body although it was cut off"

@@ -130,6 +130,7 @@ final class ClientSession: TimerHeapElement {
     private var requestSentAt: Int64 = 0
     private var lastUpstreamRead: Int64 = 0
     private var lingerStartedAt: Int64 = 0
+    private var lingerDiscarded = 0
 
     /// Takes ownership of an accepted, non-blocking client socket.
     init(loop: ProxyLoop, fd: consuming FileDescriptor, peer: SocketAddress) {
@@ -152,6 +153,9 @@ final class ClientSession: TimerHeapElement {
     static let maxRequestIDLength = 128
     /// How long a closing connection keeps discarding input so its last response is not reset away.
     static let lingerMilliseconds: Int64 = 2_000
+    /// How much input a closing connection discards at most: enough for a body in flight behind a
+    /// refused request, not an invitation to stream gigabytes into the void.
+    static let lingerMaxBytes = 1 << 20
     /// Rounds of read/write per wakeup before yielding to other connections (redis ae.c's bound).
     static let roundsPerWakeup = 16
 
@@ -924,6 +928,7 @@ final class ClientSession: TimerHeapElement {
     private func lingerAndClose() {
         phase = .lingering
         lingerStartedAt = loop.now
+        lingerDiscarded = 0
         Syscall.shutdownWrite(clientFD)
         clientIn?.clear()
         releaseIfEmpty(&clientIn)
@@ -938,6 +943,11 @@ final class ClientSession: TimerHeapElement {
         releaseIfEmpty(&clientIn)
         switch result {
         case .processed(let count) where count > 0:
+            lingerDiscarded += count
+            guard lingerDiscarded < ClientSession.lingerMaxBytes else {
+                close()
+                return false
+            }
             return true
         case .wouldBlock:
             clientReadable = false
