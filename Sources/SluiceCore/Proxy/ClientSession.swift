@@ -87,8 +87,9 @@ final class ClientSession: TimerHeapElement {
     private var upstreamIn: ByteBuffer?
 
     // MARK: loop thread only: the current exchange
-    private var requestParser: RequestHeadParser
-    private var responseParser: ResponseHeadParser
+    /// Borrowed from the loop only while a head is partly parsed: their field tables are the largest
+    /// part of a session, and an established stream needs none.
+    private var parsers: HeadParsers?
     private var requestChunks: ChunkedDecoder
     private var responseChunks: ChunkedDecoder
     private var upstream: UpstreamConnection?
@@ -140,8 +141,6 @@ final class ClientSession: TimerHeapElement {
         clientIP = Array(peer.hostString.utf8)
         acceptedAt = loop.now
         idleSince = loop.now
-        requestParser = RequestHeadParser(limits: loop.settings.httpLimits)
-        responseParser = ResponseHeadParser(limits: loop.settings.httpLimits)
         requestChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
         responseChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
         requestID.reserveCapacity(ClientSession.maxRequestIDLength)
@@ -318,7 +317,8 @@ final class ClientSession: TimerHeapElement {
 
     private func parseRequestHead() {
         guard let buffer = clientIn else { return }
-        let result = buffer.withReadableSpan { requestParser.parse($0) }
+        let parsers = takeParsers()
+        let result = buffer.withReadableSpan { parsers.request.parse($0) }
         switch result {
         case .needMore:
             if buffer.writableCount == 0 && !buffer.compact() {
@@ -328,14 +328,15 @@ final class ClientSession: TimerHeapElement {
         case .failed(let error, _):
             rejectRequest(status: error.status, type: ErrorResponse.type(for: error.status), message: error.message)
         case .complete(let headLength):
-            startExchange(headLength: headLength)
+            startExchange(headLength: headLength, head: parsers.request.head)
         }
+        // A head still arriving keeps its parser state; anything else gives the parsers back.
+        if phase != .readingHead { releaseParsers() }
     }
 
     /// Validates a parsed request, writes its upstream head and starts connecting.
-    private func startExchange(headLength: Int) {
+    private func startExchange(headLength: Int, head: RequestHead) {
         guard let buffer = clientIn else { return }
-        let head = requestParser.head
         phase = .exchange
         exchangeStartedAt = loop.now
         requestMethod = head.method
@@ -350,7 +351,6 @@ final class ClientSession: TimerHeapElement {
         requestSendEnd = 0
         upstreamHeadSent = 0
         responseSendEnd = 0
-        responseParser.reset()
         switch head.framing {
         case .contentLength(let length) where length > 0: requestBody = .contentLength(remaining: length)
         case .chunked:
@@ -612,14 +612,15 @@ final class ClientSession: TimerHeapElement {
         while phase == .exchange {
             switch response {
             case .awaitingHead:
-                let result = buffer.withReadableSpan { responseParser.parse($0, requestMethod: requestMethod) }
+                let parsers = takeParsers()
+                let result = buffer.withReadableSpan { parsers.response.parse($0, requestMethod: requestMethod) }
                 switch result {
                 case .needMore:
                     return
                 case .failed(let error, _):
                     return upstreamFailed(status: 502, type: "upstream_bad_response", message: "invalid response from upstream \(upstreamDisplay): \(error.message)")
                 case .complete(let headLength):
-                    guard acceptResponseHead(headLength: headLength, buffer: buffer) else { return }
+                    guard acceptResponseHead(headLength: headLength, buffer: buffer, parsers: parsers) else { return }
                 }
             case .body(let body):
                 let available = buffer.readableCount - responseSendEnd
@@ -682,24 +683,24 @@ final class ClientSession: TimerHeapElement {
 
     /// Handles a complete response head: interim ones are relayed and parsing continues, a final one
     /// decides the body framing. Returns false when the exchange ended.
-    private func acceptResponseHead(headLength: Int, buffer: ByteBuffer) -> Bool {
+    private func acceptResponseHead(headLength: Int, buffer: ByteBuffer, parsers: HeadParsers) -> Bool {
         let out = takeBuffer(&clientOut)
-        if responseParser.head.isInformational {
-            guard responseParser.head.status != 101 else {
+        if parsers.response.head.isInformational {
+            guard parsers.response.head.status != 101 else {
                 upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested")
                 return false
             }
             // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
             if !clientIsHTTP10 {
-                _ = buffer.withReadableSpan { HeadRewriter.writeResponseHead(into: out, source: $0, head: responseParser.head, requestID: nil, close: false, dechunk: false) }
+                _ = buffer.withReadableSpan { HeadRewriter.writeResponseHead(into: out, source: $0, head: parsers.response.head, requestID: nil, close: false, dechunk: false) }
             }
             buffer.consume(headLength)
-            responseParser.reset()
+            parsers.response.reset()
             return true
         }
         upstreamOut.map { loop.bufferPool.give($0) }
         upstreamOut = nil
-        let head = responseParser.head
+        let head = parsers.response.head
         if !head.keepAlive { upstreamReusable = false }
         let body: ResponseBody?
         switch head.framing {
@@ -724,6 +725,7 @@ final class ClientSession: TimerHeapElement {
         }
         responseStarted = true
         buffer.consume(headLength)
+        releaseParsers()
         if let body { response = .body(body) } else { responseFinished() }
         return true
     }
@@ -848,6 +850,7 @@ final class ClientSession: TimerHeapElement {
 
     private func finishExchange() {
         closeUpstream()
+        releaseParsers()
         requestsServed += 1
         if closeAfterResponse {
             return lingerAndClose()
@@ -855,7 +858,6 @@ final class ClientSession: TimerHeapElement {
         phase = .idle
         timeouts = settings.timeouts
         idleSince = loop.now
-        requestParser.reset()
         requestSentAt = 0
         releaseIfEmpty(&upstreamIn)
         releaseIfEmpty(&upstreamOut)
@@ -872,6 +874,7 @@ final class ClientSession: TimerHeapElement {
     /// Sends a response sluice generated (an error), then closes or keeps the connection.
     private func respond(status: Int, type: String, message: String, closeAfter: Bool) {
         closeUpstream()
+        releaseParsers()
         if requestID.isEmpty { mintRequestID() }
         responseSendEnd = 0
         upstreamIn.map { $0.clear() }
@@ -970,11 +973,25 @@ final class ClientSession: TimerHeapElement {
         clientOut = nil
         upstreamIn = nil
         upstreamOut = nil
+        releaseParsers()
         loop.sessionClosed(self)
         client = nil
     }
 
-    // MARK: - Buffers
+    // MARK: - Buffers and parsers
+
+    private func takeParsers() -> HeadParsers {
+        if let parsers { return parsers }
+        let borrowed = loop.takeParsers()
+        parsers = borrowed
+        return borrowed
+    }
+
+    private func releaseParsers() {
+        guard let borrowed = parsers else { return }
+        parsers = nil
+        loop.giveParsers(borrowed)
+    }
 
     private func takeBuffer(_ slot: inout ByteBuffer?) -> ByteBuffer {
         if let buffer = slot { return buffer }

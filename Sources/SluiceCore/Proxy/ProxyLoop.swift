@@ -39,6 +39,7 @@ public final class ProxyLoop {
     private var posted: [ClientSession] = []
     private var pools: [[UpstreamConnection]]
     let bufferPool: BufferPool
+    private var parserPool: [HeadParsers] = []
     private(set) var now: Int64
     private var randomState: UInt64
     private var lastHousekeeping: Int64 = 0
@@ -278,6 +279,20 @@ public final class ProxyLoop {
     }
 
     func countReplay() { replayCount += 1 }
+
+    /// Lends a reset pair of head parsers.
+    func takeParsers() -> HeadParsers {
+        let parsers = parserPool.popLast() ?? HeadParsers(limits: settings.httpLimits)
+        parsers.request.reset()
+        parsers.response.reset()
+        return parsers
+    }
+
+    func giveParsers(_ parsers: HeadParsers) {
+        if parserPool.count < ProxyLoop.maxPooledParsers { parserPool.append(parsers) }
+    }
+
+    private static let maxPooledParsers = 1024
 
     /// A cheap per-loop random stream (wyrand) for request ids; not for secrets.
     func nextRandom() -> UInt64 {

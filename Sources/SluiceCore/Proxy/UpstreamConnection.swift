@@ -28,3 +28,15 @@ final class UpstreamConnection {
 
     var isOpen: Bool { fd != nil }
 }
+
+/// A request and a response head parser, lent by the loop to a session while it has a head partly
+/// parsed, and returned as soon as the head is handled.
+final class HeadParsers {
+    var request: RequestHeadParser
+    var response: ResponseHeadParser
+
+    init(limits: HTTPLimits) {
+        request = RequestHeadParser(limits: limits)
+        response = ResponseHeadParser(limits: limits)
+    }
+}
