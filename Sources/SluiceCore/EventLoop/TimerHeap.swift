@@ -19,7 +19,7 @@ public struct TimerHeap<Element: TimerHeapElement> {
 
     public var count: Int { items.count }
     /// The earliest deadline, if any.
-    public var nextDeadline: Int64? { items.first?.timerDeadline }
+    public var nextDeadline: Int64? { items.isEmpty ? nil : items[0].timerDeadline }
 
     /// Schedules `element` at `deadline`, moving it if already scheduled.
     public mutating func schedule(_ element: Element, at deadline: Int64) {
@@ -52,7 +52,8 @@ public struct TimerHeap<Element: TimerHeapElement> {
 
     /// Removes and returns the earliest element if its deadline is at or before `now`.
     public mutating func popDue(now: Int64) -> Element? {
-        guard let first = items.first, first.timerDeadline <= now else { return nil }
+        guard !items.isEmpty, items[0].timerDeadline <= now else { return nil }
+        let first = items[0]
         remove(first)
         return first
     }

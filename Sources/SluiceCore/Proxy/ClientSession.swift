@@ -1012,30 +1012,33 @@ final class ClientSession: TimerHeapElement {
 
     /// The earliest moment one of the current phase's timeouts can fire.
     private func nextDeadline() -> Int64 {
-        var deadline = Int64.max
-        func consider(_ start: Int64, _ limit: Int) {
-            if limit > 0 && start > 0 { deadline = min(deadline, start + Int64(limit)) }
-        }
         switch phase {
         case .idle:
-            if requestsServed == 0 { consider(acceptedAt, timeouts.clientHeader) } else { consider(idleSince, timeouts.clientKeepAlive) }
+            return requestsServed == 0 ? deadline(acceptedAt, timeouts.clientHeader) : deadline(idleSince, timeouts.clientKeepAlive)
         case .readingHead:
-            consider(requestsServed == 0 ? acceptedAt : headStartedAt, timeouts.clientHeader)
+            return deadline(requestsServed == 0 ? acceptedAt : headStartedAt, timeouts.clientHeader)
         case .exchange:
+            var earliest = deadline(exchangeStartedAt, timeouts.total)
             if let connection = upstream {
-                if !connection.connected { consider(connectStartedAt, timeouts.upstreamConnect) }
-                if connection.connected && response == .awaitingHead { consider(requestSentAt, timeouts.upstreamFirstByte) }
+                if !connection.connected { earliest = min(earliest, deadline(connectStartedAt, timeouts.upstreamConnect)) }
+                if connection.connected && response == .awaitingHead { earliest = min(earliest, deadline(requestSentAt, timeouts.upstreamFirstByte)) }
             }
-            if case .body = response, upstreamReadPause.isEmpty { consider(lastUpstreamRead, timeouts.upstreamIdle) }
-            consider(exchangeStartedAt, timeouts.total)
-            if !requestIsComplete && clientReadPause.isEmpty { consider(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle) }
-            if clientOutputPending { consider(lastClientWriteProgress, timeouts.clientWrite) }
+            if case .body = response, upstreamReadPause.isEmpty { earliest = min(earliest, deadline(lastUpstreamRead, timeouts.upstreamIdle)) }
+            if !requestIsComplete && clientReadPause.isEmpty {
+                earliest = min(earliest, deadline(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle))
+            }
+            if clientOutputPending { earliest = min(earliest, deadline(lastClientWriteProgress, timeouts.clientWrite)) }
+            return earliest
         case .lingering:
-            deadline = lingerStartedAt + ClientSession.lingerMilliseconds
+            return lingerStartedAt + ClientSession.lingerMilliseconds
         case .closed:
-            break
+            return Int64.max
         }
-        return deadline
+    }
+
+    /// `start + limit`, or never when the limit is off or the clock has not started.
+    private func deadline(_ start: Int64, _ limit: Int) -> Int64 {
+        limit > 0 && start > 0 ? start + Int64(limit) : Int64.max
     }
 
     /// Called by the loop when the scheduled deadline passed: acts on whichever timeout expired, or reschedules.
@@ -1053,7 +1056,7 @@ final class ClientSession: TimerHeapElement {
 
     /// Acts on the timeout that expired at `now`.
     private func expire(now: Int64) {
-        func expired(_ start: Int64, _ limit: Int) -> Bool { limit > 0 && start > 0 && now - start >= Int64(limit) }
+        func expired(_ start: Int64, _ limit: Int) -> Bool { deadline(start, limit) <= now }
         switch phase {
         case .idle:
             close()

@@ -37,6 +37,9 @@ public final class ProxyLoop {
     private var timers = TimerHeap<ClientSession>()
     private var listeners: [Listener] = []
     private var posted: [ClientSession] = []
+    /// The batch being run; swapped with `posted` so neither array is ever shared (a shared array
+    /// would be copied, i.e. allocated, on the next append).
+    private var running: [ClientSession] = []
     private var pools: [[UpstreamConnection]]
     let bufferPool: BufferPool
     private var parserPool: [HeadParsers] = []
@@ -44,6 +47,8 @@ public final class ProxyLoop {
     private var randomState: UInt64
     private var lastHousekeeping: Int64 = 0
     private var lastAcceptWarning: Int64 = -100_000
+    /// Some listener is out of epoll after an accept failure.
+    private var acceptPaused = false
     private(set) var sessionCount = 0
     private(set) var replayCount = 0
 
@@ -77,7 +82,7 @@ public final class ProxyLoop {
             }
             runPosted()
             runTimers()
-            if now - lastHousekeeping >= 1000 || listeners.contains(where: { $0.pausedUntil != 0 && $0.pausedUntil <= now }) {
+            if now - lastHousekeeping >= 1000 || (acceptPaused && now >= earliestAcceptResume()) {
                 housekeeping()
             }
         }
@@ -87,7 +92,7 @@ public final class ProxyLoop {
         if !posted.isEmpty { return 0 }
         var timeout: Int64 = 1000
         if let deadline = timers.nextDeadline { timeout = min(timeout, max(0, deadline - Syscall.monotonicMilliseconds())) }
-        for listener in listeners where listener.pausedUntil != 0 { timeout = min(timeout, max(0, listener.pausedUntil - now)) }
+        if acceptPaused { timeout = min(timeout, max(0, earliestAcceptResume() - now)) }
         return Int32(timeout)
     }
 
@@ -148,14 +153,28 @@ public final class ProxyLoop {
         }
         epoll.remove(listeners[position].rawFD)
         listeners[position].pausedUntil = now + ProxyLoop.acceptBackoffMilliseconds
+        acceptPaused = true
+    }
+
+    /// The earliest time a paused listener may accept again.
+    private func earliestAcceptResume() -> Int64 {
+        var earliest = Int64.max
+        for listener in listeners where listener.pausedUntil != 0 { earliest = min(earliest, listener.pausedUntil) }
+        return earliest
     }
 
     private func housekeeping() {
         lastHousekeeping = now
-        for position in listeners.indices where listeners[position].pausedUntil != 0 && listeners[position].pausedUntil <= now {
-            listeners[position].pausedUntil = 0
-            let raw = listeners[position].rawFD
-            _ = try? epoll.addReadable(raw, token: table.register(raw, .listener(position)))
+        if acceptPaused {
+            acceptPaused = false
+            for (position, listener) in listeners.enumerated() where listener.pausedUntil != 0 {
+                guard listener.pausedUntil <= now else {
+                    acceptPaused = true
+                    continue
+                }
+                listener.pausedUntil = 0
+                _ = try? epoll.addReadable(listener.rawFD, token: table.register(listener.rawFD, .listener(position)))
+            }
         }
         let idleLimit = Int64(settings.timeouts.upstreamPoolIdle)
         guard idleLimit > 0 else { return }
@@ -178,12 +197,12 @@ public final class ProxyLoop {
 
     private func runPosted() {
         guard !posted.isEmpty else { return }
-        let batch = posted
-        posted.removeAll(keepingCapacity: true)
-        for session in batch {
+        swap(&posted, &running)
+        for session in running {
             session.isPosted = false
             if session.phase != .closed { session.drive() }
         }
+        running.removeAll(keepingCapacity: true)
     }
 
     private func runTimers() {
