@@ -78,7 +78,8 @@ def test_event_split_across_writes_is_forwarded_piecewise(stack):
     def handler(conn, req):
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: "
                   + str(len(first_half + second_half)).encode() + b"\r\n\r\n" + first_half)
-        conn.sleep(0.5)
+        # Long enough that scheduling noise on a loaded 2-core CI machine cannot blur the order.
+        conn.sleep(2.0)
         sent_second.append(conn.send(second_half))
 
     origin = stack.origin(handler)
@@ -96,4 +97,4 @@ def test_event_split_across_writes_is_forwarded_piecewise(stack):
             assert c.recv_some(5.0), "stream ended early"
         assert bytes(c.buf) == first_half + second_half
     assert sent_second and t_first < sent_second[0], "the first half waited for the second"
-    assert t_first - t0 < 0.4
+    assert t_first - t0 < 1.5
