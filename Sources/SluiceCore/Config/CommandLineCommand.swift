@@ -8,13 +8,25 @@ public struct CommandLineOverrides: Sendable, Equatable {
     public var upstreamURL: String?
     /// `--workers N`, 1...256.
     public var workers: Int?
+    /// `--log-file PATH`: replaces the log `file`. Its directory is checked at load.
+    public var logFile: String?
+    /// `--log-stdout`: write completion records to stdout whatever the file says.
+    public var logStdout: Bool
+    /// `--admin ADDR`: replaces the `admin` block's `listen` (and enables the admin listener).
+    public var admin: ListenAddress?
 
     /// Creates overrides; everything defaults to "not given".
-    public init(configPath: String? = nil, listeners: [ListenAddress] = [], upstreamURL: String? = nil, workers: Int? = nil) {
+    public init(
+        configPath: String? = nil, listeners: [ListenAddress] = [], upstreamURL: String? = nil, workers: Int? = nil,
+        logFile: String? = nil, logStdout: Bool = false, admin: ListenAddress? = nil
+    ) {
         self.configPath = configPath
         self.listeners = listeners
         self.upstreamURL = upstreamURL
         self.workers = workers
+        self.logFile = logFile
+        self.logStdout = logStdout
+        self.admin = admin
     }
 }
 
@@ -24,7 +36,8 @@ public enum CommandLineCommand: Sendable, Equatable {
     case run(CommandLineOverrides)
     /// `sluice check --config FILE`: validate the file, print `FILE: ok`, exit 0 (or 1).
     case check(configPath: String)
-    /// `sluice demo [--listen ADDR]... [--workers N]`: embedded mock backend plus proxy.
+    /// `sluice demo [--listen ADDR]... [--workers N] [--log-file PATH] [--log-stdout] [--admin ADDR]`:
+    /// embedded mock backend plus proxy.
     /// `configPath` and `upstreamURL` are always nil; empty `listeners` means 127.0.0.1:8080.
     case demo(CommandLineOverrides)
     /// `--help` or `-h` anywhere: print ``helpText``, exit 0.
@@ -38,14 +51,17 @@ public enum CommandLineCommand: Sendable, Equatable {
 
         Usage:
           sluice [--config FILE] [--listen ADDR]... [--upstream URL] [--workers N]
+                 [--log-file PATH] [--log-stdout] [--admin ADDR]
           sluice check --config FILE
           sluice demo [--listen ADDR]... [--workers N]
+                      [--log-file PATH] [--log-stdout] [--admin ADDR]
           sluice --help | -h
           sluice --version
 
         Commands:
           (none)          run the proxy
-          check           validate FILE; print "FILE: ok" and exit 0, or the error and exit 1
+          check           validate FILE; print "FILE: ok" and exit 0, or the error
+                          and exit 1
           demo            run an embedded mock LLM backend behind the proxy
                           (listens on 127.0.0.1:8080 unless --listen is given)
 
@@ -54,21 +70,34 @@ public enum CommandLineCommand: Sendable, Equatable {
           --listen ADDR   accept clients on ADDR: HOST:PORT, [IPv6]:PORT or :PORT;
                           repeatable; replaces the file's 'listen' lines
                           (default without --config: 127.0.0.1:8080)
-          --upstream URL  backend http://HOST[:PORT] or https://HOST[:PORT]; replaces the
-                          server of the upstream that route '/' uses, or adds upstream
-                          'default' with route '/'; required without --config
+          --upstream URL  backend http://HOST[:PORT] or https://HOST[:PORT]; replaces
+                          the server of the upstream that route '/' uses, or adds
+                          upstream 'default' with route '/'; required without --config
           --workers N     worker threads, 1-256 (default: number of online CPUs)
+          --log-file PATH append completion records (JSON lines) to PATH; replaces the
+                          'log' block's 'file'; the directory must exist
+          --log-stdout    also write completion records to stdout (the default only
+                          when no log file is set)
+          --admin ADDR    serve GET /metrics (Prometheus) on ADDR, e.g. 127.0.0.1:9901;
+                          replaces the 'admin' block's 'listen'; must not be a public
+                          listener (default: no admin listener)
           -h, --help      print this help and exit
           --version       print the version and exit
 
         """
 
-    /// Flags taking a value, as typed.
+    /// Flags, as typed.
     private enum Flag: String, CaseIterable {
         case config = "--config"
         case listen = "--listen"
         case upstream = "--upstream"
         case workers = "--workers"
+        case logFile = "--log-file"
+        case logStdout = "--log-stdout"
+        case admin = "--admin"
+
+        /// Whether the flag takes a value; `--log-stdout` is a switch.
+        var takesValue: Bool { self != .logStdout }
 
         /// Value placeholder and example, for "missing value" messages.
         var example: String {
@@ -77,6 +106,9 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .listen: "ADDR, e.g. --listen 127.0.0.1:8080"
             case .upstream: "URL, e.g. --upstream http://127.0.0.1:8000"
             case .workers: "N, e.g. --workers 4"
+            case .logFile: "PATH, e.g. --log-file /var/log/sluice/completions.jsonl"
+            case .logStdout: "no value"
+            case .admin: "ADDR, e.g. --admin 127.0.0.1:9901"
             }
         }
     }
@@ -87,8 +119,8 @@ public enum CommandLineCommand: Sendable, Equatable {
     /// Parses the arguments (without argv[0]).
     ///
     /// `--help`/`-h` anywhere wins, then `--version`. A command word (`check`, `demo`) must come
-    /// first. Single-value flags may be given once; `--listen` may repeat. A flag's value may
-    /// not start with `--` (catches `--listen --workers 2`).
+    /// first. Each flag may be given once, except `--listen`, which may repeat. A flag's value
+    /// may not start with `--` (catches `--listen --workers 2`); `--log-stdout` takes none.
     /// - Throws: ``ConfigError`` with file ``ConfigError/commandLine`` and line 0, naming the
     ///   offending argument.
     public static func parse(_ arguments: [String]) throws(ConfigError) -> CommandLineCommand {
@@ -107,7 +139,7 @@ public enum CommandLineCommand: Sendable, Equatable {
         let allowed: [Flag] =
             switch commandWord {
             case "check": [.config]
-            case "demo": [.listen, .workers]
+            case "demo": [.listen, .workers, .logFile, .logStdout, .admin]
             default: Flag.allCases
             }
 
@@ -131,6 +163,13 @@ public enum CommandLineCommand: Sendable, Equatable {
             }
             guard allowed.contains(flag) else {
                 throw failure("'\(flag.rawValue)' is not accepted by 'sluice \(commandWord ?? "")'")
+            }
+            if !flag.takesValue {
+                if inlineValue != nil {
+                    throw failure("\(flag.rawValue) takes no value: write \(flag.rawValue) alone")
+                }
+                try apply(flag, "", to: &overrides)
+                continue
             }
             let value: String
             if let inlineValue {
@@ -185,6 +224,18 @@ public enum CommandLineCommand: Sendable, Equatable {
             // No prefix: the message already starts with "--workers must be ...".
             overrides.workers = try ConfigError.locating(file: ConfigError.commandLine, line: 0) {
                 () throws(ConfigValueError) in try ConfigValues.integer(value, in: Config.workerRange, what: "--workers")
+            }
+        case .logFile:
+            // The directory is checked by Config.load, with the file's own `file` checks.
+            try once(overrides.logFile)
+            overrides.logFile = value
+        case .logStdout:
+            if overrides.logStdout { throw failure("\(flag.rawValue) given more than once") }
+            overrides.logStdout = true
+        case .admin:
+            try once(overrides.admin)
+            overrides.admin = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--admin: ") {
+                () throws(ConfigValueError) in try ConfigValues.listenAddress(value)
             }
         }
     }

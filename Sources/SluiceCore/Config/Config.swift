@@ -28,6 +28,12 @@ public struct Config: Sendable, Equatable {
     public var timeouts: Timeouts
     /// Global body and buffering limits.
     public var limits: Limits
+    /// Completion log: sinks, side-queue capacity and what a record may contain.
+    public var log: LogConfig
+    /// Address of the admin listener serving `GET /metrics`, or nil for none (no `admin`
+    /// block and no `--admin`). The loader rejects one equal to, or overlapping, one of
+    /// ``listeners``, so `/metrics` is never served to clients.
+    public var admin: ListenAddress?
     /// The file this configuration came from, or nil when it was built from flags alone.
     public var sourcePath: String?
 
@@ -40,6 +46,8 @@ public struct Config: Sendable, Equatable {
         routes: [RouteConfig],
         timeouts: Timeouts = Timeouts(),
         limits: Limits = Limits(),
+        log: LogConfig = LogConfig(),
+        admin: ListenAddress? = nil,
         sourcePath: String? = nil
     ) {
         var sorted = routes
@@ -50,6 +58,8 @@ public struct Config: Sendable, Equatable {
         self.routes = sorted
         self.timeouts = timeouts
         self.limits = limits
+        self.log = log
+        self.admin = admin
         self.sourcePath = sourcePath
     }
 
@@ -255,12 +265,77 @@ public struct RouteConfig: Sendable, Equatable {
     public var timeouts: Timeouts
     /// This route's body limit (the global one unless overridden); 0 means unlimited.
     public var maxRequestBody: Int64
+    /// Bytes of the request body kept in this route's completion records, 0...``maximumCaptureBytes``;
+    /// 0 (the default) means the body is not captured.
+    public var captureRequestBytes: Int
+    /// Bytes of response text kept in this route's completion records (for SSE, the
+    /// concatenated `data:` payloads), 0...``maximumCaptureBytes``; 0 (the default) means off.
+    public var captureResponseBytes: Int
+
+    /// Largest capture per direction: 16 MiB. A capture is held in memory until the exchange
+    /// ends and then copied into a record, so it bounds per-exchange memory and record size.
+    public static let maximumCaptureBytes = 16 << 20
 
     /// Creates a route from its parts; no validation.
-    public init(prefix: String, upstream: String, timeouts: Timeouts = Timeouts(), maxRequestBody: Int64 = Limits().maxRequestBody) {
+    public init(
+        prefix: String, upstream: String, timeouts: Timeouts = Timeouts(), maxRequestBody: Int64 = Limits().maxRequestBody,
+        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0
+    ) {
         self.prefix = prefix
         self.upstream = upstream
         self.timeouts = timeouts
         self.maxRequestBody = maxRequestBody
+        self.captureRequestBytes = captureRequestBytes
+        self.captureResponseBytes = captureResponseBytes
+    }
+}
+
+/// The completion log: where records go, how many may wait for the writer thread, and what a
+/// record may contain.
+public struct LogConfig: Sendable, Equatable {
+    /// File the records are appended to as JSON lines (reopened on SIGHUP), or nil for none.
+    /// A relative path is relative to the working directory; its directory existed at load.
+    public var file: String?
+    /// Whether records are also written to stdout. Resolved at init: an explicit value wins,
+    /// otherwise on exactly when there is no ``file``. Not re-resolved when ``file`` changes.
+    public var stdout: Bool
+    /// Records the side queue holds, within ``queueCapacityRange``; when it is full a record
+    /// is dropped and counted rather than blocking a loop.
+    public var queueCapacity: Int
+    /// Milliseconds between `fsync`s of ``file``; 0 leaves flushing to the kernel.
+    public var fsyncInterval: Int
+    /// Whether the logged path keeps its query string (off: queries can carry secrets).
+    public var includeQuery: Bool
+    /// Largest JSON request body scanned for `model` and `stream`, in bytes,
+    /// 0...``maximumRequestBodyScanLimit``; 0 means never scan.
+    public var requestBodyScanLimit: Int
+
+    /// Default ``queueCapacity``: 65,536 records.
+    public static let defaultQueueCapacity = 65_536
+    /// Valid ``queueCapacity`` values. 16Mi records bounds the queue's preallocated slots.
+    public static let queueCapacityRange: ClosedRange<Int> = 1...16_777_216
+    /// Default ``fsyncInterval``: 1 s, so a crash loses at most about a second of records.
+    public static let defaultFsyncInterval = 1_000
+    /// Default ``requestBodyScanLimit``: 1 MiB, larger than almost any prompt sent as text.
+    public static let defaultRequestBodyScanLimit = 1 << 20
+    /// Largest ``requestBodyScanLimit``: 64 MiB (twice the default body limit); scanning
+    /// more costs CPU for a field that comes early in practice.
+    public static let maximumRequestBodyScanLimit = 64 << 20
+
+    /// Creates a log configuration, each value defaulting to the documented one; `stdout`
+    /// nil means "on when `file` is nil".
+    public init(
+        file: String? = nil, stdout: Bool? = nil,
+        queueCapacity: Int = LogConfig.defaultQueueCapacity,
+        fsyncInterval: Int = LogConfig.defaultFsyncInterval,
+        includeQuery: Bool = false,
+        requestBodyScanLimit: Int = LogConfig.defaultRequestBodyScanLimit
+    ) {
+        self.file = file
+        self.stdout = stdout ?? (file == nil)
+        self.queueCapacity = queueCapacity
+        self.fsyncInterval = fsyncInterval
+        self.includeQuery = includeQuery
+        self.requestBodyScanLimit = requestBodyScanLimit
     }
 }

@@ -15,8 +15,13 @@ extension Config {
     ///
     /// Flag rules: `--listen` replaces the file's listeners; `--workers` replaces `workers`;
     /// `--upstream URL` replaces the server of the upstream that route `/` names, or, when
-    /// there is no `/` route, adds upstream `default` and route `/` to it. Without a file,
-    /// `--upstream` is required and listening defaults to ``defaultListenAddress``.
+    /// there is no `/` route, adds upstream `default` and route `/` to it; `--log-file`
+    /// replaces the log `file`; `--log-stdout` turns stdout logging on whatever the file
+    /// says; `--admin` replaces the `admin` block's `listen`. Without a file, `--upstream` is
+    /// required and listening defaults to ``defaultListenAddress``.
+    ///
+    /// Besides parsing, it checks that the log file's directory exists (relative paths are
+    /// taken from the working directory) and that the admin address is not a public one.
     ///
     /// Call once at boot, on the main thread; it reads the file synchronously.
     /// - Throws: ``ConfigError``: file problems carry the file's path and line; flag problems
@@ -35,6 +40,7 @@ extension Config {
             }
             draft = ConfigDraft()
             draft.listeners = [defaultListenAddress]
+            draft.listenerLines = [0]
             file = ConfigError.commandLine
         }
         try draft.apply(overrides)
@@ -42,7 +48,8 @@ extension Config {
     }
 
     /// Parses and validates config text as if it were the file `file` (used in error
-    /// messages and as ``sourcePath``). No flags are applied.
+    /// messages and as ``sourcePath``). No flags are applied. Validation is the same as
+    /// ``load(overrides:)``'s, including the check that the log file's directory exists.
     /// - Throws: ``ConfigError`` with `file` and the offending line.
     public static func parse(text: String, file: String) throws(ConfigError) -> Config {
         let draft = try ConfigParser.parse(Array(text.utf8), file: file)
@@ -59,6 +66,21 @@ extension ConfigDraft {
         }
         if !overrides.listeners.isEmpty {
             listeners = overrides.listeners
+            listenerLines = Array(repeating: 0, count: listeners.count)
+            listenersFromFlag = true
+        }
+        if let path = overrides.logFile {
+            // Checked, like a file's `file`, in resolve(); an empty path cannot be a file.
+            guard !path.isEmpty else { throw flagError("--log-file needs a PATH") }
+            log.file = path
+            log.fileLine = 0
+        }
+        if overrides.logStdout {
+            log.stdout = true
+        }
+        if let address = overrides.admin {
+            admin = address
+            adminLine = 0
         }
         if let workers = overrides.workers {
             guard Config.workerRange.contains(workers) else {
@@ -124,7 +146,9 @@ extension ConfigDraft {
             resolvedRoutes.append(
                 RouteConfig(
                     prefix: route.prefix, upstream: upstream, timeouts: merged,
-                    maxRequestBody: route.maxRequestBody ?? limits.maxRequestBody))
+                    maxRequestBody: route.maxRequestBody ?? limits.maxRequestBody,
+                    captureRequestBytes: route.captureRequestBytes,
+                    captureResponseBytes: route.captureResponseBytes))
         }
         if upstreams.isEmpty {
             throw fail(0, "no upstream: add a block 'upstream NAME { server URL }'")
@@ -132,6 +156,8 @@ extension ConfigDraft {
         if routes.isEmpty {
             throw fail(0, "no route: add a block 'route / { upstream NAME }'")
         }
+        let resolvedLog = try resolveLog(file: file)
+        try checkAdmin(file: file)
         if limits.lowWatermark >= limits.highWatermark {
             // Equal watermarks would lose the hysteresis: reads would pause and resume on
             // every byte around the mark.
@@ -146,7 +172,91 @@ extension ConfigDraft {
             routes: resolvedRoutes,
             timeouts: timeouts,
             limits: limits,
+            log: resolvedLog,
+            admin: admin,
             sourcePath: sourcePath)
+    }
+
+    /// Checks the log file's place on disk and resolves `stdout`.
+    /// - Throws: ``ConfigError`` at the `file` line, or from the command line for `--log-file`.
+    private func resolveLog(file: String) throws(ConfigError) -> LogConfig {
+        if let path = log.file, let problem = ConfigFile.logFileProblem(path) {
+            throw log.fileLine > 0
+                ? ConfigError(file: file, line: log.fileLine, message: problem)
+                : ConfigError(file: ConfigError.commandLine, line: 0, message: "--log-file: " + problem)
+        }
+        return LogConfig(
+            file: log.file, stdout: log.stdout, queueCapacity: log.queueCapacity, fsyncInterval: log.fsyncInterval,
+            includeQuery: log.includeQuery, requestBodyScanLimit: log.requestBodyScanLimit)
+    }
+
+    /// Checks that an `admin` block has a `listen` and that the admin address shares no
+    /// socket with a public listener: `/metrics` must never be reachable by clients, and with
+    /// `SO_REUSEPORT` on both sockets the kernel would spread clients over the two.
+    /// - Throws: ``ConfigError`` at the admin `listen` line (naming the public listener's
+    ///   line), or from the command line when `--admin` set the address.
+    private func checkAdmin(file: String) throws(ConfigError) {
+        guard let admin else {
+            if adminBlockLine > 0 {
+                throw ConfigError(
+                    file: file, line: adminBlockLine,
+                    message: "the 'admin' block has no 'listen': add e.g. 'listen 127.0.0.1:9901' inside it, or remove the block")
+            }
+            return
+        }
+        for (index, listener) in listeners.enumerated() {
+            guard let overlap = Self.overlap(admin: admin, public: listener) else { continue }
+            let line = index < listenerLines.count ? listenerLines[index] : 0
+            let source =
+                line > 0
+                ? (adminLine > 0 ? "line \(line)" : "line \(line) of \(file)")
+                : (listenersFromFlag ? "from --listen" : "the default listener")
+            let fix = "give the admin listener its own port so /metrics is never served to clients"
+            switch (adminLine > 0, overlap) {
+            case (true, .same):
+                throw ConfigError(
+                    file: file, line: adminLine,
+                    message: "admin listen address '\(admin)' is also a public listener (\(source)); \(fix)")
+            case (true, .wildcard):
+                throw ConfigError(
+                    file: file, line: adminLine,
+                    message: "admin listen address '\(admin)' overlaps public listener '\(listener)' (\(source)): same port, and a wildcard address covers every interface; \(fix)")
+            case (false, .same):
+                throw ConfigError(
+                    file: ConfigError.commandLine, line: 0,
+                    message: "--admin '\(admin)' is also a public listener (\(source)); \(fix)")
+            case (false, .wildcard):
+                throw ConfigError(
+                    file: ConfigError.commandLine, line: 0,
+                    message: "--admin '\(admin)' overlaps public listener '\(listener)' (\(source)): same port, and a wildcard address covers every interface; \(fix)")
+            }
+        }
+    }
+
+    /// How an admin address collides with a public one.
+    enum Overlap {
+        /// Same host as written and same port.
+        case same
+        /// Same port, and one side is a wildcard (`0.0.0.0`, `::`) covering the other.
+        case wildcard
+    }
+
+    /// Whether `admin` and `public` would share a socket, or nil when they cannot.
+    ///
+    /// Port 0 (ephemeral) never collides. `::` covers every address (dual-stack is the
+    /// Linux default); `0.0.0.0` covers IPv4 literals and host names. Other host names are
+    /// compared as written (case-insensitively), since resolving them is a bind-time matter.
+    static func overlap(admin: ListenAddress, public: ListenAddress) -> Overlap? {
+        guard admin.port != 0, admin.port == `public`.port else { return nil }
+        if admin.host.lowercased() == `public`.host.lowercased() { return .same }
+        func covers(_ wildcard: String, _ other: String) -> Bool {
+            switch wildcard {
+            case "::": true
+            case "0.0.0.0": !other.contains(":")  // IPv4 literal or name, not IPv6
+            default: false
+            }
+        }
+        return covers(admin.host, `public`.host) || covers(`public`.host, admin.host) ? .wildcard : nil
     }
 }
 
@@ -160,6 +270,51 @@ enum ConfigFile {
     /// Largest config file accepted. Real ones are a few KiB; this stops `--config /dev/zero`
     /// or a mistyped path to a log file from eating memory.
     static let maximumBytes = 1 << 20
+
+    /// What is wrong with `path` as a log file to create or append to, or nil when nothing
+    /// is visibly wrong: its directory must exist, and the path must not be a directory.
+    /// Permissions are not checked: `sluice check` may run as another user than the proxy.
+    /// Relative paths are taken from the working directory, as the writer will open them.
+    static func logFileProblem(_ path: String) -> String? {
+        if path.hasSuffix("/") {
+            return "log file \(ConfigValues.quoted(path)) names a directory; give a file path, e.g. \(ConfigValues.quoted(path + "completions.jsonl"))"
+        }
+        let directory: String
+        if let slash = path.lastIndex(of: "/") {
+            directory = slash == path.startIndex ? "/" : String(path[..<slash])
+        } else {
+            directory = "."
+        }
+        let relative = path.hasPrefix("/") ? "" : " (relative to the working directory \(ConfigValues.quoted(workingDirectory())))"
+        var info = stat()
+        if stat(directory, &info) != 0 {
+            let code = errno
+            if code == ENOENT {
+                return "directory \(ConfigValues.quoted(directory)) does not exist\(relative); create it or fix the log file path"
+            }
+            if code == ENOTDIR {
+                return "directory \(ConfigValues.quoted(directory)) does not exist: part of its path is a file\(relative); fix the log file path"
+            }
+            return "cannot check directory \(ConfigValues.quoted(directory)): \(String(cString: strerror(code)))"
+        }
+        if info.st_mode & S_IFMT != S_IFDIR {
+            return "\(ConfigValues.quoted(directory)) is not a directory\(relative); fix the log file path"
+        }
+        if stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFDIR {
+            return "log file \(ConfigValues.quoted(path)) is a directory\(relative); give a file path inside it"
+        }
+        return nil
+    }
+
+    /// The working directory, for messages about relative paths; "?" if the kernel will not say.
+    private static func workingDirectory() -> String {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let found = buffer.withUnsafeMutableBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { getcwd($0.baseAddress, $0.count) != nil }
+        }
+        guard found else { return "?" }
+        return String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
+    }
 
     /// Reads the whole file at `path`.
     /// - Throws: ``ConfigError`` (line 0) with the errno text, or when the file is too large.

@@ -23,17 +23,44 @@ struct ConfigDraft: Equatable {
         /// block after the route still provides the other values.
         var timeoutOverrides: [ConfigTimeoutKey: Int] = [:]
         var maxRequestBody: Int64?
+        var captureRequestBytes = 0
+        var captureResponseBytes = 0
+    }
+
+    /// The `log { }` block; `file` and `stdout` stay unresolved until ``ConfigDraft/resolve(file:sourcePath:)``.
+    struct Log: Equatable {
+        /// nil: no file (not given, or `file off`).
+        var file: String?
+        /// Line of the `file` directive; 0 when not given or set by `--log-file`.
+        var fileLine = 0
+        /// nil means `auto` or not given: on exactly when there is no file.
+        var stdout: Bool?
+        var queueCapacity = LogConfig.defaultQueueCapacity
+        var fsyncInterval = LogConfig.defaultFsyncInterval
+        var includeQuery = false
+        var requestBodyScanLimit = LogConfig.defaultRequestBodyScanLimit
     }
 
     /// nil means `auto` or not given: one worker per online CPU.
     var workers: Int?
     var listeners: [ListenAddress] = []
+    /// Line of each entry of ``listeners``; 0 for one that came from `--listen` or the default.
+    var listenerLines: [Int] = []
+    /// Whether ``listeners`` came from `--listen` (for messages about line-0 listeners).
+    var listenersFromFlag = false
     var timeouts = Timeouts()
     var limits = Limits()
     var highWatermarkLine = 0
     var lowWatermarkLine = 0
     var upstreams: [Upstream] = []
     var routes: [Route] = []
+    var log = Log()
+    /// The admin listener: the `admin` block's `listen`, or `--admin`.
+    var admin: ListenAddress?
+    /// Line of the admin `listen`; 0 when not given or set by `--admin`.
+    var adminLine = 0
+    /// Line of `admin {`, for "no listen" errors; 0 when there is no block.
+    var adminBlockLine = 0
 }
 
 /// Turns the lines of a config file into a ``ConfigDraft``, reporting the first problem with
@@ -130,7 +157,7 @@ struct ConfigParser {
             throw error(line, "'\(kind.rawValue)' starts a block: write '\(kind.usage)' with the '{' on the same line")
         }
         switch kind {
-        case .timeouts, .limits:
+        case .timeouts, .limits, .log, .admin:
             if !values.isEmpty {
                 throw error(line, "'\(kind.rawValue)' takes no value: write '\(kind.usage)'")
             }
@@ -138,7 +165,15 @@ struct ConfigParser {
                 throw error(line, "duplicate '\(kind.rawValue)' block (first opened on line \(first)); use one block")
             }
             singletonBlockLines[kind] = line.number
-            context = kind == .timeouts ? .timeouts : .limits
+            switch kind {
+            case .timeouts: context = .timeouts
+            case .limits: context = .limits
+            case .log: context = .log
+            case .admin:
+                context = .admin
+                draft.adminBlockLine = line.number
+            case .upstream, .route: preconditionFailure("named blocks are opened below")
+            }
         case .upstream:
             let name = try single(values, for: "upstream", expected: "NAME", usage: kind.usage, line: line)
             guard ConfigValues.isUpstreamName(name) else {
@@ -195,7 +230,8 @@ struct ConfigParser {
 
     private mutating func directive(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         guard context.keys.contains(name) else { try rejectUnknownKey(name, line: line) }
-        if name != ConfigTopLevelKey.listen.rawValue {
+        // Only the top-level `listen` repeats; the admin block takes one address.
+        if context != .top || name != ConfigTopLevelKey.listen.rawValue {
             if context == .top {
                 if let first = seenAtTop[name] { throw duplicate(name, first: first, line: line) }
                 seenAtTop[name] = line.number
@@ -218,6 +254,12 @@ struct ConfigParser {
             try upstream(name, values: values, index: index, line: line)
         case .route(let index):
             try route(name, values: values, index: index, line: line)
+        case .log:
+            try log(name, values: values, line: line)
+        case .admin:  // the guard above leaves only "listen"
+            let text = try single(values, for: name, expected: "ADDRESS", usage: "listen 127.0.0.1:9901", line: line)
+            draft.admin = try value(line) { () throws(ConfigValueError) in try ConfigValues.listenAddress(text) }
+            draft.adminLine = line.number
         }
     }
 
@@ -242,6 +284,7 @@ struct ConfigParser {
             }
             listenLines[address] = line.number
             draft.listeners.append(address)
+            draft.listenerLines.append(line.number)
         case nil:
             preconditionFailure("directive() only dispatches known top-level keys")
         }
@@ -295,12 +338,62 @@ struct ConfigParser {
         case ConfigLimitKey.maxRequestBody.rawValue:
             let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 10m", line: line)
             draft.routes[index].maxRequestBody = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
+        case ConfigCaptureKey.request.rawValue, ConfigCaptureKey.response.rawValue:
+            let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 64k", line: line)
+            let bytes = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.size(text, in: 0...RouteConfig.maximumCaptureBytes, what: name)
+            }
+            if name == ConfigCaptureKey.request.rawValue {
+                draft.routes[index].captureRequestBytes = bytes
+            } else {
+                draft.routes[index].captureResponseBytes = bytes
+            }
         default:  // an overridable timeout
             let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
             let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
             if let key = ConfigTimeoutKey(rawValue: name) {
                 draft.routes[index].timeoutOverrides[key] = milliseconds
             }
+        }
+    }
+
+    private mutating func log(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        switch ConfigLogKey(rawValue: name) {
+        case .file:
+            let text = try single(
+                values, for: name, expected: "PATH or off", usage: "file /var/log/sluice/completions.jsonl",
+                extraHint: " (paths cannot contain spaces)", line: line)
+            // `off` is the default spelled out, as nginx's `access_log off`; a file really
+            // named "off" is written ./off. The directory is checked in resolve(), after flags.
+            draft.log.file = text == "off" ? nil : text
+            draft.log.fileLine = line.number
+        case .stdout:
+            let text = try single(values, for: name, expected: "on, off or auto", usage: "stdout on", line: line)
+            if text == "auto" {
+                draft.log.stdout = nil
+            } else {
+                draft.log.stdout = try value(line) { () throws(ConfigValueError) in
+                    try ConfigValues.boolean(text, what: name, extraForms: ["auto"])
+                }
+            }
+        case .queue:
+            let text = try single(values, for: name, expected: "N (records)", usage: "queue 65536", line: line)
+            draft.log.queueCapacity = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.integer(text, in: LogConfig.queueCapacityRange, what: name)
+            }
+        case .fsync:
+            let text = try single(values, for: name, expected: "DURATION or off", usage: "fsync 1s", line: line)
+            draft.log.fsyncInterval = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+        case .includeQuery:
+            let text = try single(values, for: name, expected: "on or off", usage: "\(name) off", line: line)
+            draft.log.includeQuery = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
+        case .requestBodyScan:
+            let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 1m", line: line)
+            draft.log.requestBodyScanLimit = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.size(text, in: 0...LogConfig.maximumRequestBodyScanLimit, what: name)
+            }
+        case nil:
+            preconditionFailure("directive() only dispatches known log keys")
         }
     }
 
@@ -393,6 +486,8 @@ struct ConfigParser {
         case .limits: "the 'limits' block"
         case .upstream(let index): "upstream '\(draft.upstreams[index].name)'"
         case .route(let index): "route '\(draft.routes[index].prefix)'"
+        case .log: "the 'log' block"
+        case .admin: "the 'admin' block"
         }
     }
 }

@@ -8,6 +8,10 @@ enum ConfigBlockKind: String, CaseIterable {
     case upstream
     /// `route PREFIX { ... }`: which upstream serves a path prefix, plus overrides.
     case route
+    /// `log { ... }`: completion-log sinks and record contents, at most once.
+    case log
+    /// `admin { ... }`: the metrics listener, at most once; absent means no admin listener.
+    case admin
 
     /// Keys allowed inside this block, in the order the example file documents them.
     var keys: [String] {
@@ -15,7 +19,11 @@ enum ConfigBlockKind: String, CaseIterable {
         case .timeouts: ConfigTimeoutKey.allCases.map(\.rawValue)
         case .limits: ConfigLimitKey.allCases.map(\.rawValue)
         case .upstream: ["server", "max_idle"]
-        case .route: ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
+        case .route:
+            ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
+                + ConfigCaptureKey.allCases.map(\.rawValue)
+        case .log: ConfigLogKey.allCases.map(\.rawValue)
+        case .admin: ["listen"]
         }
     }
 
@@ -26,6 +34,8 @@ enum ConfigBlockKind: String, CaseIterable {
         case .limits: "the 'limits' block"
         case .upstream: "an 'upstream' block"
         case .route: "a 'route' block"
+        case .log: "the 'log' block"
+        case .admin: "the 'admin' block"
         }
     }
 
@@ -36,6 +46,8 @@ enum ConfigBlockKind: String, CaseIterable {
         case .limits: "limits {"
         case .upstream: "upstream NAME {"
         case .route: "route PREFIX {"
+        case .log: "log {"
+        case .admin: "admin {"
         }
     }
 }
@@ -56,6 +68,31 @@ enum ConfigLimitKey: String, CaseIterable {
     case highWatermark = "high_watermark"
     /// Queue size that resumes reading (size).
     case lowWatermark = "low_watermark"
+}
+
+/// Keys of the `log` block.
+enum ConfigLogKey: String, CaseIterable {
+    /// `file PATH|off`: append records to PATH (``LogConfig/file``).
+    case file
+    /// `stdout BOOL|auto`: also write records to stdout (``LogConfig/stdout``).
+    case stdout
+    /// `queue N`: side-queue capacity in records (``LogConfig/queueCapacity``).
+    case queue
+    /// `fsync DURATION|off`: fsync interval (``LogConfig/fsyncInterval``).
+    case fsync
+    /// `include_query BOOL`: keep the query string in the logged path (``LogConfig/includeQuery``).
+    case includeQuery = "include_query"
+    /// `request_body_scan SIZE`: largest request body scanned for model/stream
+    /// (``LogConfig/requestBodyScanLimit``).
+    case requestBodyScan = "request_body_scan"
+}
+
+/// Per-route capture keys, each a size from 0 to ``RouteConfig/maximumCaptureBytes``.
+enum ConfigCaptureKey: String, CaseIterable {
+    /// ``RouteConfig/captureRequestBytes``.
+    case request = "capture_request"
+    /// ``RouteConfig/captureResponseBytes``.
+    case response = "capture_response"
 }
 
 /// Keys of the `timeouts` block, each a duration; the raw value is the config key.
@@ -117,6 +154,10 @@ enum ConfigContext: Equatable {
     case upstream(index: Int)
     /// Inside `route PREFIX { }`; the index is into ``ConfigDraft/routes``.
     case route(index: Int)
+    /// Inside `log { }`.
+    case log
+    /// Inside `admin { }`.
+    case admin
 
     /// The block kind, or nil at the top level.
     var block: ConfigBlockKind? {
@@ -126,6 +167,8 @@ enum ConfigContext: Equatable {
         case .limits: .limits
         case .upstream: .upstream
         case .route: .route
+        case .log: .log
+        case .admin: .admin
         }
     }
 

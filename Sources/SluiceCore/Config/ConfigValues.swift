@@ -81,6 +81,46 @@ enum ConfigValues {
         return value
     }
 
+    /// Accepted spellings of a boolean, true forms first; lower case only, like `off` and
+    /// `auto` elsewhere, so one file never mixes `On` and `on`.
+    static let booleanForms: [(text: String, value: Bool)] = [
+        ("on", true), ("off", false), ("true", true), ("false", false), ("yes", true), ("no", false),
+    ]
+
+    /// Parses `on`/`off`, `true`/`false` or `yes`/`no`, naming `what` in the error. `extraForms`
+    /// are other words the caller handles itself (e.g. `auto`), listed in the error only.
+    static func boolean(_ text: String, what: String, extraForms: [String] = []) throws(ConfigValueError) -> Bool {
+        if let form = booleanForms.first(where: { $0.text == text }) { return form.value }
+        let forms = extraForms + booleanForms.map(\.text)
+        let list = forms.dropLast().joined(separator: ", ") + " or " + forms[forms.count - 1]
+        throw ConfigValueError("\(what) must be \(list), got \(quoted(text))\(didYouMean(text, among: forms))")
+    }
+
+    /// Parses a size (see ``size(_:)``) that must lie in `range`; the error names `what` and
+    /// shows the bounds both with a unit and in bytes.
+    static func size(_ text: String, in range: ClosedRange<Int>, what: String) throws(ConfigValueError) -> Int {
+        let bounds = "from \(sizeText(range.lowerBound)) to \(sizeText(range.upperBound))"
+        let bytes = "\(range.lowerBound) to \(range.upperBound) bytes"
+        let value: Int64
+        do throws(ConfigValueError) {
+            value = try size(text)
+        } catch {
+            throw ConfigValueError("\(error.message); \(what) must be \(bounds)")
+        }
+        guard value >= Int64(range.lowerBound), value <= Int64(range.upperBound) else {
+            throw ConfigValueError("\(what) must be \(bounds) (\(bytes)), got \(quoted(text))")
+        }
+        return Int(value)
+    }
+
+    /// `16m`, `64k`, `1000`: the shortest exact spelling of `bytes` as the config writes it.
+    static func sizeText(_ bytes: Int) -> String {
+        for (shift, unit) in [(30, "g"), (20, "m"), (10, "k")] where bytes != 0 && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift)\(unit)"
+        }
+        return "\(bytes)"
+    }
+
     /// Parses a listen address: `HOST:PORT`, `[IPV6]:PORT` or `:PORT` (= 0.0.0.0). Port 0 is
     /// allowed (ephemeral).
     static func listenAddress(_ text: String) throws(ConfigValueError) -> ListenAddress {

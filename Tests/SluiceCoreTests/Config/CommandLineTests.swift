@@ -6,6 +6,7 @@ import Testing
 @Suite struct CommandLineTests {
     static let any = ListenAddress(host: "0.0.0.0", port: 80)
     static let v6 = ListenAddress(host: "::1", port: 81)
+    static let metrics = ListenAddress(host: "127.0.0.1", port: 9901)
 
     @Test(arguments: [
         ([], CommandLineCommand.run(CommandLineOverrides())),
@@ -21,6 +22,17 @@ import Testing
         (["check", "--config=x.conf"], .check(configPath: "x.conf")),
         (["demo"], .demo(CommandLineOverrides())),
         (["demo", "--listen", ":80", "--workers", "2"], .demo(CommandLineOverrides(listeners: [any], workers: 2))),
+        (["--log-file", "/var/log/c.jsonl"], .run(CommandLineOverrides(logFile: "/var/log/c.jsonl"))),
+        (["--log-file=c.jsonl"], .run(CommandLineOverrides(logFile: "c.jsonl"))),
+        (["--log-file", "-"], .run(CommandLineOverrides(logFile: "-"))),  // only a leading "--" means a missing value
+        (["--log-stdout"], .run(CommandLineOverrides(logStdout: true))),
+        (["--log-stdout", "--workers", "2"], .run(CommandLineOverrides(workers: 2, logStdout: true))),
+        (["--admin", "127.0.0.1:9901"], .run(CommandLineOverrides(admin: metrics))),
+        (["--admin=[::1]:81"], .run(CommandLineOverrides(admin: v6))),
+        (["--config", "c", "--log-file", "l", "--log-stdout", "--admin", "127.0.0.1:9901"],
+         .run(CommandLineOverrides(configPath: "c", logFile: "l", logStdout: true, admin: metrics))),
+        (["demo", "--log-stdout", "--admin", "127.0.0.1:9901", "--log-file", "d.jsonl"],
+         .demo(CommandLineOverrides(logFile: "d.jsonl", logStdout: true, admin: metrics))),
         (["--help"], .help),
         (["-h"], .help),
         (["check", "--help"], .help),
@@ -61,6 +73,23 @@ import Testing
         (["check", "--config", "a", "extra"], "unexpected argument 'extra'"),
         (["--"], "unexpected argument '--'"),
         (["-"], "unexpected argument '-'"),
+        (["--log-stdout=on"], "--log-stdout takes no value: write --log-stdout alone"),
+        (["--log-stdout="], "--log-stdout takes no value"),
+        (["--log-stdout", "on"], "unexpected argument 'on'"),
+        (["--log-stdout", "--log-stdout"], "--log-stdout given more than once"),
+        (["--log-stdot"], "unknown flag '--log-stdot' (did you mean '--log-stdout'?)"),
+        (["--logfile", "x"], "unknown flag '--logfile' (did you mean '--log-file'?)"),
+        (["--log-file"], "missing value for --log-file: expected PATH, e.g. --log-file /var/log/sluice/completions.jsonl"),
+        (["--log-file", "--log-stdout"], "missing value for --log-file"),
+        (["--log-file="], "missing value for --log-file"),
+        (["--log-file", "a", "--log-file", "b"], "--log-file given more than once"),
+        (["--admin"], "missing value for --admin: expected ADDR, e.g. --admin 127.0.0.1:9901"),
+        (["--admin", "9901"], "--admin: bad listen address '9901': missing port"),
+        (["--admin", "http://127.0.0.1:9901"], "--admin: bad listen address 'http://127.0.0.1:9901': a listen address has no scheme"),
+        (["--admin", ":1", "--admin", ":2"], "--admin given more than once"),
+        (["check", "--config", "c", "--admin", ":1"], "'--admin' is not accepted by 'sluice check'"),
+        (["check", "--config", "c", "--log-stdout"], "'--log-stdout' is not accepted by 'sluice check'"),
+        (["check", "--config", "c", "--log-file", "x"], "'--log-file' is not accepted by 'sluice check'"),
     ])
     func rejected(arguments: [String], message: String) {
         do {
@@ -74,8 +103,18 @@ import Testing
         }
     }
 
-    @Test(arguments: ["--config", "--listen", "--upstream", "--workers", "--help", "-h", "--version", "check", "demo", "127.0.0.1:8080", "FILE: ok"])
+    @Test(arguments: [
+        "--config", "--listen", "--upstream", "--workers", "--help", "-h", "--version", "check", "demo", "127.0.0.1:8080",
+        "FILE: ok", "--log-file PATH", "--log-stdout", "--admin ADDR", "/metrics", "127.0.0.1:9901",
+    ])
     func helpMentions(word: String) {
         #expect(CommandLineCommand.helpText.contains(word))
+    }
+
+    /// Help lines stay within 80 columns so `--help` reads well in any terminal.
+    @Test func helpFitsIn80Columns() {
+        for line in CommandLineCommand.helpText.split(separator: "\n") {
+            #expect(line.count <= 80, "\(line)")
+        }
     }
 }

@@ -27,6 +27,9 @@ import Testing
         v1Timeouts.upstreamFirstByte = 600_000
         #expect(config.routes[0].timeouts == v1Timeouts)
         #expect(config.routes[1].timeouts == Timeouts())
+        #expect(config.routes.allSatisfy { $0.captureRequestBytes == 0 && $0.captureResponseBytes == 0 })
+        #expect(config.log == LogConfig())  // the log block spells out every default
+        #expect(config.admin == ListenAddress(host: "127.0.0.1", port: 9901))
     }
 
     @Test func exampleDocumentsEveryKey() throws {
@@ -49,7 +52,10 @@ import Testing
         #expect(config.limits == Limits())
         #expect(config.sourcePath == "min.conf")
         #expect(config.routes == [RouteConfig(prefix: "/", upstream: "a", timeouts: Timeouts(), maxRequestBody: 32 << 20)])
+        #expect(config.routes[0].captureRequestBytes == 0 && config.routes[0].captureResponseBytes == 0)
         #expect(config.upstreams[0].maxIdleConnections == 64)
+        #expect(config.log == LogConfig())
+        #expect(config.admin == nil)  // no admin block: no admin listener
     }
 
     @Test func documentedDefaults() {
@@ -58,6 +64,18 @@ import Testing
         #expect([t.upstreamConnect, t.upstreamFirstByte, t.upstreamIdle, t.total, t.upstreamPoolIdle] == [5_000, 300_000, 300_000, 0, 90_000])
         let l = Limits()
         #expect(l.maxRequestBody == 33_554_432 && l.highWatermark == 65_536 && l.lowWatermark == 32_768)
+        let log = LogConfig()
+        #expect(log.file == nil && log.stdout && !log.includeQuery)
+        #expect([log.queueCapacity, log.fsyncInterval, log.requestBodyScanLimit] == [65_536, 1_000, 1_048_576])
+        #expect(LogConfig.queueCapacityRange == 1...16_777_216)
+        #expect(LogConfig.maximumRequestBodyScanLimit == 64 << 20)
+        // stdout: an explicit value wins, otherwise on exactly when there is no file.
+        #expect(LogConfig(file: "f").stdout == false)
+        #expect(LogConfig(file: "f", stdout: true).stdout == true)
+        #expect(LogConfig(stdout: false).stdout == false)
+        let route = RouteConfig(prefix: "/", upstream: "a")
+        #expect(route.captureRequestBytes == 0 && route.captureResponseBytes == 0)
+        #expect(RouteConfig.maximumCaptureBytes == 16 << 20)
     }
 
     @Test func everyKeySetsItsField() throws {
@@ -98,6 +116,19 @@ import Testing
                 upstream_idle 2s
                 total 3s
                 max_request_body 5k
+                capture_request 1k
+                capture_response 16m
+            }
+            log {
+                file completions.jsonl
+                stdout yes
+                queue 1
+                fsync 250ms
+                include_query on
+                request_body_scan 0
+            }
+            admin {
+                listen [::1]:9901
             }
 
             """
@@ -121,9 +152,15 @@ import Testing
         api.upstreamIdle = 2_000
         api.total = 3_000
         #expect(config.routes == [
-            RouteConfig(prefix: "/api/", upstream: "two", timeouts: api, maxRequestBody: 5 * 1024),
+            RouteConfig(
+                prefix: "/api/", upstream: "two", timeouts: api, maxRequestBody: 5 * 1024,
+                captureRequestBytes: 1024, captureResponseBytes: 16 << 20),
             RouteConfig(prefix: "/", upstream: "one", timeouts: global, maxRequestBody: 0),
         ])
+        #expect(config.log == LogConfig(
+            file: "completions.jsonl", stdout: true, queueCapacity: 1, fsyncInterval: 250, includeQuery: true,
+            requestBodyScanLimit: 0))
+        #expect(config.admin == ListenAddress(host: "::1", port: 9901))
         #expect(config.upstreamIndex(named: "two") == 1)
         #expect(config.upstreamIndex(named: "three") == nil)
         #expect(config.upstreams[0].description == "https://[2001:db8::1]:443")
@@ -155,6 +192,81 @@ import Testing
         #expect(config.routes[0].timeouts.upstreamConnect == 2_000)
         #expect(config.timeouts.upstreamIdle == 9_000)
         #expect(config.routes[0].maxRequestBody == 1024)
+    }
+
+    /// Each `log` directive (given after the minimal file) and the ``LogConfig`` it yields.
+    /// Relative paths have the working directory as their directory, which exists.
+    @Test(arguments: [
+        ("", LogConfig()),
+        ("file off", LogConfig()),
+        ("file c.jsonl", LogConfig(file: "c.jsonl", stdout: false)),
+        ("file ./off", LogConfig(file: "./off", stdout: false)),
+        ("file /c.jsonl", LogConfig(file: "/c.jsonl", stdout: false)),
+        ("file c.jsonl\nstdout on", LogConfig(file: "c.jsonl", stdout: true)),
+        ("file c.jsonl\nstdout auto", LogConfig(file: "c.jsonl", stdout: false)),
+        ("stdout auto", LogConfig(stdout: true)),
+        ("stdout off", LogConfig(stdout: false)),
+        ("stdout no", LogConfig(stdout: false)),
+        ("stdout false", LogConfig(stdout: false)),
+        ("stdout yes", LogConfig(stdout: true)),
+        ("queue 1", LogConfig(queueCapacity: 1)),
+        ("queue 16777216", LogConfig(queueCapacity: 16_777_216)),
+        ("queue 0065536", LogConfig()),
+        ("fsync off", LogConfig(fsyncInterval: 0)),
+        ("fsync 500ms", LogConfig(fsyncInterval: 500)),
+        ("fsync 2m", LogConfig(fsyncInterval: 120_000)),
+        ("include_query on", LogConfig(includeQuery: true)),
+        ("include_query true", LogConfig(includeQuery: true)),
+        ("include_query yes", LogConfig(includeQuery: true)),
+        ("include_query off", LogConfig(includeQuery: false)),
+        ("include_query false", LogConfig(includeQuery: false)),
+        ("include_query no", LogConfig(includeQuery: false)),
+        ("request_body_scan 0", LogConfig(requestBodyScanLimit: 0)),
+        ("request_body_scan 512", LogConfig(requestBodyScanLimit: 512)),
+        ("request_body_scan 4K", LogConfig(requestBodyScanLimit: 4096)),
+        ("request_body_scan 64m", LogConfig(requestBodyScanLimit: 64 << 20)),
+    ])
+    func logDirective(directive: String, expected: LogConfig) throws {
+        let text = ConfigFileErrorTests.base + "log {\n" + directive + "\n}\n"
+        #expect(try Config.parse(text: text, file: "p").log == expected)
+    }
+
+    /// Each capture value and the bytes it sets; the other direction stays 0.
+    @Test(arguments: [
+        ("capture_request 0", 0, 0),
+        ("capture_request 1", 1, 0),
+        ("capture_request 64k", 65_536, 0),
+        ("capture_request 16m", 16 << 20, 0),
+        ("capture_response 0", 0, 0),
+        ("capture_response 512", 0, 512),
+        ("capture_response 16M", 0, 16 << 20),
+        ("capture_request 1k\n capture_response 2k", 1024, 2048),
+    ])
+    func captureDirective(directive: String, request: Int, response: Int) throws {
+        let text = "listen :1\nupstream a {\n server http://h\n}\nroute /v1/ {\n upstream a\n \(directive)\n}\nroute / {\n upstream a\n}\n"
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.routes[0].captureRequestBytes == request)
+        #expect(config.routes[0].captureResponseBytes == response)
+        // Captures are per route: the other route keeps the default.
+        #expect(config.routes[1].captureRequestBytes == 0 && config.routes[1].captureResponseBytes == 0)
+    }
+
+    /// Admin addresses that are accepted next to the given public listeners: different
+    /// ports, different hosts on one port, families a wildcard does not cover, ephemeral ports.
+    @Test(arguments: [
+        ("listen :8080", "127.0.0.1:9901", ListenAddress(host: "127.0.0.1", port: 9901)),
+        ("listen :8080", ":9901", ListenAddress(host: "0.0.0.0", port: 9901)),
+        ("listen 127.0.0.1:8080", "[::1]:9901", ListenAddress(host: "::1", port: 9901)),
+        ("listen 127.0.0.1:8080", "127.0.0.2:8080", ListenAddress(host: "127.0.0.2", port: 8080)),
+        ("listen [::1]:8080", "0.0.0.0:8080", ListenAddress(host: "0.0.0.0", port: 8080)),
+        ("listen 0.0.0.0:8080", "[::1]:8080", ListenAddress(host: "::1", port: 8080)),
+        ("listen 127.0.0.1:0", "127.0.0.1:0", ListenAddress(host: "127.0.0.1", port: 0)),
+        ("listen :8080\nlisten [::1]:8081", "localhost:9901", ListenAddress(host: "localhost", port: 9901)),
+    ])
+    func adminListener(listen: String, admin: String, expected: ListenAddress) throws {
+        // The admin block may come before the listeners it is checked against.
+        let text = "admin {\n listen \(admin)\n}\n\(listen)\nupstream a {\n server http://h\n}\nroute / {\n upstream a\n}\n"
+        #expect(try Config.parse(text: text, file: "p").admin == expected)
     }
 
     @Test(arguments: [

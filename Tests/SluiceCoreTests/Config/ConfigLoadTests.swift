@@ -112,6 +112,112 @@ import Testing
         }
     }
 
+    /// One load exercising `--log-file`, `--log-stdout` and `--admin`. `$DIR` in the file
+    /// text and in `logFile` stands for a fresh temporary directory (the config file's).
+    struct LogCase: CustomTestStringConvertible, Sendable {
+        var name: String
+        /// Config file text (nil = no file; `--upstream` is then added).
+        var file: String?
+        var logFile: String? = nil
+        var logStdout = false
+        var admin: String? = nil
+        var listen: String? = nil
+        /// Expected log file (with `$DIR`), stdout and admin address.
+        var expectedFile: String? = nil
+        var expectedStdout = true
+        var expectedAdmin: String? = nil
+        /// When set, the load must fail with this in the description (`proxy.conf` stands
+        /// for the temporary file's path).
+        var error: String? = nil
+        var testDescription: String { name }
+    }
+
+    static let minimal = "listen 127.0.0.1:8080\n" + llm + "route / {\n upstream llm\n}\n"
+
+    static let logCases: [LogCase] = [
+        LogCase(name: "no flags, no log block", file: minimal),
+        LogCase(name: "--log-file alone turns stdout off", file: nil, logFile: "$DIR/c.jsonl",
+                expectedFile: "$DIR/c.jsonl", expectedStdout: false),
+        LogCase(name: "--log-stdout alone", file: nil, logStdout: true),
+        LogCase(name: "--log-file and --log-stdout", file: nil, logFile: "$DIR/c.jsonl", logStdout: true,
+                expectedFile: "$DIR/c.jsonl", expectedStdout: true),
+        LogCase(name: "--log-file replaces the file's", file: minimal + "log {\n file $DIR/a.jsonl\n}\n", logFile: "$DIR/b.jsonl",
+                expectedFile: "$DIR/b.jsonl", expectedStdout: false),
+        LogCase(name: "--log-file replaces a file in a missing directory",
+                file: minimal + "log {\n file /nonexistent-sluice-dir/a.jsonl\n}\n", logFile: "$DIR/b.jsonl",
+                expectedFile: "$DIR/b.jsonl", expectedStdout: false),
+        LogCase(name: "--log-file after file off", file: minimal + "log {\n file off\n}\n", logFile: "$DIR/b.jsonl",
+                expectedFile: "$DIR/b.jsonl", expectedStdout: false),
+        LogCase(name: "explicit stdout on survives --log-file", file: minimal + "log {\n stdout on\n}\n", logFile: "$DIR/b.jsonl",
+                expectedFile: "$DIR/b.jsonl", expectedStdout: true),
+        LogCase(name: "--log-stdout beats stdout off", file: minimal + "log {\n file $DIR/a.jsonl\n stdout off\n}\n", logStdout: true,
+                expectedFile: "$DIR/a.jsonl", expectedStdout: true),
+        LogCase(name: "file's log kept without flags", file: minimal + "log {\n file $DIR/a.jsonl\n}\n",
+                expectedFile: "$DIR/a.jsonl", expectedStdout: false),
+        LogCase(name: "--log-file in a missing directory", file: nil, logFile: "/nonexistent-sluice-dir/c.jsonl",
+                error: "command line: --log-file: directory '/nonexistent-sluice-dir' does not exist"),
+        LogCase(name: "--log-file is a directory", file: nil, logFile: "/tmp",
+                error: "command line: --log-file: log file '/tmp' is a directory"),
+        LogCase(name: "file's log directory missing", file: minimal + "log {\n file /nonexistent-sluice-dir/a.jsonl\n}\n",
+                error: "proxy.conf:9: directory '/nonexistent-sluice-dir' does not exist"),
+        LogCase(name: "programmatic empty --log-file", file: nil, logFile: "", error: "command line: --log-file needs a PATH"),
+
+        LogCase(name: "--admin without a file", file: nil, admin: "127.0.0.1:9901", expectedAdmin: "127.0.0.1:9901"),
+        LogCase(name: "--admin replaces the block's listen", file: minimal + "admin {\n listen 127.0.0.1:9901\n}\n",
+                admin: "[::1]:9902", expectedAdmin: "[::1]:9902"),
+        LogCase(name: "--admin fills an empty admin block", file: minimal + "admin {\n}\n",
+                admin: "127.0.0.1:9902", expectedAdmin: "127.0.0.1:9902"),
+        LogCase(name: "admin block kept without flags", file: minimal + "admin {\n listen 127.0.0.1:9901\n}\n",
+                expectedAdmin: "127.0.0.1:9901"),
+        LogCase(name: "empty admin block without --admin", file: minimal + "admin {\n}\n",
+                error: "proxy.conf:8: the 'admin' block has no 'listen'"),
+        LogCase(name: "--admin on the default listener", file: nil, admin: "127.0.0.1:8080",
+                error: "command line: --admin '127.0.0.1:8080' is also a public listener (the default listener); give the admin listener its own port"),
+        LogCase(name: "--admin on a file's listener", file: minimal, admin: "127.0.0.1:8080",
+                error: "command line: --admin '127.0.0.1:8080' is also a public listener (line 1 of proxy.conf)"),
+        LogCase(name: "--admin under a --listen wildcard", file: nil, admin: "127.0.0.1:9000", listen: ":9000",
+                error: "command line: --admin '127.0.0.1:9000' overlaps public listener '0.0.0.0:9000' (from --listen)"),
+        LogCase(name: "file's admin under a --listen wildcard", file: minimal + "admin {\n listen 127.0.0.1:9000\n}\n", listen: ":9000",
+                error: "proxy.conf:9: admin listen address '127.0.0.1:9000' overlaps public listener '0.0.0.0:9000' (from --listen)"),
+        LogCase(name: "--listen moves the public listener off the admin address",
+                file: "listen 127.0.0.1:9901\n" + llm + "route / {\n upstream llm\n}\nadmin {\n listen 127.0.0.1:9901\n}\n",
+                listen: "127.0.0.1:8080", expectedAdmin: "127.0.0.1:9901"),
+        LogCase(name: "--admin moves the admin listener off a public address",
+                file: "listen 127.0.0.1:9901\n" + llm + "route / {\n upstream llm\n}\nadmin {\n listen 127.0.0.1:9901\n}\n",
+                admin: "127.0.0.1:9902", expectedAdmin: "127.0.0.1:9902"),
+    ]
+
+    @Test(arguments: logCases)
+    func logAndAdminFlags(_ c: LogCase) throws {
+        // A directory of its own per case, also when there is no config file.
+        let configPath = try Self.temporaryFile(c.file ?? "")
+        let directory = String(configPath.dropLast("/proxy.conf".count))
+        func expand(_ text: String) -> String { text.replacing("$DIR", with: directory) }
+        if let text = c.file {
+            try Data(expand(text).utf8).write(to: URL(fileURLWithPath: configPath))
+        }
+        var overrides = CommandLineOverrides(
+            configPath: c.file == nil ? nil : configPath,
+            upstreamURL: c.file == nil ? "http://127.0.0.1:8000" : nil,
+            logFile: c.logFile.map(expand), logStdout: c.logStdout,
+            admin: try c.admin.map { try ListenAddress(parsing: $0) })
+        if let listen = c.listen { overrides.listeners = [try ListenAddress(parsing: listen)] }
+        do {
+            let config = try Config.load(overrides: overrides)
+            #expect(c.error == nil, "expected an error containing \(c.error ?? "")")
+            #expect(config.log.file == c.expectedFile.map(expand))
+            #expect(config.log.stdout == c.expectedStdout)
+            #expect(config.admin?.description == c.expectedAdmin)
+        } catch {
+            guard let expected = c.error else {
+                Issue.record("unexpected error: \(error)")
+                return
+            }
+            let description = error.description.replacing(configPath, with: "proxy.conf")
+            #expect(description.contains(expand(expected)), "\(description)")
+        }
+    }
+
     @Test func loadedFileEqualsParsedText() throws {
         let text = "listen :1\n" + Self.llm + "route / {\n upstream llm\n}\n"
         let path = try Self.temporaryFile(text)

@@ -209,4 +209,88 @@ import Testing
     func quoting(text: String, expected: String) {
         #expect(ConfigValues.quoted(text) == expected)
     }
+
+    @Test(arguments: [("on", true), ("off", false), ("true", true), ("false", false), ("yes", true), ("no", false)])
+    func validBooleans(text: String, value: Bool) throws {
+        #expect(try ConfigValues.boolean(text, what: "x") == value)
+    }
+
+    @Test(arguments: [
+        ("", "x must be on, off, true, false, yes or no, got ''"),
+        ("1", "got '1'"),
+        ("ON", "got 'ON' (did you mean 'on'?)"),
+        ("Off", "(did you mean 'off'?)"),
+        ("enabled", "got 'enabled'"),
+        ("of", "(did you mean 'on'?)"),  // ties go to the first form
+        ("auto", "x must be on, off"),
+    ])
+    func invalidBooleans(text: String, message: String) {
+        #expect {
+            try ConfigValues.boolean(text, what: "x")
+        } throws: { error in
+            (error as? ConfigValueError)?.message.contains(message) == true
+        }
+    }
+
+    @Test func booleanErrorListsExtraForms() {
+        #expect {
+            try ConfigValues.boolean("autp", what: "stdout", extraForms: ["auto"])
+        } throws: { error in
+            (error as? ConfigValueError)?.message
+                == "stdout must be auto, on, off, true, false, yes or no, got 'autp' (did you mean 'auto'?)"
+        }
+    }
+
+    @Test(arguments: [("0", 0), ("16m", 16 << 20), ("16777216", 16 << 20), ("1k", 1024), ("7", 7)])
+    func boundedSizes(text: String, bytes: Int) throws {
+        #expect(try ConfigValues.size(text, in: 0...(16 << 20), what: "s") == bytes)
+    }
+
+    @Test(arguments: [
+        ("17m", "s must be from 0 to 16m (0 to 16777216 bytes), got '17m'"),
+        ("16777217", "got '16777217'"),
+        ("1g", "got '1g'"),
+        ("99999999999999999999", "size '99999999999999999999' is too large; s must be from 0 to 16m"),
+        ("-1", "bad size '-1': expected bytes (512) or a whole number with k, m or g (64k, 10m, 1g); s must be from 0 to 16m"),
+    ])
+    func invalidBoundedSizes(text: String, message: String) {
+        #expect {
+            try ConfigValues.size(text, in: 0...(16 << 20), what: "s")
+        } throws: { error in
+            (error as? ConfigValueError)?.message.contains(message) == true
+        }
+    }
+
+    @Test(arguments: [(0, "0"), (512, "512"), (1024, "1k"), (1536, "1536"), (64 << 20, "64m"), (1 << 30, "1g"), (3 << 30, "3g")])
+    func sizeTexts(bytes: Int, text: String) {
+        #expect(ConfigValues.sizeText(bytes) == text)
+    }
+
+    /// Which admin/public address pairs share a socket.
+    @Test(arguments: [
+        ("127.0.0.1:9901", "127.0.0.1:9901", "same"),
+        ("localhost:9901", "LOCALHOST:9901", "same"),
+        ("[::1]:9901", "[::1]:9901", "same"),
+        (":9901", "0.0.0.0:9901", "same"),
+        ("127.0.0.1:9901", "127.0.0.1:9902", "none"),
+        ("127.0.0.1:9901", "127.0.0.2:9901", "none"),
+        ("127.0.0.1:0", "127.0.0.1:0", "none"),  // two ephemeral ports never collide
+        ("127.0.0.1:9901", ":9901", "wildcard"),
+        (":9901", "127.0.0.1:9901", "wildcard"),
+        (":9901", "localhost:9901", "wildcard"),
+        (":9901", "[::1]:9901", "none"),  // 0.0.0.0 covers IPv4 only
+        ("[::]:9901", "127.0.0.1:9901", "wildcard"),  // :: is dual-stack by default
+        ("[::1]:9901", "[::]:9901", "wildcard"),
+        ("[::]:9901", "0.0.0.0:9901", "wildcard"),
+        ("localhost:9901", "127.0.0.1:9901", "none"),  // names are not resolved
+    ])
+    func adminOverlap(admin: String, public: String, expected: String) throws {
+        let overlap = ConfigDraft.overlap(admin: try ListenAddress(parsing: admin), public: try ListenAddress(parsing: `public`))
+        let name = switch overlap {
+        case .same: "same"
+        case .wildcard: "wildcard"
+        case nil: "none"
+        }
+        #expect(name == expected)
+    }
 }
