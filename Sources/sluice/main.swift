@@ -17,9 +17,9 @@ func fail(_ message: String, _ fields: KeyValuePairs<String, OpLog.Value> = [:])
 }
 
 /// Starts the loops for `config` and logs the ready line.
-func serve(_ config: Config, extra: KeyValuePairs<String, OpLog.Value> = [:]) -> [String] {
-    let listeners: [String]
-    do { listeners = try ProxyServer.start(config: config) } catch {
+func serve(_ config: Config) -> RunningProxy {
+    let running: RunningProxy
+    do { running = try ProxyServer.start(config: config) } catch {
         fail("cannot start", ["error": .string(error.description)])
     }
     var routes = "["
@@ -32,9 +32,14 @@ func serve(_ config: Config, extra: KeyValuePairs<String, OpLog.Value> = [:]) ->
         routes += "}"
     }
     routes += "]"
-    OpLog.info("ready", ["version": .string(version), "workers": .int(config.workers), "listeners": .strings(listeners),
-                         "routes": .json(routes), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" })])
-    return listeners
+    var sinks: [String] = []
+    if let file = config.log.file { sinks.append(file) }
+    if config.log.stdout { sinks.append("stdout") }
+    OpLog.info("ready", ["version": .string(version), "workers": .int(config.workers), "listeners": .strings(running.listeners),
+                         "admin": running.admin.map { .string($0) } ?? .json("null"),
+                         "routes": .json(routes), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
+                         "completion_log": .strings(sinks)])
+    return running
 }
 
 /// Blocks the calling thread on SIGTERM/SIGINT/SIGHUP; workers inherit the blocked mask, so signals come here.
@@ -48,16 +53,19 @@ func blockSignals() -> sigset_t {
     return signals
 }
 
-func waitForSignals(_ signals: sigset_t) -> Never {
+func waitForSignals(_ signals: sigset_t, _ running: RunningProxy) -> Never {
     var signals = signals
     while true {
         var received: Int32 = 0
         guard sigwait(&signals, &received) == 0 else { continue }
         switch received {
         case SIGHUP:
-            OpLog.warn("SIGHUP received; configuration reload is not implemented yet, keeping the current configuration")
+            // logrotate: records written from now on go to a freshly opened file.
+            running.completionWriter?.reopen()
+            OpLog.info("SIGHUP: completion log reopened; configuration reload is not implemented yet")
         default:
             OpLog.info("stopping", ["signal": .int(Int(received))])
+            _ = running.completionWriter?.stop(flushWithin: 2_000)
             exit(0)
         }
     }
@@ -88,8 +96,8 @@ case .run(let overrides):
         fail("invalid configuration", ["file": .string(error.file), "line": .int(error.line), "error": .string(error.description)])
     }
     let signals = blockSignals()
-    _ = serve(config)
-    waitForSignals(signals)
+    let running = serve(config)
+    waitForSignals(signals, running)
 case .demo(var overrides):
     let signals = blockSignals()
     let backend: DemoBackend
@@ -103,8 +111,8 @@ case .demo(var overrides):
     do { config = try Config.load(overrides: overrides) } catch {
         fail("invalid configuration", ["error": .string(error.description)])
     }
-    let listeners = serve(config)
-    let address = listeners.first ?? "127.0.0.1:8080"
+    let running = serve(config)
+    let address = running.listeners.first ?? "127.0.0.1:8080"
     print("""
         sluice demo: a mock OpenAI-compatible backend on 127.0.0.1:\(backend.port), sluice in front on \(address).
         Stream a chat completion through the proxy (tokens arrive one by one):
@@ -115,5 +123,5 @@ case .demo(var overrides):
         Press Ctrl-C to stop.
         """)
     fflush(nil)
-    waitForSignals(signals)
+    waitForSignals(signals, running)
 }

@@ -337,14 +337,20 @@ def test_no_allocation_in_saturated_stream(stack, tmp_path):
         for _ in range(2):  # warm-up: includes round-budget yields, so one-time growth happens here
             client.send(request_bytes("GET", f"/flood/{SATURATED_WARMUP_EVENTS}"))
             read_saturated(client, SATURATED_WARMUP_EVENTS)
+        # A short flood first: the per-request cost (the completion record's strings) cancels out.
         a0 = counter.read()
+        client.send(request_bytes("GET", f"/flood/{SATURATED_WARMUP_EVENTS}"))
+        read_saturated(client, SATURATED_WARMUP_EVENTS)
+        a1 = counter.read()
         t0 = time.monotonic()
         client.send(request_bytes("GET", f"/flood/{SATURATED_EVENTS}"))
         read_saturated(client, SATURATED_EVENTS)
         seconds = time.monotonic() - t0
-        a1 = counter.read()
+        a2 = counter.read()
     megabytes = len(SATURATED_FRAME) * SATURATED_EVENTS / 1e6
-    numbers = (f"{sl.args[0]}: {a1 - a0} allocations in a saturated stream of {SATURATED_EVENTS} events "
-               f"({megabytes:.0f} MB in {seconds:.2f} s); counts before {a0}, after {a1}")
+    extra = (a2 - a1) - (a1 - a0)
+    numbers = (f"{sl.args[0]}: {a2 - a1} allocations in a saturated stream of {SATURATED_EVENTS} events "
+               f"({megabytes:.0f} MB in {seconds:.2f} s) vs {a1 - a0} in one of {SATURATED_WARMUP_EVENTS}: "
+               f"{extra} more; counts {a0}, {a1}, {a2}")
     print(numbers)
-    assert a1 - a0 <= SATURATED_LIMIT, f"sluice allocates while streaming at full speed: {numbers}"
+    assert extra <= SATURATED_LIMIT, f"sluice allocates while streaming at full speed: {numbers}"

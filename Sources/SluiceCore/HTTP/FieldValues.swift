@@ -23,12 +23,26 @@ public func fieldNameEquals(_ bytes: Span<UInt8>, _ range: Range<Int>, _ other: 
 /// case-insensitive; OWS and parameters allowed, e.g. "text/event-stream; charset=utf-8"). The proxy uses it to
 /// turn off response buffering for Server-Sent Events.
 public func isEventStream(_ contentTypeValue: Span<UInt8>) -> Bool {
-    let count = contentTypeValue.count
-    var index = 0
-    while index < count, HTTPByte.isWhitespace(contentTypeValue[index]) { index += 1 }
-    let mediaType = index..<min(index + 17, count)
-    guard HTTPByte.equals(contentTypeValue, mediaType, "text/event-stream", ignoringCase: true) else { return false }
-    index = mediaType.upperBound
-    while index < count, HTTPByte.isWhitespace(contentTypeValue[index]) { index += 1 }
-    return index == count || contentTypeValue[index] == HTTPByte.semicolon
+    guard let mediaType = mediaTypeRange(contentTypeValue) else { return false }
+    return HTTPByte.equals(contentTypeValue, mediaType, "text/event-stream", ignoringCase: true)
+}
+
+/// True for a JSON media type: `application/json` or any `type/subtype+json` (RFC 6839 §3.1),
+/// case-insensitive, parameters allowed. Used to read `usage` from non-streaming LLM answers.
+public func isJSONMediaType(_ contentTypeValue: Span<UInt8>) -> Bool {
+    guard let mediaType = mediaTypeRange(contentTypeValue) else { return false }
+    if HTTPByte.equals(contentTypeValue, mediaType, "application/json", ignoringCase: true) { return true }
+    guard mediaType.count > 5 else { return false }
+    return HTTPByte.equals(contentTypeValue, (mediaType.upperBound - 5)..<mediaType.upperBound, "+json", ignoringCase: true)
+}
+
+/// The `type/subtype` part of a Content-Type value, without surrounding whitespace or parameters.
+private func mediaTypeRange(_ value: Span<UInt8>) -> Range<Int>? {
+    let count = value.count
+    var start = 0
+    while start < count, HTTPByte.isWhitespace(value[start]) { start += 1 }
+    var end = start
+    while end < count, value[end] != HTTPByte.semicolon { end += 1 }
+    while end > start, HTTPByte.isWhitespace(value[end - 1]) { end -= 1 }
+    return end > start ? start..<end : nil
 }

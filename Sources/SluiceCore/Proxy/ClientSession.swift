@@ -120,6 +120,30 @@ final class ClientSession: TimerHeapElement {
     private var requestID: [UInt8] = []
     private var requestsServed = 0
 
+    // MARK: loop thread only: what the completion record and metrics need
+    /// Borrowed from the loop for the exchange's lifetime; they read bytes as they pass.
+    private var taps: ExchangeTaps?
+    /// An exchange began and its record is not written yet.
+    private var recordPending = false
+    private var exchangeWallClock: Int64 = 0
+    private var exchangeEnd: CompletionRecord.End?
+    private var exchangeError: String?
+    private var recordMethod = ""
+    private var recordPath = ""
+    private var recordTraceparent: String?
+    private var routeMatched = false
+    private var upstreamContacted = false
+    private var responseStatus = 0
+    private var responseHeadAt: Int64 = 0
+    private var requestBytes: Int64 = 0
+    private var responseBytes: Int64 = 0
+    private var pausedSince: Int64 = 0
+    private var pausedTotal: Int64 = 0
+    private var peakQueued = 0
+    /// The queued bytes last added to the loop's gauge, so the gauge moves by deltas.
+    private var reportedQueued = 0
+    private var countedAsStream = false
+
     // MARK: loop thread only: times (loop milliseconds)
     private let acceptedAt: Int64
     private var headStartedAt: Int64 = 0
@@ -189,7 +213,8 @@ final class ClientSession: TimerHeapElement {
             let error = Syscall.pendingError(connection.rawFD)
             guard error == 0 else {
                 upstreamFailed(status: 502, type: "upstream_unreachable",
-                               message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect", errno: error).description)")
+                               message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect", errno: error).description)",
+                               end: .upstreamError)
                 return drive()
             }
             connection.connected = true
@@ -220,6 +245,7 @@ final class ClientSession: TimerHeapElement {
         }
         if phase == .closed { return }
         if clientHangup && clientGoneCheck() { return }
+        reportQueuedBytes()
         loop.scheduleTimer(self, at: nextDeadline())
     }
 
@@ -229,7 +255,7 @@ final class ClientSession: TimerHeapElement {
         switch phase {
         case .exchange:
             guard !clientReadable || requestIsComplete else { return false }
-            abort(reason: "client closed the connection")
+            abort(reason: "client closed the connection", end: .clientAbort)
             return true
         case .idle, .readingHead:
             guard !clientReadable else { return false }
@@ -284,6 +310,7 @@ final class ClientSession: TimerHeapElement {
             // keep reading so the EOF itself is seen.
             if count < space && !clientHangup { clientReadable = false }
             lastClientRead = loop.now
+            loop.metrics.addClientBytesReceived(count)
             if phase == .idle {
                 phase = .readingHead
                 headStartedAt = loop.now
@@ -307,7 +334,7 @@ final class ClientSession: TimerHeapElement {
         case .idle, .readingHead:
             close()
         case .exchange:
-            abort(reason: "client closed the connection")
+            abort(reason: "client closed the connection", end: .clientAbort)
         case .lingering:
             close()
         case .closed:
@@ -326,6 +353,7 @@ final class ClientSession: TimerHeapElement {
                 rejectRequest(status: 431, type: "header_too_large", message: "request head is larger than \(settings.httpLimits.maxHeadBytes) bytes")
             }
         case .failed(let error, _):
+            beginRecord(head: nil, source: nil)
             rejectRequest(status: error.status, type: ErrorResponse.type(for: error.status), message: error.message)
         case .complete(let headLength):
             startExchange(headLength: headLength, head: parsers.request.head)
@@ -358,7 +386,11 @@ final class ClientSession: TimerHeapElement {
             requestChunks.reset()
         default: requestBody = .complete
         }
-        buffer.withReadableSpan { adoptRequestID(from: $0, head: head) }
+        buffer.withReadableSpan { source in
+            adoptRequestID(from: source, head: head)
+            beginRecord(head: head, source: source)
+        }
+        requestBytes = Int64(headLength)
 
         if head.method == .connect {
             return rejectRequest(status: 405, type: "method_not_allowed", message: "CONNECT is not supported by this reverse proxy")
@@ -368,7 +400,9 @@ final class ClientSession: TimerHeapElement {
             return rejectRequest(status: 404, type: "no_route", message: "no route matches this path")
         }
         routeIndex = index
+        routeMatched = true
         let route = settings.routes[index]
+        taps = loop.takeTaps(captureRequest: route.captureRequestBytes, captureResponse: route.captureResponseBytes)
         upstreamIndex = route.upstreamIndex
         maxRequestBody = route.maxRequestBody
         timeouts = route.timeouts
@@ -424,26 +458,32 @@ final class ClientSession: TimerHeapElement {
                 return
             case .contentLength(let remaining):
                 let take = Int(min(Int64(available), remaining))
+                observeRequest(buffer, requestSendEnd..<(requestSendEnd + take))
                 requestSendEnd += take
                 requestBodyBytes += Int64(take)
+                requestBytes += Int64(take)
                 requestBody = remaining == Int64(take) ? .complete : .contentLength(remaining: remaining - Int64(take))
             case .chunked:
                 let step = buffer.withReadableSpan(from: requestSendEnd) { requestChunks.next($0) }
                 switch step {
                 case .framing(let count):
                     requestSendEnd += count
+                    requestBytes += Int64(count)
                 case .data(let count):
+                    observeRequest(buffer, requestSendEnd..<(requestSendEnd + count))
                     requestSendEnd += count
                     requestBodyBytes += Int64(count)
+                    requestBytes += Int64(count)
                     if maxRequestBody > 0 && requestBodyBytes > maxRequestBody {
                         return failRequestBody(status: 413, type: "payload_too_large",
-                                               message: "request body exceeds the limit of \(maxRequestBody) bytes")
+                                               message: "request body exceeds the limit of \(maxRequestBody) bytes", end: .rejectedBadRequest)
                     }
                 case .end(let count):
                     requestSendEnd += count
+                    requestBytes += Int64(count)
                     requestBody = .complete
                 case .failed(let error, _):
-                    return failRequestBody(status: error.status, type: "bad_request", message: error.message)
+                    return failRequestBody(status: error.status, type: "bad_request", message: error.message, end: .rejectedBadRequest)
                 }
             }
         }
@@ -452,11 +492,11 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// The body turned out bad after forwarding began: the upstream gets nothing more.
-    private func failRequestBody(status: Int, type: String, message: String) {
+    private func failRequestBody(status: Int, type: String, message: String, end: CompletionRecord.End) {
         upstreamReusable = false
         closeUpstream()
         if responseStarted {
-            abort(reason: message)
+            abort(reason: message, end: end)
         } else {
             rejectRequest(status: status, type: type, message: message)
         }
@@ -478,6 +518,7 @@ final class ClientSession: TimerHeapElement {
 
     /// Takes an idle pooled connection or opens a new one.
     private func connectUpstream() {
+        upstreamContacted = true
         if !replayed, let pooled = loop.takePooledUpstream(upstreamIndex) {
             pooled.session = self
             upstream = pooled
@@ -492,7 +533,7 @@ final class ClientSession: TimerHeapElement {
             if connection.connected { requestSentAt = requestIsComplete ? loop.now : 0 }
         } catch {
             upstreamFailed(status: 502, type: "upstream_unreachable",
-                           message: "cannot connect to upstream \(upstreamDisplay): \(error.description)")
+                           message: "cannot connect to upstream \(upstreamDisplay): \(error.description)", end: .upstreamError)
         }
     }
 
@@ -514,6 +555,7 @@ final class ClientSession: TimerHeapElement {
             connection.writable = false
             return false
         }
+        loop.metrics.addUpstreamBytesSent(written)
         let headWritten = min(written, headRemaining)
         upstreamHeadSent += headWritten
         let bodyWritten = written - headWritten
@@ -577,7 +619,7 @@ final class ClientSession: TimerHeapElement {
         if buffer.writableCount == 0 { buffer.compact() }
         guard buffer.writableCount > 0 else {
             if response == .awaitingHead {
-                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large")
+                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large", end: .upstreamError)
             }
             return false
         }
@@ -601,6 +643,7 @@ final class ClientSession: TimerHeapElement {
         case .processed(let count):
             if count < space && !connection.hangup { connection.readable = false }
             lastUpstreamRead = loop.now
+            loop.metrics.addUpstreamBytesReceived(count)
             processResponseBytes()
             return true
         }
@@ -618,7 +661,8 @@ final class ClientSession: TimerHeapElement {
                 case .needMore:
                     return
                 case .failed(let error, _):
-                    return upstreamFailed(status: 502, type: "upstream_bad_response", message: "invalid response from upstream \(upstreamDisplay): \(error.message)")
+                    return upstreamFailed(status: 502, type: "upstream_bad_response",
+                                          message: "invalid response from upstream \(upstreamDisplay): \(error.message)", end: .upstreamError)
                 case .complete(let headLength):
                     guard acceptResponseHead(headLength: headLength, buffer: buffer, parsers: parsers) else { return }
                 }
@@ -628,21 +672,29 @@ final class ClientSession: TimerHeapElement {
                 switch body {
                 case .contentLength(let remaining):
                     let take = Int(min(Int64(available), remaining))
+                    observeResponse(buffer, responseSendEnd..<(responseSendEnd + take))
                     responseSendEnd += take
                     if Int64(take) == remaining { responseFinished() } else { response = .body(.contentLength(remaining: remaining - Int64(take))) }
                 case .chunked:
-                    let scan = buffer.withReadableSpan(from: responseSendEnd) { responseChunks.scan($0) }
-                    switch scan {
-                    case .consumedAll: responseSendEnd = buffer.readableCount
-                    case .ended(let at):
-                        responseSendEnd += at
+                    // Chunk boundaries are tracked to find the end and to hand the payload to the tap;
+                    // the bytes themselves go out unchanged.
+                    let step = buffer.withReadableSpan(from: responseSendEnd) { responseChunks.next($0) }
+                    switch step {
+                    case .framing(let count):
+                        responseSendEnd += count
+                    case .data(let count):
+                        observeResponse(buffer, responseSendEnd..<(responseSendEnd + count))
+                        responseSendEnd += count
+                    case .end(let count):
+                        responseSendEnd += count
                         responseFinished()
                     case .failed(let error, _):
-                        return endTruncated(reason: "invalid chunked framing from upstream: \(error.message)")
+                        return endTruncated(reason: "invalid chunked framing from upstream: \(error.message)", end: .upstreamAbort)
                     }
                 case .dechunked:
                     guard dechunk(buffer) else { return updateUpstreamPause() }
                 case .untilClose:
+                    observeResponse(buffer, responseSendEnd..<buffer.readableCount)
                     responseSendEnd = buffer.readableCount
                 }
             case .complete, .aborted:
@@ -667,6 +719,7 @@ final class ClientSession: TimerHeapElement {
             case .framing(let count):
                 buffer.consume(count)
             case .data(let count):
+                observeResponse(buffer, 0..<count)
                 out.append(from: buffer, 0..<count)
                 buffer.consume(count)
             case .end(let count):
@@ -674,7 +727,7 @@ final class ClientSession: TimerHeapElement {
                 responseFinished()
                 return true
             case .failed(let error, _):
-                endTruncated(reason: "invalid chunked framing from upstream: \(error.message)")
+                endTruncated(reason: "invalid chunked framing from upstream: \(error.message)", end: .upstreamAbort)
                 return false
             }
         }
@@ -687,7 +740,8 @@ final class ClientSession: TimerHeapElement {
         let out = takeBuffer(&clientOut)
         if parsers.response.head.isInformational {
             guard parsers.response.head.status != 101 else {
-                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested")
+                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested",
+                               end: .upstreamError)
                 return false
             }
             // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
@@ -715,15 +769,23 @@ final class ClientSession: TimerHeapElement {
         }
         if body == .dechunked || body == .untilClose { closeAfterResponse = true }
         if !requestIsComplete { closeAfterResponse = true }
-        let written = buffer.withReadableSpan {
+        let facts = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
                                            close: closeAfterResponse, dechunk: body == .dechunked)
         }
-        guard written else {
-            upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward")
+        guard let facts else {
+            upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward",
+                           end: .upstreamError)
             return false
         }
         responseStarted = true
+        responseStatus = head.status
+        responseHeadAt = loop.now
+        taps?.response.reset(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other)
+        if body != nil {
+            countedAsStream = true
+            loop.metrics.addActiveStreams(1)
+        }
         buffer.consume(headLength)
         releaseParsers()
         if let body { response = .body(body) } else { responseFinished() }
@@ -733,10 +795,14 @@ final class ClientSession: TimerHeapElement {
     /// Hysteresis on the response direction.
     private func updateUpstreamPause() {
         let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
+        peakQueued = max(peakQueued, queued)
         if queued >= highWatermark {
-            upstreamReadPause.insert(.peerQueueFull)
+            if upstreamReadPause.insert(.peerQueueFull).inserted {
+                pausedSince = loop.now
+                loop.metrics.countBackpressurePause()
+            }
         } else if queued <= lowWatermark {
-            upstreamReadPause.remove(.peerQueueFull)
+            if upstreamReadPause.remove(.peerQueueFull) != nil { pausedTotal += loop.now - pausedSince }
         }
     }
 
@@ -766,26 +832,26 @@ final class ClientSession: TimerHeapElement {
             }
             let reason = error.map { $0.description } ?? "connection closed"
             upstreamFailed(status: 502, type: "upstream_bad_response",
-                           message: "upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))")
+                           message: "upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))", end: .upstreamError)
         case .body(.untilClose):
             responseFinished()
         case .body:
-            endTruncated(reason: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body")
+            endTruncated(reason: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body", end: .upstreamAbort)
         case .complete, .aborted:
             closeUpstream()
         }
     }
 
     /// An upstream failure before any response byte went to the client becomes a JSON error response.
-    private func upstreamFailed(status: Int, type: String, message: String) {
+    private func upstreamFailed(status: Int, type: String, message: String, end: CompletionRecord.End) {
         OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[upstreamIndex].name),
                                       "address": .string(upstreamDisplay), "status": .int(status), "error": .string(message)])
         upstreamReusable = false
         closeUpstream()
         if responseStarted {
-            endTruncated(reason: message)
+            endTruncated(reason: message, end: end)
         } else {
-            respond(status: status, type: type, message: message, closeAfter: !requestIsComplete || closeAfterResponse)
+            respond(status: status, type: type, message: message, closeAfter: !requestIsComplete || closeAfterResponse, end: end)
         }
     }
 
@@ -807,7 +873,7 @@ final class ClientSession: TimerHeapElement {
         do {
             result = try writePair(clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
         } catch {
-            if phase == .lingering { close() } else { abort(reason: "client write failed: \(error.description)") }
+            if phase == .lingering { close() } else { abort(reason: "client write failed: \(error.description)", end: .clientAbort) }
             return false
         }
         guard case .processed(let written) = result else {
@@ -815,6 +881,8 @@ final class ClientSession: TimerHeapElement {
             return false
         }
         lastClientWriteProgress = loop.now
+        responseBytes += Int64(written)
+        loop.metrics.addClientBytesSent(written)
         let headWritten = min(written, headCount)
         if headWritten > 0, let out = clientOut {
             out.consume(headWritten)
@@ -851,6 +919,7 @@ final class ClientSession: TimerHeapElement {
     private func finishExchange() {
         closeUpstream()
         releaseParsers()
+        emitRecord()
         requestsServed += 1
         if closeAfterResponse {
             return lingerAndClose()
@@ -872,9 +941,13 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// Sends a response sluice generated (an error), then closes or keeps the connection.
-    private func respond(status: Int, type: String, message: String, closeAfter: Bool) {
+    private func respond(status: Int, type: String, message: String, closeAfter: Bool, end: CompletionRecord.End) {
         closeUpstream()
         releaseParsers()
+        if !recordPending { beginRecord(head: nil, source: nil) }
+        exchangeEnd = end
+        exchangeError = message
+        responseStatus = status
         if requestID.isEmpty { mintRequestID() }
         responseSendEnd = 0
         upstreamIn.map { $0.clear() }
@@ -899,13 +972,17 @@ final class ClientSession: TimerHeapElement {
         releaseIfEmpty(&clientIn)
         upstreamOut.map { loop.bufferPool.give($0) }
         upstreamOut = nil
-        respond(status: status, type: type, message: message, closeAfter: true)
+        respond(status: status, type: type, message: message, closeAfter: true, end: .rejectedBadRequest)
     }
 
     /// Ends an exchange at once because the client is gone or stuck: the upstream is closed in this
     /// loop turn (stopping a paid generation) and queued bytes are dropped.
-    private func abort(reason: String) {
+    private func abort(reason: String, end: CompletionRecord.End) {
         OpLog.debug("exchange aborted", ["reason": .string(reason)])
+        if exchangeEnd == nil {
+            exchangeEnd = end
+            exchangeError = reason
+        }
         upstreamReusable = false
         closeUpstream()
         response = .aborted
@@ -915,8 +992,10 @@ final class ClientSession: TimerHeapElement {
     /// The upstream failed after the response began: what was received still goes out, then the client
     /// is closed without the body's clean end (no last chunk, or short of Content-Length), so it can
     /// tell the response was truncated.
-    private func endTruncated(reason: String) {
+    private func endTruncated(reason: String, end: CompletionRecord.End) {
         OpLog.warn("upstream response truncated", ["upstream": .string(upstreamDisplay), "error": .string(reason)])
+        exchangeEnd = end
+        exchangeError = reason
         upstreamReusable = false
         closeUpstream()
         response = .aborted
@@ -964,8 +1043,13 @@ final class ClientSession: TimerHeapElement {
     /// Closes the client and anything attached; returns every buffer to the pool.
     func close() {
         guard phase != .closed else { return }
-        phase = .closed
         closeUpstream()
+        // An exchange cut short without a decided end lost its client.
+        if recordPending && exchangeEnd == nil { exchangeEnd = .clientAbort }
+        emitRecord()
+        loop.metrics.addQueuedBytes(-reportedQueued)
+        reportedQueued = 0
+        phase = .closed
         for buffer in [clientIn, clientOut, upstreamIn, upstreamOut] {
             if let buffer { loop.bufferPool.give(buffer) }
         }
@@ -976,6 +1060,118 @@ final class ClientSession: TimerHeapElement {
         releaseParsers()
         loop.sessionClosed(self)
         client = nil
+    }
+
+    // MARK: - Observation and the completion record
+
+    /// Starts the record of an exchange: identity fields now, while the head bytes exist.
+    /// `head` is nil for a request refused before its head could be parsed.
+    private func beginRecord(head: RequestHead?, source: Span<UInt8>?) {
+        recordPending = true
+        exchangeWallClock = CompletionRecord.wallClockMilliseconds()
+        exchangeStartedAt = loop.now
+        exchangeEnd = nil
+        exchangeError = nil
+        routeMatched = false
+        upstreamContacted = false
+        responseStatus = 0
+        responseHeadAt = 0
+        requestBytes = 0
+        responseBytes = 0
+        pausedTotal = 0
+        peakQueued = 0
+        recordTraceparent = nil
+        guard let head, let source else {
+            recordMethod = ""
+            recordPath = ""
+            return
+        }
+        recordMethod = String(decoding: head.methodRange.map { source[$0] }, as: UTF8.self)
+        recordPath = String(decoding: head.target.map { source[$0] }, as: UTF8.self)
+        for field in head.fields where fieldNameEquals(source, field.name, "traceparent") {
+            recordTraceparent = String(decoding: field.value.map { source[$0] }, as: UTF8.self)
+            break
+        }
+    }
+
+    /// Request body payload on its way upstream.
+    private func observeRequest(_ buffer: ByteBuffer, _ range: Range<Int>) {
+        guard let taps, !range.isEmpty else { return }
+        buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { taps.request.observe($0) }
+    }
+
+    /// Response body payload on its way to the client; feeds the inter-event gap histogram as events complete.
+    private func observeResponse(_ buffer: ByteBuffer, _ range: Range<Int>) {
+        guard let taps, !range.isEmpty else { return }
+        let eventsBefore = taps.response.dispatchedEventCount
+        let previous = taps.response.latestEventAt
+        let now = loop.now
+        buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { taps.response.observe($0, now: now) }
+        if let previous, taps.response.dispatchedEventCount > eventsBefore {
+            loop.metrics.observe(.eventGap, milliseconds: Double(now - previous))
+        }
+    }
+
+    /// Writes the exchange's record (once) to the side queue and counts it in the metrics.
+    private func emitRecord() {
+        guard recordPending else { return }
+        recordPending = false
+        let now = loop.now
+        var record = CompletionRecord(timestampMilliseconds: exchangeWallClock, requestID: String(decoding: requestID, as: UTF8.self),
+                                      clientAddress: String(decoding: clientIP, as: UTF8.self), method: recordMethod,
+                                      path: recordPath, worker: loop.index)
+        record.includeQuery = settings.includeQueryInLog
+        record.traceparent = recordTraceparent
+        if routeMatched { record.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
+        if upstreamContacted { record.upstreamAddress = upstreamDisplay }
+        record.status = responseStatus
+        record.requestBytes = requestBytes
+        record.responseBytes = responseBytes
+        if responseHeadAt > 0 { record.ttfbMilliseconds = Double(responseHeadAt - exchangeStartedAt) }
+        record.durationMilliseconds = Double(now - exchangeStartedAt)
+        let pausedNow = upstreamReadPause.contains(.peerQueueFull) ? now - pausedSince : 0
+        record.pausedMilliseconds = Double(pausedTotal + pausedNow)
+        record.peakQueuedBytes = peakQueued
+        record.end = exchangeEnd ?? .complete
+        record.error = exchangeError
+        if let taps {
+            taps.response.finish(now: now)
+            let observation = taps.response.observation
+            record.sseEvents = observation.eventCount
+            record.ttftMilliseconds = observation.firstDataEventAt.map { Double($0 - exchangeStartedAt) }
+            record.maxGapMilliseconds = Double(observation.maxGap)
+            record.model = observation.model ?? taps.request.model
+            record.usage = observation.usage.map {
+                CompletionRecord.Usage(promptTokens: $0.promptTokens, completionTokens: $0.completionTokens, totalTokens: $0.totalTokens)
+            }
+            if taps.capturesRequest {
+                record.capturedRequestBody = taps.request.withCapturedBody { ClientSession.text($0) }
+            }
+            if taps.capturesResponse {
+                record.capturedResponseText = taps.response.withCapturedText { ClientSession.text($0) }
+            }
+            record.captureTruncated = taps.request.captureTruncated || taps.response.captureTruncated
+            self.taps = nil
+            loop.giveTaps(taps)
+        }
+        if countedAsStream {
+            countedAsStream = false
+            loop.metrics.addActiveStreams(-1)
+        }
+        loop.metrics.countCompletion(record, route: routeMatched ? routeIndex : nil)
+        _ = loop.completions?.offer(record)
+    }
+
+    private static func text(_ bytes: Span<UInt8>) -> String {
+        String(decoding: (0..<bytes.count).map { bytes[$0] }, as: UTF8.self)
+    }
+
+    /// Moves the loop's queued-bytes gauge by this session's change since the last report.
+    private func reportQueuedBytes() {
+        let queued = (clientOut?.readableCount ?? 0) + (upstreamIn?.readableCount ?? 0) + (clientIn?.readableCount ?? 0)
+        guard queued != reportedQueued else { return }
+        loop.metrics.addQueuedBytes(queued - reportedQueued)
+        reportedQueued = queued
     }
 
     // MARK: - Buffers and parsers
@@ -1061,25 +1257,31 @@ final class ClientSession: TimerHeapElement {
         case .idle:
             close()
         case .readingHead:
-            respond(status: 408, type: "request_timeout", message: "the request head did not arrive within \(timeouts.clientHeader) ms", closeAfter: true)
+            respond(status: 408, type: "request_timeout", message: "the request head did not arrive within \(timeouts.clientHeader) ms",
+                    closeAfter: true, end: .rejectedBadRequest)
         case .exchange:
             if clientOutputPending && expired(lastClientWriteProgress, timeouts.clientWrite) {
-                return abort(reason: "client made no write progress for \(timeouts.clientWrite) ms")
+                return abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
             }
             if let connection = upstream, !connection.connected, expired(connectStartedAt, timeouts.upstreamConnect) {
-                return upstreamFailed(status: 504, type: "upstream_timeout", message: "connecting to upstream \(upstreamDisplay) timed out after \(timeouts.upstreamConnect) ms")
+                return upstreamFailed(status: 504, type: "upstream_timeout",
+                                      message: "connecting to upstream \(upstreamDisplay) timed out after \(timeouts.upstreamConnect) ms", end: .timeoutConnect)
             }
             if response == .awaitingHead && expired(requestSentAt, timeouts.upstreamFirstByte) {
-                return upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms")
+                return upstreamFailed(status: 504, type: "upstream_timeout",
+                                      message: "upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte)
             }
             if expired(exchangeStartedAt, timeouts.total) {
-                return upstreamFailed(status: 504, type: "upstream_timeout", message: "exchange exceeded the total limit of \(timeouts.total) ms")
+                return upstreamFailed(status: 504, type: "upstream_timeout", message: "exchange exceeded the total limit of \(timeouts.total) ms",
+                                      end: .timeoutTotal)
             }
             if case .body = response, upstreamReadPause.isEmpty, expired(lastUpstreamRead, timeouts.upstreamIdle) {
-                return upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms")
+                return upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
+                                      end: .timeoutIdle)
             }
             if !requestIsComplete && clientReadPause.isEmpty && expired(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle) {
-                failRequestBody(status: 408, type: "request_timeout", message: "request body stalled for \(timeouts.clientBodyIdle) ms")
+                failRequestBody(status: 408, type: "request_timeout", message: "request body stalled for \(timeouts.clientBodyIdle) ms",
+                                end: .rejectedBadRequest)
             }
         case .lingering:
             close()

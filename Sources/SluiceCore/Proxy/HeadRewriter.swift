@@ -73,30 +73,40 @@ enum HeadRewriter {
         return fits && out.append("\r\n\r\n")
     }
 
+    /// What the response head says about the body, for the stream tap.
+    struct ResponseFacts {
+        var eventStream = false
+        var json = false
+    }
+
     /// Writes a response head for the client: status line as HTTP/1.1, end-to-end fields, and
     /// X-Accel-Buffering: no for event streams so an nginx further down does not buffer them.
     /// `requestID` nil writes an interim (1xx) head as is. `dechunk` drops Transfer-Encoding for an HTTP/1.0 client.
+    /// Returns nil when the head does not fit in `out`.
     static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
-                                  close: Bool, dechunk: Bool) -> Bool {
+                                  close: Bool, dechunk: Bool) -> ResponseFacts? {
         var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
         fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
-        var eventStream = false
+        var facts = ResponseFacts()
         var accelBufferingSet = false
         for field in head.fields {
             let name = field.name
             if isHopByHop(source, name, connectionTokens: head.connectionTokens) { continue }
             if dechunk && fieldNameEquals(source, name, "transfer-encoding") { continue }
             if requestID != nil && fieldNameEquals(source, name, "x-request-id") { continue }
-            if fieldNameEquals(source, name, "content-type") && isEventStream(source.extracting(field.value)) { eventStream = true }
+            if fieldNameEquals(source, name, "content-type") {
+                facts.eventStream = isEventStream(source.extracting(field.value))
+                facts.json = isJSONMediaType(source.extracting(field.value))
+            }
             if fieldNameEquals(source, name, "x-accel-buffering") { accelBufferingSet = true }
             fits = fits && writeField(into: out, source: source, field)
         }
-        if eventStream && !accelBufferingSet { fits = fits && out.append("X-Accel-Buffering: no\r\n") }
+        if facts.eventStream && !accelBufferingSet { fits = fits && out.append("X-Accel-Buffering: no\r\n") }
         if let requestID {
             fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
         }
         if close { fits = fits && out.append("Connection: close\r\n") }
-        return fits && out.append("\r\n")
+        return fits && out.append("\r\n") ? facts : nil
     }
 
     private static func writeField(into out: ByteBuffer, source: Span<UInt8>, _ field: HeadField) -> Bool {

@@ -30,6 +30,10 @@ public final class ProxyLoop {
     // MARK: immutable
     public let settings: ProxySettings
     public let index: Int
+    /// This loop's counters; only this loop writes them, the admin thread reads them.
+    let metrics: LoopMetrics
+    /// This loop's end of the completion-log queue; nil when no sink is configured.
+    let completions: CompletionRing?
 
     // MARK: loop thread only
     private let epoll: Epoll
@@ -43,6 +47,7 @@ public final class ProxyLoop {
     private var pools: [[UpstreamConnection]]
     let bufferPool: BufferPool
     private var parserPool: [HeadParsers] = []
+    private var tapPool: [ExchangeTaps] = []
     private(set) var now: Int64
     private var randomState: UInt64
     private var lastHousekeeping: Int64 = 0
@@ -56,9 +61,12 @@ public final class ProxyLoop {
     private let wakeup: WakeupFD
 
     /// Creates a loop that takes ownership of `listenerFDs` (bound, listening, non-blocking sockets).
-    public init(index: Int, settings: ProxySettings, listenerFDs: [Int32]) throws(SystemError) {
+    public init(index: Int, settings: ProxySettings, listenerFDs: [Int32], metrics: LoopMetrics,
+                completions: CompletionRing?) throws(SystemError) {
         self.index = index
         self.settings = settings
+        self.metrics = metrics
+        self.completions = completions
         epoll = try Epoll()
         wakeup = try WakeupFD()
         bufferPool = BufferPool(bufferCapacity: settings.bufferCapacity)
@@ -140,6 +148,7 @@ public final class ProxyLoop {
                 continue
             }
             sessionCount += 1
+            metrics.addActiveConnections(1)
             scheduleTimer(session, at: now + Int64(settings.timeouts.clientHeader > 0 ? settings.timeouts.clientHeader : 60_000))
         }
     }
@@ -226,6 +235,7 @@ public final class ProxyLoop {
         timers.remove(session)
         table.unregister(session.clientFD)
         sessionCount -= 1
+        metrics.addActiveConnections(-1)
     }
 
     // MARK: - Upstream connections
@@ -312,6 +322,25 @@ public final class ProxyLoop {
     }
 
     private static let maxPooledParsers = 1024
+
+    /// Lends reset taps for an exchange; routes that capture get freshly sized ones (capture is an
+    /// audit option, rare and per exchange, so its allocation is accepted there).
+    func takeTaps(captureRequest: Int, captureResponse: Int) -> ExchangeTaps {
+        let taps: ExchangeTaps
+        if captureRequest == 0 && captureResponse == 0, let pooled = tapPool.popLast() {
+            taps = pooled
+        } else {
+            taps = ExchangeTaps(requestScanLimit: settings.requestBodyScanLimit, captureRequest: captureRequest, captureResponse: captureResponse)
+        }
+        taps.request.reset()
+        taps.response.reset(kind: .other)
+        return taps
+    }
+
+    func giveTaps(_ taps: ExchangeTaps) {
+        guard !taps.capturesRequest && !taps.capturesResponse, tapPool.count < ProxyLoop.maxPooledParsers else { return }
+        tapPool.append(taps)
+    }
 
     /// A cheap per-loop random stream (wyrand) for request ids; not for secrets.
     func nextRandom() -> UInt64 {

@@ -14,6 +14,8 @@ public struct ProxySettings: Sendable {
         public var upstreamIndex: Int
         public var timeouts: Timeouts
         public var maxRequestBody: Int64
+        public var captureRequestBytes: Int
+        public var captureResponseBytes: Int
     }
 
     public var upstreams: [Upstream]
@@ -24,6 +26,10 @@ public struct ProxySettings: Sendable {
     public var httpLimits: HTTPLimits
     public var highWatermark: Int
     public var lowWatermark: Int
+    /// Completion records keep the query string.
+    public var includeQueryInLog: Bool
+    /// JSON request bodies up to this size are read for `model` and `stream`.
+    public var requestBodyScanLimit: Int
 
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
@@ -40,13 +46,16 @@ public struct ProxySettings: Sendable {
         routes = config.routes.map { route in
             Route(prefix: Array(route.prefix.utf8),
                   upstreamIndex: config.upstreams.firstIndex { $0.name == route.upstream } ?? 0,
-                  timeouts: route.timeouts, maxRequestBody: route.maxRequestBody)
+                  timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
+                  captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes)
         }
         routes.sort { $0.prefix.count > $1.prefix.count }
         timeouts = config.timeouts
         httpLimits = HTTPLimits()
         highWatermark = config.limits.highWatermark
         lowWatermark = config.limits.lowWatermark
+        includeQueryInLog = config.log.includeQuery
+        requestBodyScanLimit = config.log.requestBodyScanLimit
     }
 
     /// The route whose prefix starts `path`, longest first.

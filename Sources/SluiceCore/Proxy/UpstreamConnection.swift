@@ -40,3 +40,19 @@ final class HeadParsers {
         response = ResponseHeadParser(limits: limits)
     }
 }
+
+/// The request and response taps of one exchange, lent by the loop for the exchange's lifetime.
+/// Taps without capture are pooled; a route that captures gets taps sized for it.
+final class ExchangeTaps {
+    var request: RequestTap
+    var response: ResponseTap
+    let capturesRequest: Bool
+    let capturesResponse: Bool
+
+    init(requestScanLimit: Int, captureRequest: Int, captureResponse: Int) {
+        request = RequestTap(maxBodyBytes: requestScanLimit, captureLimit: captureRequest)
+        response = ResponseTap(captureLimit: captureResponse)
+        capturesRequest = captureRequest > 0
+        capturesResponse = captureResponse > 0
+    }
+}

@@ -221,3 +221,47 @@ extension Syscall {
         return fd
     }
 }
+
+extension Syscall {
+    /// Switches a socket to blocking mode (the admin thread blocks in accept and read).
+    public static func setBlocking(_ fd: Int32) {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+    }
+
+    /// Bounds how long a blocking read or write on `fd` may wait.
+    public static func setIOTimeout(_ fd: Int32, seconds: Int) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Accepts on a blocking listener; nil after a failure (the caller backs off).
+    public static func acceptBlocking(_ fd: Int32) -> FileDescriptor? {
+        while true {
+            let client = accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            if client >= 0 { return FileDescriptor(rawValue: client) }
+            if Glibc.errno == EINTR || Glibc.errno == ECONNABORTED { continue }
+            return nil
+        }
+    }
+
+    /// Writes all of `bytes` to a blocking socket; false when the peer went away or timed out.
+    @discardableResult
+    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
+            if written < 0 && Glibc.errno == EINTR { continue }
+            guard written > 0 else { return false }
+            offset += written
+        }
+        return true
+    }
+
+    /// Sleeps the calling thread (admin and writer threads only, never a loop).
+    public static func sleep(milliseconds: Int) {
+        var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
+        var remaining = timespec()
+        while nanosleep(&request, &remaining) != 0 && Glibc.errno == EINTR { request = remaining }
+    }
+}

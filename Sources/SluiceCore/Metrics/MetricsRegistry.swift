@@ -1,0 +1,115 @@
+/// All loops' metrics and what is needed to name them; renders `GET /metrics`.
+///
+/// Created at start-up, before the loops; each loop takes its ``LoopMetrics`` with
+/// ``loop(_:)`` and is the only writer of it. ``render()`` runs on the admin listener's
+/// thread, sums the loops cell by cell and never blocks them.
+public final class MetricsRegistry: Sendable {
+    /// The `Content-Type` of a `/metrics` response.
+    public static let contentType = PrometheusText.contentType
+
+    /// One per loop, indexed by worker.
+    public let loops: [LoopMetrics]
+    /// Route prefixes, in the order of the route indices the loops pass (`ProxySettings.routes`).
+    public let routes: [String]
+    /// Rate-limit rule names, in the order of the rule indices the loops pass.
+    public let rateLimitRules: [String]
+    /// Source of `sluice_log_records_{written,dropped}_total`; nil when the completion log is off.
+    public let logQueue: CompletionQueue?
+    private let layout: MetricsLayout
+
+    public init(workers: Int, routes: [String], rateLimitRules: [String], logQueue: CompletionQueue?) {
+        precondition(workers > 0)
+        let layout = MetricsLayout(routeCount: routes.count, ruleCount: rateLimitRules.count)
+        self.layout = layout
+        loops = (0..<workers).map { _ in LoopMetrics(layout: layout) }
+        self.routes = routes
+        self.rateLimitRules = rateLimitRules
+        self.logQueue = logQueue
+    }
+
+    /// The metrics loop `worker` writes.
+    public func loop(_ worker: Int) -> LoopMetrics { loops[worker] }
+
+    /// The current values of every metric, summed over the loops, in the Prometheus text format
+    /// (``contentType``). Any thread; allocates (a scrape is not on the data path).
+    ///
+    /// Every counter and histogram is written even when zero, for every route, status class,
+    /// `end` and rule, so a rate over a series that appears later still starts from 0.
+    public func render() -> String {
+        var totals = [Int](repeating: 0, count: layout.cellCount)
+        for loop in loops {
+            for index in 0..<layout.cellCount { totals[index] &+= loop.cells.load(index) }
+        }
+        var out = PrometheusText()
+
+        out.family("sluice_requests_total", type: "counter",
+                   help: "Finished requests by route prefix and class of the status sent (none: no response).")
+        for route in 0...layout.routeCount {
+            let routeLabel = route < routes.count ? routes[route] : "none"
+            for (classIndex, statusClass) in MetricsLayout.statusClasses.enumerated() {
+                out.sample("sluice_requests_total", labels: ["route": routeLabel, "code_class": statusClass],
+                           value: totals[layout.requestCell(route: route, classIndex: classIndex)])
+            }
+        }
+
+        out.family("sluice_exchanges_total", type: "counter", help: "Finished exchanges by how they ended.")
+        for end in CompletionRecord.End.allCases {
+            out.sample("sluice_exchanges_total", labels: ["end": end.rawValue], value: totals[layout.exchanges + end.ordinal])
+        }
+
+        let byteCounters: [(String, String, Int)] = [
+            ("sluice_client_bytes_received_total", "Bytes read from clients.", MetricsLayout.clientBytesReceived),
+            ("sluice_client_bytes_sent_total", "Bytes written to clients.", MetricsLayout.clientBytesSent),
+            ("sluice_upstream_bytes_received_total", "Bytes read from upstreams.", MetricsLayout.upstreamBytesReceived),
+            ("sluice_upstream_bytes_sent_total", "Bytes written to upstreams.", MetricsLayout.upstreamBytesSent),
+        ]
+        for (name, help, cell) in byteCounters {
+            out.family(name, type: "counter", help: help)
+            out.sample(name, value: totals[cell])
+        }
+
+        out.family("sluice_rate_limit_rejections_total", type: "counter", help: "Requests rejected by each rate-limit rule.")
+        for (rule, name) in rateLimitRules.enumerated() {
+            out.sample("sluice_rate_limit_rejections_total", labels: ["rule": name], value: totals[layout.rateLimitRejections + rule])
+        }
+
+        out.family("sluice_backpressure_pauses_total", type: "counter",
+                   help: "Times reads from an upstream were paused because the client was slower.")
+        out.sample("sluice_backpressure_pauses_total", value: totals[MetricsLayout.backpressurePauses])
+
+        let gauges: [(String, String, Int)] = [
+            ("sluice_active_connections", "Open client connections.", MetricsLayout.activeConnections),
+            ("sluice_active_streams", "Responses being streamed to clients.", MetricsLayout.activeStreams),
+            ("sluice_queued_bytes", "Bytes queued in sluice waiting for a slow peer.", MetricsLayout.queuedBytes),
+        ]
+        for (name, help, cell) in gauges {
+            out.family(name, type: "gauge", help: help)
+            out.sample(name, value: totals[cell])
+        }
+
+        out.family("sluice_log_records_written_total", type: "counter", help: "Completion records written to every log sink.")
+        out.sample("sluice_log_records_written_total", value: logQueue?.writtenCount ?? 0)
+        out.family("sluice_log_records_dropped_total", type: "counter",
+                   help: "Completion records dropped because the log queue was full.")
+        out.sample("sluice_log_records_dropped_total", value: logQueue?.droppedCount ?? 0)
+
+        for metric in LatencyMetric.allCases {
+            let name = metric.metricName
+            let bounds = metric.bucketBounds
+            let first = layout.histograms[metric.rawValue]
+            out.family(name, type: "histogram", help: metric.help)
+            // Buckets are stored per interval and made cumulative here; `_count` is the `+Inf`
+            // bucket itself, so the two agree even while loops write during the scrape.
+            var cumulative = 0
+            for (index, bound) in bounds.enumerated() {
+                cumulative &+= totals[first + index]
+                out.sample(name + "_bucket", labels: ["le": PrometheusText.seconds(microseconds: bound)], value: cumulative)
+            }
+            cumulative &+= totals[first + bounds.count]
+            out.sample(name + "_bucket", labels: ["le": "+Inf"], value: cumulative)
+            out.sample(name + "_sum", value: PrometheusText.seconds(microseconds: totals[first + bounds.count + 1]))
+            out.sample(name + "_count", value: cumulative)
+        }
+        return out.text
+    }
+}

@@ -1,0 +1,316 @@
+/// What the response tap learned; read at the end of an exchange.
+public struct ResponseObservation: Equatable, Sendable {
+    /// SSE events dispatched: blocks ended by a blank line that had at least one field line (`data`, `event`,
+    /// `id`, `retry` or an unknown name). Comment-only blocks and extra blank lines do not count. 0 for non-SSE.
+    public var eventCount: Int
+    /// `now` of the `observe` call in which the line of the stream's first `data` field began (TTFT).
+    public var firstDataEventAt: Int64?
+    /// `now` of the call that dispatched the last event.
+    public var lastEventAt: Int64?
+    /// The longest time between two consecutive event dispatches (ms); 0 with fewer than two events.
+    public var maxGap: Int64
+    /// The usage the backend reported; nil when the stream carried none (never estimated).
+    public var usage: TokenUsage?
+    /// The model the backend reported, at most `UsageReader.maxModelBytes` bytes (a longer one is nil).
+    public var model: String?
+
+    public init(eventCount: Int = 0, firstDataEventAt: Int64? = nil, lastEventAt: Int64? = nil, maxGap: Int64 = 0,
+                usage: TokenUsage? = nil, model: String? = nil) {
+        self.eventCount = eventCount
+        self.firstDataEventAt = firstDataEventAt
+        self.lastEventAt = lastEventAt
+        self.maxGap = maxGap
+        self.usage = usage
+        self.model = model
+    }
+}
+
+/// Observes a response body as it passes through the proxy, never changing or keeping the stream: SSE framing
+/// (WHATWG HTML §9.2.6), event count and timing, token usage and model; optionally a capture of the text for audit.
+///
+/// Contract: `reset(kind:)` at each response, `observe` each piece of de-chunked payload with the loop's time as it
+/// arrives (pieces may split anywhere, a CRLF included), `finish` at the end of the body, then read `observation`.
+/// Between calls it keeps only its state: one bit for a CR that may be followed by LF, the field-name match state
+/// (names are matched, not buffered: a name longer than `maxFieldNameBytes` is simply an unknown field), the
+/// `UsageReader` state and the counters. Each byte is looked at a constant number of times. All storage is taken
+/// in `init` (the capture buffer, if any) or is inline, so `observe` and `finish` never allocate.
+/// `observe` after `finish` is ignored until the next `reset`.
+///
+/// A value owned by one exchange on its loop thread; keep it in one place (a copy shares the capture storage until
+/// its first write, which then copies it).
+public struct ResponseTap: Sendable {
+    /// How the body is read; the proxy chooses from the response's `Content-Type`.
+    public enum Kind: Sendable {
+        /// `text/event-stream`: SSE framing; each event's data is a JSON document.
+        case eventStream
+        /// `application/json`: the body is one JSON document.
+        case json
+        /// Anything else: only the capture, if on.
+        case other
+    }
+
+    /// Field names are matched against `data` as they stream and never buffered; the length counter saturates here
+    /// so that a name of any length keeps the state fixed-size.
+    public static let maxFieldNameBytes = 16
+
+    /// Where the SSE parser is in a line.
+    private enum LineState: UInt8, Sendable {
+        /// At the stream's start, matching a UTF-8 BOM (`bomMatched` bytes so far).
+        case byteOrderMark
+        /// At the first byte of a line.
+        case lineStart
+        /// Inside a field name (`nameLength`, `nameIsDataPrefix`).
+        case fieldName
+        /// Just after `data:`: one space is dropped (§9.2.6 "If value starts with a U+0020 SPACE character").
+        case dataValueStart
+        /// Inside the value of a `data` field.
+        case dataValue
+        /// Inside a comment or the value of another field: skipped to the line end.
+        case skippedRest
+    }
+
+    /// EF BB BF, packed with the first byte lowest.
+    private static let byteOrderMark: UInt32 = 0xBF_BB_EF
+    /// "data", packed with the first byte lowest.
+    private static let dataName: UInt32 = 0x61_74_61_64
+
+    // MARK: Exchange settings
+    /// How the current body is read; `.other` until the first `reset(kind:)`.
+    public private(set) var kind: Kind = .other
+    /// Set by `finish`; later input is ignored.
+    private var finished = false
+
+    // MARK: SSE framing
+    private var line: LineState = .byteOrderMark
+    private var bomMatched = 0
+    /// The previous byte was a CR, so an LF now belongs to the same line end (it may come in the next piece).
+    private var afterCarriageReturn = false
+    /// Bytes of the current field name, saturating at `maxFieldNameBytes + 1`.
+    private var nameLength = 0
+    /// Whether the field name so far is a prefix of `data`.
+    private var nameIsDataPrefix = false
+    /// `now` of the call in which the current line began.
+    private var lineStartedAt: Int64 = 0
+    /// The event being read has had a field line / a `data` field line.
+    private var eventHasField = false
+    private var eventHasData = false
+
+    // MARK: What was learned
+    private var eventCount = 0
+    private var firstDataEventAt: Int64?
+    private var lastEventAt: Int64?
+    private var maxGap: Int64 = 0
+    private var reader = UsageReader()
+    private var capture: CaptureBuffer
+
+    /// - Parameter captureLimit: when > 0, also keep the first `captureLimit` bytes of text (for SSE each `data`
+    ///   line's value followed by LF, i.e. one JSON document per line for one-line events; for other kinds the
+    ///   body itself), in storage allocated once here.
+    public init(captureLimit: Int = 0) {
+        capture = CaptureBuffer(limit: captureLimit)
+    }
+
+    /// Prepares for a new response body read as `kind`, reusing all storage.
+    public mutating func reset(kind: Kind) {
+        self.kind = kind
+        finished = false
+        line = .byteOrderMark
+        bomMatched = 0
+        afterCarriageReturn = false
+        nameLength = 0
+        nameIsDataPrefix = false
+        eventHasField = false
+        eventHasData = false
+        eventCount = 0
+        firstDataEventAt = nil
+        lastEventAt = nil
+        maxGap = 0
+        reader.reset()
+        capture.reset()
+        if kind == .json { reader.beginDocument() }
+    }
+
+    /// Reads the next piece of the body, received at `now` (loop milliseconds).
+    public mutating func observe(_ bytes: Span<UInt8>, now: Int64) {
+        guard !finished else { return }
+        switch kind {
+        case .eventStream:
+            readEventStream(bytes, now: now)
+        case .json:
+            reader.feed(bytes)
+            capture.append(bytes)
+        case .other:
+            capture.append(bytes)
+        }
+    }
+
+    /// Ends the body. A JSON body's usage is committed if it was complete; an SSE event without its closing blank
+    /// line is not dispatched (§9.2.6: "Once the end of the file is reached, any pending data must be discarded").
+    /// `now` is accepted for symmetry with `observe`; no time is taken from it.
+    public mutating func finish(now: Int64) {
+        guard !finished else { return }
+        finished = true
+        if kind == .json { reader.endDocument() }
+    }
+
+    /// What was learned so far. Builds the model `String`: read it at the end of an exchange.
+    public var observation: ResponseObservation {
+        ResponseObservation(eventCount: eventCount, firstDataEventAt: firstDataEventAt, lastEventAt: lastEventAt,
+                            maxGap: maxGap, usage: reader.usage, model: reader.model)
+    }
+
+    /// Calls `body` with the captured text (empty when capture is off).
+    public func withCapturedText<R>(_ body: (Span<UInt8>) -> R) -> R {
+        capture.withBytes(body)
+    }
+
+    /// Whether text was dropped because the capture limit was reached.
+    public var captureTruncated: Bool { capture.truncated }
+
+    /// Events dispatched so far; unlike `observation`, cheap enough to read after every piece.
+    public var dispatchedEventCount: Int { eventCount }
+    /// `now` of the latest dispatched event; cheap, like `dispatchedEventCount`.
+    public var latestEventAt: Int64? { lastEventAt }
+
+    // MARK: - SSE (WHATWG HTML §9.2.6 "Interpreting an event stream")
+
+    private mutating func readEventStream(_ bytes: Span<UInt8>, now: Int64) {
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if afterCarriageReturn {
+                afterCarriageReturn = false
+                if byte == TapByte.lineFeed {  // the LF of a CRLF, possibly split across pieces
+                    index += 1
+                    continue
+                }
+            }
+            switch line {
+            case .byteOrderMark:
+                if byte == UInt8(truncatingIfNeeded: Self.byteOrderMark >> UInt32(8 * bomMatched)) {
+                    bomMatched += 1
+                    index += 1
+                    if bomMatched == 3 { line = .lineStart }
+                } else {
+                    line = .lineStart
+                    if bomMatched > 0 {
+                        // A partial BOM was the start of the first field name after all (EF and BB are not "d").
+                        startFieldName(now: now)
+                        nameLength = bomMatched
+                        nameIsDataPrefix = false
+                    }
+                    // The byte is read again in the new state.
+                }
+            case .lineStart:
+                index += 1
+                if byte == TapByte.lineFeed || byte == TapByte.carriageReturn {
+                    lineEnded(by: byte)
+                    eventEnded(now: now)
+                } else if byte == TapByte.colon {
+                    line = .skippedRest  // a comment, such as a ": ping" keepalive
+                } else {
+                    startFieldName(now: now)
+                    matchName(byte)
+                }
+            case .fieldName:
+                index += 1
+                if byte == TapByte.colon {
+                    fieldNameEnded()
+                    line = isDataField ? .dataValueStart : .skippedRest
+                } else if byte == TapByte.lineFeed || byte == TapByte.carriageReturn {
+                    // A line without a colon is a field with an empty value (§9.2.6).
+                    fieldNameEnded()
+                    if isDataField { dataLineEnded() }
+                    lineEnded(by: byte)
+                } else {
+                    matchName(byte)
+                }
+            case .dataValueStart:
+                line = .dataValue
+                if byte == TapByte.space { index += 1 }
+            case .dataValue:
+                let end = Self.lineEnd(in: bytes, from: index)
+                let value = bytes.extracting(index..<end)
+                reader.feed(value)
+                capture.append(value)
+                index = end
+                if end < bytes.count {
+                    dataLineEnded()
+                    lineEnded(by: bytes[end])
+                    index += 1
+                }
+            case .skippedRest:
+                index = Self.lineEnd(in: bytes, from: index)
+                if index < bytes.count {
+                    lineEnded(by: bytes[index])
+                    index += 1
+                }
+            }
+        }
+    }
+
+    /// The offset of the first CR or LF at or after `start`, or `bytes.count`.
+    private static func lineEnd(in bytes: Span<UInt8>, from start: Int) -> Int {
+        var index = start
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == TapByte.lineFeed || byte == TapByte.carriageReturn { return index }
+            index += 1
+        }
+        return index
+    }
+
+    private mutating func startFieldName(now: Int64) {
+        line = .fieldName
+        lineStartedAt = now
+        nameLength = 0
+        nameIsDataPrefix = true
+    }
+
+    /// Matches one more field-name byte against "data", without keeping the name.
+    private mutating func matchName(_ byte: UInt8) {
+        guard nameLength <= Self.maxFieldNameBytes else { return }
+        nameIsDataPrefix = nameIsDataPrefix && nameLength < 4
+            && byte == UInt8(truncatingIfNeeded: Self.dataName >> UInt32(8 * nameLength))
+        nameLength += 1
+    }
+
+    private var isDataField: Bool { nameIsDataPrefix && nameLength == 4 }
+
+    /// A field line's name is complete: the event now counts, and a `data` field starts (or continues) its JSON.
+    private mutating func fieldNameEnded() {
+        eventHasField = true
+        guard isDataField else { return }
+        if firstDataEventAt == nil { firstDataEventAt = lineStartedAt }
+        if eventHasData {
+            // §9.2.6: the data buffer joins an event's data lines with LF, which is JSON whitespace.
+            let lineFeed = InlineArray<1, UInt8>(repeating: TapByte.lineFeed)
+            reader.feed(lineFeed.span)
+        } else {
+            eventHasData = true
+            reader.beginDocument()
+        }
+    }
+
+    /// The capture keeps each data line followed by LF.
+    private mutating func dataLineEnded() {
+        capture.append(TapByte.lineFeed)
+    }
+
+    private mutating func lineEnded(by byte: UInt8) {
+        line = .lineStart
+        afterCarriageReturn = byte == TapByte.carriageReturn
+    }
+
+    /// A blank line: dispatches the event if it had a field.
+    private mutating func eventEnded(now: Int64) {
+        guard eventHasField else { return }
+        eventCount += 1
+        // Wrapping subtraction: a caller's clock cannot make the tap trap.
+        if let last = lastEventAt, now &- last > maxGap { maxGap = now &- last }
+        lastEventAt = now
+        if eventHasData { reader.endDocument() }
+        eventHasField = false
+        eventHasData = false
+    }
+}

@@ -1,0 +1,402 @@
+import Glibc
+import Synchronization
+import Testing
+@testable import SluiceCore
+
+@Suite struct MetricsRegistryTests {
+    /// Two loops, two routes (one with characters that need escaping), one rule, a log queue that dropped one record.
+    static func sampleRegistry() -> MetricsRegistry {
+        let queue = CompletionQueue(producers: 1, capacity: 2)
+        for sequence in 0..<3 { _ = queue.offer(LogTestSupport.record(worker: 0, sequence: sequence), worker: 0) }
+        let registry = MetricsRegistry(workers: 2, routes: ["/v1/chat", "/we\"ird\\\n"], rateLimitRules: ["per-key"], logQueue: queue)
+        let a = registry.loop(0), b = registry.loop(1)
+        a.countRequest(route: 0, status: 200)
+        b.countRequest(route: 0, status: 204)
+        a.countRequest(route: nil, status: 0)
+        b.countRequest(route: 1, status: 503)
+        a.countExchange(.complete)
+        b.countExchange(.complete)
+        a.countExchange(.clientAbort)
+        b.countExchange(.upstreamError)
+        a.addClientBytesReceived(100)
+        b.addClientBytesReceived(50)
+        a.addClientBytesSent(1000)
+        a.addUpstreamBytesReceived(990)
+        a.addUpstreamBytesSent(120)
+        b.countRateLimitRejection(rule: 0)
+        a.countBackpressurePause()
+        a.addActiveConnections(1)
+        b.addActiveConnections(2)
+        b.addActiveConnections(-1)
+        a.addActiveStreams(1)
+        a.addQueuedBytes(4096)
+        a.observe(.ttfb, milliseconds: 3)
+        b.observe(.ttfb, milliseconds: 40)
+        a.observe(.ttfb, milliseconds: 700_000) // beyond the last bound: only +Inf
+        a.observe(.ttft, milliseconds: 500.25)
+        a.observe(.duration, milliseconds: 1500)
+        b.observe(.duration, milliseconds: 5) // on a bound: le is inclusive
+        a.observe(.eventGap, milliseconds: 0.5)
+        a.observe(.eventGap, milliseconds: 20)
+        return registry
+    }
+
+    @Test func rendersTheGoldenText() {
+        let rendered = Self.sampleRegistry().render()
+        #expect(rendered == Self.golden)
+        if rendered != Self.golden {
+            // Point at the first differing line instead of two 9 kB strings.
+            let got = rendered.split(separator: "\n", omittingEmptySubsequences: false)
+            let want = Self.golden.split(separator: "\n", omittingEmptySubsequences: false)
+            if let line = zip(got, want).enumerated().first(where: { $0.element.0 != $0.element.1 }) {
+                Issue.record("line \(line.offset + 1): got \(line.element.0), want \(line.element.1)")
+            }
+        }
+    }
+
+    @Test func renderIsWellFormed() {
+        let issues = PrometheusCheck.check(Self.sampleRegistry().render())
+        #expect(issues.isEmpty, "\(issues)")
+    }
+
+    @Test func loopsAreSummedAtScrape() {
+        let registry = MetricsRegistry(workers: 3, routes: ["/"], rateLimitRules: [], logQueue: nil)
+        for worker in 0..<3 {
+            for _ in 0...worker { registry.loop(worker).countRequest(route: 0, status: 200) }
+            registry.loop(worker).addClientBytesSent(10 * (worker + 1))
+            registry.loop(worker).observe(.ttft, milliseconds: 100)
+        }
+        let samples = PrometheusCheck.samples(registry.render())
+        #expect(samples["sluice_requests_total{route=\"/\",code_class=\"2xx\"}"] == "6")
+        #expect(samples["sluice_client_bytes_sent_total"] == "60")
+        #expect(samples["sluice_ttft_seconds_bucket{le=\"0.1\"}"] == "3")
+        #expect(samples["sluice_ttft_seconds_count"] == "3")
+        #expect(samples["sluice_ttft_seconds_sum"] == "0.3")
+        #expect(samples["sluice_log_records_written_total"] == "0", "no log queue: zero, still present")
+    }
+
+    @Test func completionRecordFeedsRequestsExchangesAndTimings() {
+        let registry = MetricsRegistry(workers: 1, routes: ["/v1"], rateLimitRules: [], logQueue: nil)
+        var record = LogTestSupport.record(worker: 0, sequence: 1)
+        record.status = 429
+        record.end = .rejectedRateLimit
+        record.durationMilliseconds = 0.2
+        registry.loop(0).countCompletion(record, route: 0)
+        record.status = 200
+        record.end = .complete
+        record.ttfbMilliseconds = 30
+        record.ttftMilliseconds = 480
+        record.durationMilliseconds = 2000
+        registry.loop(0).countCompletion(record, route: 0)
+        let samples = PrometheusCheck.samples(registry.render())
+        #expect(samples["sluice_requests_total{route=\"/v1\",code_class=\"4xx\"}"] == "1")
+        #expect(samples["sluice_requests_total{route=\"/v1\",code_class=\"2xx\"}"] == "1")
+        #expect(samples["sluice_exchanges_total{end=\"rejected_rate_limit\"}"] == "1")
+        #expect(samples["sluice_exchanges_total{end=\"complete\"}"] == "1")
+        #expect(samples["sluice_ttfb_seconds_count"] == "1", "an exchange that never reached a response head has no TTFB")
+        #expect(samples["sluice_ttft_seconds_bucket{le=\"0.5\"}"] == "1")
+        #expect(samples["sluice_duration_seconds_count"] == "2")
+        #expect(samples["sluice_duration_seconds_sum"] == "2.0002")
+    }
+
+    @Test(arguments: [(0, 5), (99, 5), (100, 0), (101, 0), (200, 1), (299, 1), (304, 2), (429, 3), (599, 4), (600, 5), (-1, 5)])
+    func statusClasses(status: Int, classIndex: Int) {
+        #expect(MetricsLayout.statusClassIndex(status) == classIndex)
+    }
+
+    @Test func unknownRouteAndRuleIndicesAreSafe() {
+        let registry = MetricsRegistry(workers: 1, routes: ["/a"], rateLimitRules: ["r"], logQueue: nil)
+        registry.loop(0).countRequest(route: 7, status: 200) // counted as no route
+        registry.loop(0).countRateLimitRejection(rule: 3) // ignored
+        let samples = PrometheusCheck.samples(registry.render())
+        #expect(samples["sluice_requests_total{route=\"none\",code_class=\"2xx\"}"] == "1")
+        #expect(samples["sluice_rate_limit_rejections_total{rule=\"r\"}"] == "0")
+    }
+
+    @Test(arguments: [(0, "0"), (1, "0.000001"), (5_000, "0.005"), (2_500_000, "2.5"), (1_000_000, "1"),
+                      (600_000_000, "600"), (123_456_789, "123.456789"), (-1_500_000, "-1.5")])
+    func secondsAreExactDecimals(microseconds: Int, expected: String) {
+        #expect(PrometheusText.seconds(microseconds: microseconds) == expected)
+    }
+
+    @Test func labelValuesAndHelpAreEscaped() {
+        var text = PrometheusText()
+        text.family("m", type: "gauge", help: "back\\slash \"quoted\"\nnext")
+        text.sample("m", labels: ["a": "x\\y\"z\nw", "b": "é"], value: 1)
+        #expect(text.text == "# HELP m back\\\\slash \"quoted\"\\nnext\n# TYPE m gauge\nm{a=\"x\\\\y\\\"z\\nw\",b=\"é\"} 1\n")
+    }
+
+    @Test func observationsLandInTheRightBucket() {
+        let registry = MetricsRegistry(workers: 1, routes: [], rateLimitRules: [], logQueue: nil)
+        let loop = registry.loop(0)
+        loop.observe(.eventGap, milliseconds: -5) // a clock bug: counted as 0
+        loop.observe(.eventGap, milliseconds: .nan)
+        loop.observe(.eventGap, milliseconds: 1) // exactly on the first bound
+        loop.observe(.eventGap, milliseconds: 1.001)
+        loop.observe(.eventGap, milliseconds: 61_000)
+        let samples = PrometheusCheck.samples(registry.render())
+        #expect(samples["sluice_event_gap_seconds_bucket{le=\"0.001\"}"] == "3")
+        #expect(samples["sluice_event_gap_seconds_bucket{le=\"0.0025\"}"] == "4")
+        #expect(samples["sluice_event_gap_seconds_bucket{le=\"60\"}"] == "4")
+        #expect(samples["sluice_event_gap_seconds_bucket{le=\"+Inf\"}"] == "5")
+        #expect(samples["sluice_event_gap_seconds_sum"] == "61.002001")
+    }
+
+    /// Loops write while another thread scrapes: every scrape is well formed (cumulative buckets,
+    /// `_count` equal to `+Inf`) and the final one has every update. Run with --sanitize=thread.
+    @Test func scrapesWhileLoopsWrite() {
+        let workers = 3
+        let updates = 30_000
+        let registry = MetricsRegistry(workers: workers, routes: ["/v1"], rateLimitRules: ["k"], logQueue: nil)
+        let done = Atomic<Int>(0)
+        let scrapeIssues = Atomic<Int>(0)
+        let scraper = LogTestSupport.spawn {
+            while done.load(ordering: .acquiring) < workers {
+                if !PrometheusCheck.check(registry.render()).isEmpty { scrapeIssues.wrappingAdd(1, ordering: .relaxed) }
+            }
+        }
+        LogTestSupport.onThreads(workers) { worker in
+            let loop = registry.loop(worker)
+            for index in 0..<updates {
+                loop.countRequest(route: 0, status: 200)
+                loop.addClientBytesReceived(2)
+                loop.addActiveStreams(index % 2 == 0 ? 1 : -1)
+                loop.observe(.eventGap, milliseconds: Double(index % 100))
+            }
+            done.wrappingAdd(1, ordering: .releasing)
+        }
+        LogTestSupport.join(scraper)
+        #expect(scrapeIssues.load(ordering: .relaxed) == 0)
+        let samples = PrometheusCheck.samples(registry.render())
+        #expect(samples["sluice_requests_total{route=\"/v1\",code_class=\"2xx\"}"] == String(workers * updates))
+        #expect(samples["sluice_client_bytes_received_total"] == String(2 * workers * updates))
+        #expect(samples["sluice_active_streams"] == "0")
+        #expect(samples["sluice_event_gap_seconds_count"] == String(workers * updates))
+    }
+
+    static let golden = #"""
+# HELP sluice_requests_total Finished requests by route prefix and class of the status sent (none: no response).
+# TYPE sluice_requests_total counter
+sluice_requests_total{route="/v1/chat",code_class="1xx"} 0
+sluice_requests_total{route="/v1/chat",code_class="2xx"} 2
+sluice_requests_total{route="/v1/chat",code_class="3xx"} 0
+sluice_requests_total{route="/v1/chat",code_class="4xx"} 0
+sluice_requests_total{route="/v1/chat",code_class="5xx"} 0
+sluice_requests_total{route="/v1/chat",code_class="none"} 0
+sluice_requests_total{route="/we\"ird\\\n",code_class="1xx"} 0
+sluice_requests_total{route="/we\"ird\\\n",code_class="2xx"} 0
+sluice_requests_total{route="/we\"ird\\\n",code_class="3xx"} 0
+sluice_requests_total{route="/we\"ird\\\n",code_class="4xx"} 0
+sluice_requests_total{route="/we\"ird\\\n",code_class="5xx"} 1
+sluice_requests_total{route="/we\"ird\\\n",code_class="none"} 0
+sluice_requests_total{route="none",code_class="1xx"} 0
+sluice_requests_total{route="none",code_class="2xx"} 0
+sluice_requests_total{route="none",code_class="3xx"} 0
+sluice_requests_total{route="none",code_class="4xx"} 0
+sluice_requests_total{route="none",code_class="5xx"} 0
+sluice_requests_total{route="none",code_class="none"} 1
+# HELP sluice_exchanges_total Finished exchanges by how they ended.
+# TYPE sluice_exchanges_total counter
+sluice_exchanges_total{end="complete"} 2
+sluice_exchanges_total{end="client_abort"} 1
+sluice_exchanges_total{end="upstream_abort"} 0
+sluice_exchanges_total{end="upstream_error"} 1
+sluice_exchanges_total{end="timeout_connect"} 0
+sluice_exchanges_total{end="timeout_first_byte"} 0
+sluice_exchanges_total{end="timeout_idle"} 0
+sluice_exchanges_total{end="timeout_total"} 0
+sluice_exchanges_total{end="client_write_timeout"} 0
+sluice_exchanges_total{end="rejected_rate_limit"} 0
+sluice_exchanges_total{end="rejected_bad_request"} 0
+sluice_exchanges_total{end="drain"} 0
+# HELP sluice_client_bytes_received_total Bytes read from clients.
+# TYPE sluice_client_bytes_received_total counter
+sluice_client_bytes_received_total 150
+# HELP sluice_client_bytes_sent_total Bytes written to clients.
+# TYPE sluice_client_bytes_sent_total counter
+sluice_client_bytes_sent_total 1000
+# HELP sluice_upstream_bytes_received_total Bytes read from upstreams.
+# TYPE sluice_upstream_bytes_received_total counter
+sluice_upstream_bytes_received_total 990
+# HELP sluice_upstream_bytes_sent_total Bytes written to upstreams.
+# TYPE sluice_upstream_bytes_sent_total counter
+sluice_upstream_bytes_sent_total 120
+# HELP sluice_rate_limit_rejections_total Requests rejected by each rate-limit rule.
+# TYPE sluice_rate_limit_rejections_total counter
+sluice_rate_limit_rejections_total{rule="per-key"} 1
+# HELP sluice_backpressure_pauses_total Times reads from an upstream were paused because the client was slower.
+# TYPE sluice_backpressure_pauses_total counter
+sluice_backpressure_pauses_total 1
+# HELP sluice_active_connections Open client connections.
+# TYPE sluice_active_connections gauge
+sluice_active_connections 2
+# HELP sluice_active_streams Responses being streamed to clients.
+# TYPE sluice_active_streams gauge
+sluice_active_streams 1
+# HELP sluice_queued_bytes Bytes queued in sluice waiting for a slow peer.
+# TYPE sluice_queued_bytes gauge
+sluice_queued_bytes 4096
+# HELP sluice_log_records_written_total Completion records written to every log sink.
+# TYPE sluice_log_records_written_total counter
+sluice_log_records_written_total 0
+# HELP sluice_log_records_dropped_total Completion records dropped because the log queue was full.
+# TYPE sluice_log_records_dropped_total counter
+sluice_log_records_dropped_total 1
+# HELP sluice_ttfb_seconds Time from forwarding the request to receiving the upstream's response head.
+# TYPE sluice_ttfb_seconds histogram
+sluice_ttfb_seconds_bucket{le="0.005"} 1
+sluice_ttfb_seconds_bucket{le="0.01"} 1
+sluice_ttfb_seconds_bucket{le="0.025"} 1
+sluice_ttfb_seconds_bucket{le="0.05"} 2
+sluice_ttfb_seconds_bucket{le="0.1"} 2
+sluice_ttfb_seconds_bucket{le="0.25"} 2
+sluice_ttfb_seconds_bucket{le="0.5"} 2
+sluice_ttfb_seconds_bucket{le="1"} 2
+sluice_ttfb_seconds_bucket{le="2.5"} 2
+sluice_ttfb_seconds_bucket{le="5"} 2
+sluice_ttfb_seconds_bucket{le="10"} 2
+sluice_ttfb_seconds_bucket{le="30"} 2
+sluice_ttfb_seconds_bucket{le="60"} 2
+sluice_ttfb_seconds_bucket{le="120"} 2
+sluice_ttfb_seconds_bucket{le="300"} 2
+sluice_ttfb_seconds_bucket{le="600"} 2
+sluice_ttfb_seconds_bucket{le="+Inf"} 3
+sluice_ttfb_seconds_sum 700.043
+sluice_ttfb_seconds_count 3
+# HELP sluice_ttft_seconds Time from forwarding the request to the first SSE data event.
+# TYPE sluice_ttft_seconds histogram
+sluice_ttft_seconds_bucket{le="0.005"} 0
+sluice_ttft_seconds_bucket{le="0.01"} 0
+sluice_ttft_seconds_bucket{le="0.025"} 0
+sluice_ttft_seconds_bucket{le="0.05"} 0
+sluice_ttft_seconds_bucket{le="0.1"} 0
+sluice_ttft_seconds_bucket{le="0.25"} 0
+sluice_ttft_seconds_bucket{le="0.5"} 0
+sluice_ttft_seconds_bucket{le="1"} 1
+sluice_ttft_seconds_bucket{le="2.5"} 1
+sluice_ttft_seconds_bucket{le="5"} 1
+sluice_ttft_seconds_bucket{le="10"} 1
+sluice_ttft_seconds_bucket{le="30"} 1
+sluice_ttft_seconds_bucket{le="60"} 1
+sluice_ttft_seconds_bucket{le="120"} 1
+sluice_ttft_seconds_bucket{le="300"} 1
+sluice_ttft_seconds_bucket{le="600"} 1
+sluice_ttft_seconds_bucket{le="+Inf"} 1
+sluice_ttft_seconds_sum 0.50025
+sluice_ttft_seconds_count 1
+# HELP sluice_duration_seconds Duration of exchanges, from the request to the end of the response.
+# TYPE sluice_duration_seconds histogram
+sluice_duration_seconds_bucket{le="0.005"} 1
+sluice_duration_seconds_bucket{le="0.01"} 1
+sluice_duration_seconds_bucket{le="0.025"} 1
+sluice_duration_seconds_bucket{le="0.05"} 1
+sluice_duration_seconds_bucket{le="0.1"} 1
+sluice_duration_seconds_bucket{le="0.25"} 1
+sluice_duration_seconds_bucket{le="0.5"} 1
+sluice_duration_seconds_bucket{le="1"} 1
+sluice_duration_seconds_bucket{le="2.5"} 2
+sluice_duration_seconds_bucket{le="5"} 2
+sluice_duration_seconds_bucket{le="10"} 2
+sluice_duration_seconds_bucket{le="30"} 2
+sluice_duration_seconds_bucket{le="60"} 2
+sluice_duration_seconds_bucket{le="120"} 2
+sluice_duration_seconds_bucket{le="300"} 2
+sluice_duration_seconds_bucket{le="600"} 2
+sluice_duration_seconds_bucket{le="+Inf"} 2
+sluice_duration_seconds_sum 1.505
+sluice_duration_seconds_count 2
+# HELP sluice_event_gap_seconds Time between consecutive SSE events of a response.
+# TYPE sluice_event_gap_seconds histogram
+sluice_event_gap_seconds_bucket{le="0.001"} 1
+sluice_event_gap_seconds_bucket{le="0.0025"} 1
+sluice_event_gap_seconds_bucket{le="0.005"} 1
+sluice_event_gap_seconds_bucket{le="0.01"} 1
+sluice_event_gap_seconds_bucket{le="0.025"} 2
+sluice_event_gap_seconds_bucket{le="0.05"} 2
+sluice_event_gap_seconds_bucket{le="0.1"} 2
+sluice_event_gap_seconds_bucket{le="0.25"} 2
+sluice_event_gap_seconds_bucket{le="0.5"} 2
+sluice_event_gap_seconds_bucket{le="1"} 2
+sluice_event_gap_seconds_bucket{le="2.5"} 2
+sluice_event_gap_seconds_bucket{le="5"} 2
+sluice_event_gap_seconds_bucket{le="10"} 2
+sluice_event_gap_seconds_bucket{le="30"} 2
+sluice_event_gap_seconds_bucket{le="60"} 2
+sluice_event_gap_seconds_bucket{le="+Inf"} 2
+sluice_event_gap_seconds_sum 0.0205
+sluice_event_gap_seconds_count 2
+
+"""#
+}
+
+/// A small reader of the text format for structural checks.
+enum PrometheusCheck {
+    /// Sample lines as `name{labels}` → value text.
+    static func samples(_ text: String) -> [String: String] {
+        var result: [String: String] = [:]
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " ") else { continue }
+            result[String(line[..<space])] = String(line[line.index(after: space)...])
+        }
+        return result
+    }
+
+    /// Problems found: a sample before its `# TYPE`, a family without `# HELP`, names without the
+    /// `sluice_` prefix, counters without `_total`, non-numeric values, histogram buckets not
+    /// cumulative or not ending in `+Inf`, `_count` different from the `+Inf` bucket.
+    static func check(_ text: String) -> [String] {
+        var issues: [String] = []
+        guard text.hasSuffix("\n") else { return ["no final newline"] }
+        var types: [String: String] = [:]
+        var helped: Set<String> = []
+        var lastBucket: (family: String, bound: Double, value: Double)?
+        var infBuckets: [String: Double] = [:]
+        for line in text.split(separator: "\n").map(String.init) {
+            if line.hasPrefix("# HELP ") {
+                helped.insert(String(line.dropFirst(7).prefix { $0 != " " }))
+                continue
+            }
+            if line.hasPrefix("# TYPE ") {
+                let parts = line.dropFirst(7).split(separator: " ")
+                guard parts.count == 2 else { issues.append("bad TYPE: \(line)"); continue }
+                let name = String(parts[0])
+                types[name] = String(parts[1])
+                if !helped.contains(name) { issues.append("TYPE before HELP: \(name)") }
+                if !name.hasPrefix("sluice_") { issues.append("no prefix: \(name)") }
+                if parts[1] == "counter" && !name.hasSuffix("_total") { issues.append("counter without _total: \(name)") }
+                continue
+            }
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else {
+                issues.append("bad sample: \(line)")
+                continue
+            }
+            let series = line[..<space]
+            let name = String(series.prefix { $0 != "{" })
+            let family = types[name] != nil ? name
+                : ["_bucket", "_sum", "_count"].compactMap { name.hasSuffix($0) ? String(name.dropLast($0.count)) : nil }.first ?? name
+            guard let type = types[family] else {
+                issues.append("sample without TYPE: \(line)")
+                continue
+            }
+            guard type == "histogram" else { continue }
+            if name.hasSuffix("_bucket") {
+                guard let range = series.range(of: "le=\""), let end = series[range.upperBound...].firstIndex(of: "\"") else {
+                    issues.append("bucket without le: \(line)")
+                    continue
+                }
+                let label = series[range.upperBound..<end]
+                let bound = label == "+Inf" ? Double.infinity : Double(label) ?? .nan
+                if let last = lastBucket, last.family == family {
+                    if !(bound > last.bound) { issues.append("le not ascending: \(line)") }
+                    if value < last.value { issues.append("buckets not cumulative: \(line)") }
+                }
+                lastBucket = (family, bound, value)
+                if bound == .infinity { infBuckets[family] = value }
+            } else if name.hasSuffix("_count") {
+                if infBuckets[family] != value { issues.append("_count \(value) differs from +Inf bucket of \(family)") }
+                if lastBucket?.bound != .infinity { issues.append("last bucket of \(family) is not +Inf") }
+            }
+        }
+        return issues
+    }
+}
