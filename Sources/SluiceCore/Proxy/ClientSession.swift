@@ -90,13 +90,12 @@ final class ClientSession: TimerHeapElement {
     /// Borrowed from the loop only while a head is partly parsed: their field tables are the largest
     /// part of a session, and an established stream needs none.
     private var parsers: HeadParsers?
-    private var requestChunks: ChunkedDecoder
-    private var responseChunks: ChunkedDecoder
     private var upstream: UpstreamConnection?
     private var routeIndex = 0
     // Copied from the route when an exchange starts, so the per-chunk path reads plain fields.
     private var upstreamIndex = 0
     private var maxRequestBody: Int64 = 0
+    private var captureResponseBytes = 0
     private var timeouts: Timeouts
     private let highWatermark: Int
     private let lowWatermark: Int
@@ -121,8 +120,14 @@ final class ClientSession: TimerHeapElement {
     private var requestsServed = 0
 
     // MARK: loop thread only: what the completion record and metrics need
-    /// Borrowed from the loop for the exchange's lifetime; they read bytes as they pass.
-    private var taps: ExchangeTaps?
+    /// Borrowed from the loop while a request body streams upstream, and while a response body
+    /// streams to the client: an established stream holds only the response side.
+    private var requestObserver: RequestObserver?
+    private var responseObserver: ResponseObserver?
+    /// What the request body said, kept after its observer went back to the loop.
+    private var requestModel: String?
+    private var capturedRequestText: String?
+    private var requestCaptureTruncated = false
     /// An exchange began and its record is not written yet.
     private var recordPending = false
     private var exchangeWallClock: Int64 = 0
@@ -165,8 +170,6 @@ final class ClientSession: TimerHeapElement {
         clientIP = Array(peer.hostString.utf8)
         acceptedAt = loop.now
         idleSince = loop.now
-        requestChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
-        responseChunks = ChunkedDecoder(limits: loop.settings.httpLimits)
         requestID.reserveCapacity(ClientSession.maxRequestIDLength)
         timeouts = loop.settings.timeouts
         highWatermark = loop.settings.highWatermark
@@ -381,9 +384,7 @@ final class ClientSession: TimerHeapElement {
         responseSendEnd = 0
         switch head.framing {
         case .contentLength(let length) where length > 0: requestBody = .contentLength(remaining: length)
-        case .chunked:
-            requestBody = .chunked
-            requestChunks.reset()
+        case .chunked: requestBody = .chunked
         default: requestBody = .complete
         }
         buffer.withReadableSpan { source in
@@ -402,7 +403,8 @@ final class ClientSession: TimerHeapElement {
         routeIndex = index
         routeMatched = true
         let route = settings.routes[index]
-        taps = loop.takeTaps(captureRequest: route.captureRequestBytes, captureResponse: route.captureResponseBytes)
+        captureResponseBytes = route.captureResponseBytes
+        if !requestIsComplete { requestObserver = loop.takeRequestObserver(capture: route.captureRequestBytes) }
         upstreamIndex = route.upstreamIndex
         maxRequestBody = route.maxRequestBody
         timeouts = route.timeouts
@@ -464,7 +466,8 @@ final class ClientSession: TimerHeapElement {
                 requestBytes += Int64(take)
                 requestBody = remaining == Int64(take) ? .complete : .contentLength(remaining: remaining - Int64(take))
             case .chunked:
-                let step = buffer.withReadableSpan(from: requestSendEnd) { requestChunks.next($0) }
+                guard let observer = requestObserver else { return }
+                let step = buffer.withReadableSpan(from: requestSendEnd) { observer.chunks.next($0) }
                 switch step {
                 case .framing(let count):
                     requestSendEnd += count
@@ -487,7 +490,10 @@ final class ClientSession: TimerHeapElement {
                 }
             }
         }
-        if requestIsComplete && requestSentAt == 0 && upstream?.connected == true { requestSentAt = loop.now }
+        if requestIsComplete {
+            finishRequestObservation()
+            if requestSentAt == 0 && upstream?.connected == true { requestSentAt = loop.now }
+        }
         updateClientPause()
     }
 
@@ -678,7 +684,8 @@ final class ClientSession: TimerHeapElement {
                 case .chunked:
                     // Chunk boundaries are tracked to find the end and to hand the payload to the tap;
                     // the bytes themselves go out unchanged.
-                    let step = buffer.withReadableSpan(from: responseSendEnd) { responseChunks.next($0) }
+                    guard let observer = responseObserver else { return }
+                    let step = buffer.withReadableSpan(from: responseSendEnd) { observer.chunks.next($0) }
                     switch step {
                     case .framing(let count):
                         responseSendEnd += count
@@ -714,7 +721,8 @@ final class ClientSession: TimerHeapElement {
         while buffer.readableCount > 0 {
             let room = out.writableCount
             guard room > 0 else { return false }
-            let step = buffer.withReadableSpan(from: 0, to: min(buffer.readableCount, room)) { responseChunks.next($0) }
+            guard let observer = responseObserver else { return false }
+            let step = buffer.withReadableSpan(from: 0, to: min(buffer.readableCount, room)) { observer.chunks.next($0) }
             switch step {
             case .framing(let count):
                 buffer.consume(count)
@@ -761,7 +769,6 @@ final class ClientSession: TimerHeapElement {
         case .none: body = nil
         case .contentLength(let length): body = length == 0 ? nil : .contentLength(remaining: length)
         case .chunked:
-            responseChunks.reset()
             body = clientIsHTTP10 ? .dechunked : .chunked
         case .untilClose:
             upstreamReusable = false
@@ -781,8 +788,9 @@ final class ClientSession: TimerHeapElement {
         responseStarted = true
         responseStatus = head.status
         responseHeadAt = loop.now
-        taps?.response.reset(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other)
         if body != nil {
+            responseObserver = loop.takeResponseObserver(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other,
+                                                         capture: captureResponseBytes)
             countedAsStream = true
             loop.metrics.addActiveStreams(1)
         }
@@ -1081,6 +1089,9 @@ final class ClientSession: TimerHeapElement {
         pausedTotal = 0
         peakQueued = 0
         recordTraceparent = nil
+        requestModel = nil
+        capturedRequestText = nil
+        requestCaptureTruncated = false
         guard let head, let source else {
             recordMethod = ""
             recordPath = ""
@@ -1096,20 +1107,32 @@ final class ClientSession: TimerHeapElement {
 
     /// Request body payload on its way upstream.
     private func observeRequest(_ buffer: ByteBuffer, _ range: Range<Int>) {
-        guard let taps, !range.isEmpty else { return }
-        buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { taps.request.observe($0) }
+        guard let observer = requestObserver, !range.isEmpty else { return }
+        buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { observer.tap.observe($0) }
     }
 
     /// Response body payload on its way to the client; feeds the inter-event gap histogram as events complete.
     private func observeResponse(_ buffer: ByteBuffer, _ range: Range<Int>) {
-        guard let taps, !range.isEmpty else { return }
-        let eventsBefore = taps.response.dispatchedEventCount
-        let previous = taps.response.latestEventAt
+        guard let observer = responseObserver, !range.isEmpty else { return }
+        let eventsBefore = observer.tap.dispatchedEventCount
+        let previous = observer.tap.latestEventAt
         let now = loop.now
-        buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { taps.response.observe($0, now: now) }
-        if let previous, taps.response.dispatchedEventCount > eventsBefore {
+        buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { observer.tap.observe($0, now: now) }
+        if let previous, observer.tap.dispatchedEventCount > eventsBefore {
             loop.metrics.observe(.eventGap, milliseconds: Double(now - previous))
         }
+    }
+
+    /// The request body is complete (or abandoned): keep what its tap learned and give the tap back.
+    private func finishRequestObservation() {
+        guard let observer = requestObserver else { return }
+        requestObserver = nil
+        requestModel = observer.tap.model
+        if observer.capturing {
+            capturedRequestText = observer.tap.withCapturedBody { ClientSession.text($0) }
+            requestCaptureTruncated = observer.tap.captureTruncated
+        }
+        loop.giveRequestObserver(observer)
     }
 
     /// Writes the exchange's record (once) to the side queue and counts it in the metrics.
@@ -1134,25 +1157,26 @@ final class ClientSession: TimerHeapElement {
         record.peakQueuedBytes = peakQueued
         record.end = exchangeEnd ?? .complete
         record.error = exchangeError
-        if let taps {
-            taps.response.finish(now: now)
-            let observation = taps.response.observation
+        finishRequestObservation()
+        record.model = requestModel
+        record.capturedRequestBody = capturedRequestText
+        record.captureTruncated = requestCaptureTruncated
+        if let observer = responseObserver {
+            observer.tap.finish(now: now)
+            let observation = observer.tap.observation
             record.sseEvents = observation.eventCount
             record.ttftMilliseconds = observation.firstDataEventAt.map { Double($0 - exchangeStartedAt) }
             record.maxGapMilliseconds = Double(observation.maxGap)
-            record.model = observation.model ?? taps.request.model
+            if let model = observation.model { record.model = model }
             record.usage = observation.usage.map {
                 CompletionRecord.Usage(promptTokens: $0.promptTokens, completionTokens: $0.completionTokens, totalTokens: $0.totalTokens)
             }
-            if taps.capturesRequest {
-                record.capturedRequestBody = taps.request.withCapturedBody { ClientSession.text($0) }
+            if observer.capturing {
+                record.capturedResponseText = observer.tap.withCapturedText { ClientSession.text($0) }
+                record.captureTruncated = record.captureTruncated || observer.tap.captureTruncated
             }
-            if taps.capturesResponse {
-                record.capturedResponseText = taps.response.withCapturedText { ClientSession.text($0) }
-            }
-            record.captureTruncated = taps.request.captureTruncated || taps.response.captureTruncated
-            self.taps = nil
-            loop.giveTaps(taps)
+            responseObserver = nil
+            loop.giveResponseObserver(observer)
         }
         if countedAsStream {
             countedAsStream = false

@@ -47,7 +47,8 @@ public final class ProxyLoop {
     private var pools: [[UpstreamConnection]]
     let bufferPool: BufferPool
     private var parserPool: [HeadParsers] = []
-    private var tapPool: [ExchangeTaps] = []
+    private var requestObservers: [RequestObserver] = []
+    private var responseObservers: [ResponseObserver] = []
     private(set) var now: Int64
     private var randomState: UInt64
     private var lastHousekeeping: Int64 = 0
@@ -323,23 +324,31 @@ public final class ProxyLoop {
 
     private static let maxPooledParsers = 1024
 
-    /// Lends reset taps for an exchange; routes that capture get freshly sized ones (capture is an
-    /// audit option, rare and per exchange, so its allocation is accepted there).
-    func takeTaps(captureRequest: Int, captureResponse: Int) -> ExchangeTaps {
-        let taps: ExchangeTaps
-        if captureRequest == 0 && captureResponse == 0, let pooled = tapPool.popLast() {
-            taps = pooled
-        } else {
-            taps = ExchangeTaps(requestScanLimit: settings.requestBodyScanLimit, captureRequest: captureRequest, captureResponse: captureResponse)
-        }
-        taps.request.reset()
-        taps.response.reset(kind: .other)
-        return taps
+    /// Lends a reset request observer; one that captures is made for the exchange and not pooled
+    /// (capture is a rare per-route audit option, so its allocation is accepted there).
+    func takeRequestObserver(capture: Int) -> RequestObserver {
+        let observer = capture == 0 ? requestObservers.popLast() : nil
+        let lent = observer ?? RequestObserver(limits: settings.httpLimits, scanLimit: settings.requestBodyScanLimit, capture: capture)
+        lent.chunks.reset()
+        lent.tap.reset()
+        return lent
     }
 
-    func giveTaps(_ taps: ExchangeTaps) {
-        guard !taps.capturesRequest && !taps.capturesResponse, tapPool.count < ProxyLoop.maxPooledParsers else { return }
-        tapPool.append(taps)
+    func giveRequestObserver(_ observer: RequestObserver) {
+        if !observer.capturing && requestObservers.count < ProxyLoop.maxPooledParsers { requestObservers.append(observer) }
+    }
+
+    /// Lends a response observer reset for a body of `kind`.
+    func takeResponseObserver(kind: ResponseTap.Kind, capture: Int) -> ResponseObserver {
+        let observer = capture == 0 ? responseObservers.popLast() : nil
+        let lent = observer ?? ResponseObserver(limits: settings.httpLimits, capture: capture)
+        lent.chunks.reset()
+        lent.tap.reset(kind: kind)
+        return lent
+    }
+
+    func giveResponseObserver(_ observer: ResponseObserver) {
+        if !observer.capturing && responseObservers.count < ProxyLoop.maxPooledParsers { responseObservers.append(observer) }
     }
 
     /// A cheap per-loop random stream (wyrand) for request ids; not for secrets.

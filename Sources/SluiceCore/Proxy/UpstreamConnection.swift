@@ -41,18 +41,30 @@ final class HeadParsers {
     }
 }
 
-/// The request and response taps of one exchange, lent by the loop for the exchange's lifetime.
-/// Taps without capture are pooled; a route that captures gets taps sized for it.
-final class ExchangeTaps {
-    var request: RequestTap
-    var response: ResponseTap
-    let capturesRequest: Bool
-    let capturesResponse: Bool
+/// What reads a request body on its way upstream: its chunked framing and the JSON tap. Lent by the
+/// loop while the body streams; pooled unless it captures (capture is a rare per-route audit option).
+final class RequestObserver {
+    var chunks: ChunkedDecoder
+    var tap: RequestTap
+    let capturing: Bool
 
-    init(requestScanLimit: Int, captureRequest: Int, captureResponse: Int) {
-        request = RequestTap(maxBodyBytes: requestScanLimit, captureLimit: captureRequest)
-        response = ResponseTap(captureLimit: captureResponse)
-        capturesRequest = captureRequest > 0
-        capturesResponse = captureResponse > 0
+    init(limits: HTTPLimits, scanLimit: Int, capture: Int) {
+        chunks = ChunkedDecoder(limits: limits)
+        tap = RequestTap(maxBodyBytes: scanLimit, captureLimit: capture)
+        capturing = capture > 0
+    }
+}
+
+/// What reads a response body on its way to the client: its chunked framing and the stream tap
+/// (SSE events, timing, usage). Lent by the loop while the body streams.
+final class ResponseObserver {
+    var chunks: ChunkedDecoder
+    var tap: ResponseTap
+    let capturing: Bool
+
+    init(limits: HTTPLimits, capture: Int) {
+        chunks = ChunkedDecoder(limits: limits)
+        tap = ResponseTap(captureLimit: capture)
+        capturing = capture > 0
     }
 }
