@@ -65,7 +65,7 @@ func waitForSignals(_ signals: sigset_t, _ running: RunningProxy) -> Never {
             OpLog.info("SIGHUP: completion log reopened; configuration reload is not implemented yet")
         default:
             OpLog.info("stopping", ["signal": .int(Int(received))])
-            _ = running.completionWriter?.stop(flushWithin: 2_000)
+            if !running.stop(within: 2_000) { OpLog.warn("stopped before every record was written") }
             exit(0)
         }
     }

@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from origin import Origin, echo_handler  # noqa: E402
-from sluice_proc import Sluice, write_config  # noqa: E402
+from sluice_proc import Sluice, write_config, write_routes_config  # noqa: E402
 
 
 class Stack:
@@ -42,6 +42,14 @@ class Stack:
         cfg = write_config(self.tmp_path / f"sluice{self._n}.conf", port, workers=workers,
                            timeouts=timeouts, limits=limits)
         return self.sluice(["--config", str(cfg)])
+
+    def routes_proxy(self, upstreams: dict, routes: list, **kw) -> Sluice:
+        """sluice from a config file with several upstreams/routes and optional log/admin blocks
+        (the keywords of `write_routes_config`); `sluice_kw` goes to `Sluice`."""
+        self._n += 1
+        sluice_kw = kw.pop("sluice_kw", {})
+        cfg = write_routes_config(self.tmp_path / f"sluice{self._n}.conf", upstreams=upstreams, routes=routes, **kw)
+        return self.sluice(["--config", str(cfg)], **sluice_kw)
 
     def close(self) -> list[str]:
         """Stop everything; returns the sluices that had died before the end of the test."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -37,10 +38,79 @@ def write_config(path: Path, upstream_port: int, *, workers: int = 1,
     return path
 
 
+def write_routes_config(path: Path, *, upstreams: dict, routes: list, workers: int = 1,
+                        timeouts: Optional[dict] = None, limits: Optional[dict] = None,
+                        log: Optional[dict] = None, admin: Optional[str] = None,
+                        listen: str = "127.0.0.1:0") -> Path:
+    """Write a config file with several upstreams and routes, and optional log/admin blocks.
+
+    `upstreams` maps a name to a server URL; `routes` is a list of (prefix, upstream name,
+    {route key: value}) in file order; `log` holds the keys of the `log { }` block; `admin` is
+    the admin listener's address (no admin block when None).
+    """
+    lines = [f"listen {listen}", f"workers {workers}"]
+    for block, keys in (("timeouts", timeouts), ("limits", limits), ("log", log)):
+        if keys:
+            lines.append(block + " {")
+            lines += [f"    {k} {v}" for k, v in keys.items()]
+            lines.append("}")
+    if admin is not None:
+        lines += ["admin {", f"    listen {admin}", "}"]
+    for name, url in upstreams.items():
+        lines += [f"upstream {name} {{", f"    server {url}", "}"]
+    for prefix, upstream, keys in routes:
+        lines += [f"route {prefix} {{", f"    upstream {upstream}"]
+        lines += [f"    {k} {v}" for k, v in (keys or {}).items()]
+        lines.append("}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete line of a completion log parsed as JSON ([] if the file does not exist).
+
+    A trailing line without its newline (a write in progress) is left out; any complete line
+    that is not a JSON object fails the test.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return []
+    out = []
+    for raw in data.split(b"\n")[:-1]:
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            raise AssertionError(f"{path}: completion log line is not JSON: {raw[:300]!r}")
+        if not isinstance(obj, dict):
+            raise AssertionError(f"{path}: completion log line is not a JSON object: {raw[:300]!r}")
+        out.append(obj)
+    return out
+
+
+def wait_records(paths, count: int, timeout: float = 5.0, settle: float = 0.15) -> list[dict]:
+    """Poll the log file(s) until they hold at least `count` records, then wait `settle` s more
+    (the writer drains every ~20 ms) so that extra records would show up too; returns all records.
+    Fails after `timeout` s with what was there."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    deadline = time.monotonic() + timeout
+    while True:
+        recs = [r for p in paths for r in read_jsonl(p)]
+        if len(recs) >= count:
+            time.sleep(settle)
+            return [r for p in paths for r in read_jsonl(p)]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"completion log holds {len(recs)} records after {timeout}s, expected {count}: "
+                                 + "; ".join(f"{r.get('method')} {r.get('path')} {r.get('end')}" for r in recs))
+        time.sleep(0.02)
+
+
 class Sluice:
     """A running sluice process; stderr is drained by a thread and kept as lines."""
 
-    def __init__(self, args: list[str], *, wait_ready: bool = True, env: Optional[dict] = None):
+    def __init__(self, args: list[str], *, wait_ready: bool = True, env: Optional[dict] = None,
+                 drain_stdout: bool = True):
         if not os.access(SLUICE_BIN, os.X_OK):
             raise AssertionError(f"sluice binary not found at {SLUICE_BIN} (set SLUICE_BIN or run swift build)")
         self.args = [SLUICE_BIN] + args
@@ -55,7 +125,9 @@ class Sluice:
         self._t_err = threading.Thread(target=self._drain_stderr, daemon=True)
         self._t_out = threading.Thread(target=self._drain_stdout, daemon=True)
         self._t_err.start()
-        self._t_out.start()
+        #: drain_stdout=False leaves stdout a pipe nobody reads (a blocked log sink).
+        if drain_stdout:
+            self._t_out.start()
         if wait_ready:
             self.wait_ready()
 
@@ -100,6 +172,44 @@ class Sluice:
     def port(self) -> int:
         listener = self.ready["listeners"][0]
         return int(str(listener).rsplit(":", 1)[1])
+
+    @property
+    def admin_port(self) -> int:
+        """The admin listener's port, from the ready line's `"admin"`."""
+        admin = self.ready.get("admin")
+        assert admin, f"ready line has no admin address: {self.ready}"
+        return int(str(admin).rsplit(":", 1)[1])
+
+    def scrape(self, path: str = "/metrics", timeout: float = 5.0) -> tuple[int, dict, str]:
+        """GET `path` from the admin listener: (status, lower-cased header fields, body text)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read().decode("utf-8")
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+        finally:
+            conn.close()
+
+    def wait_stderr(self, predicate, timeout: float, what: str = "a stderr line") -> dict:
+        """Wait for a stderr JSON object satisfying predicate(obj); returns it or fails."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self.cond:
+            while True:
+                for ln in self.stderr_lines[seen:]:
+                    try:
+                        obj = json.loads(ln)
+                    except ValueError:
+                        continue
+                    if isinstance(obj, dict) and predicate(obj):
+                        return obj
+                seen = len(self.stderr_lines)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no {what} on sluice's stderr within {timeout}s; tail:\n"
+                                         + "\n".join(self.stderr_lines[-10:]))
+                self.cond.wait(min(left, 0.1))
 
     def log_objects(self) -> list[dict]:
         """Every stderr line parsed as JSON; raises AssertionError naming the first non-object."""
@@ -146,7 +256,8 @@ class Sluice:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._t_err.join(2)
-        self._t_out.join(2)
+        if self._t_out.ident is not None:
+            self._t_out.join(2)
         return self.proc.returncode
 
 

@@ -33,6 +33,11 @@ public struct RegistrationTable<Owner> {
         slots[index].generation &+= 1
     }
 
+    /// Every registered owner, e.g. to close all connections at shutdown.
+    public func owners() -> [Owner] {
+        slots.compactMap(\.owner)
+    }
+
     /// The owner for an epoll token, or nil when the token is stale.
     @inline(__always)
     public func owner(for token: UInt64) -> Owner? {

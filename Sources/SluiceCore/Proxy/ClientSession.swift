@@ -357,6 +357,7 @@ final class ClientSession: TimerHeapElement {
             }
         case .failed(let error, _):
             beginRecord(head: nil, source: nil)
+            requestBytes = Int64(buffer.readableCount)
             rejectRequest(status: error.status, type: ErrorResponse.type(for: error.status), message: error.message)
         case .complete(let headLength):
             startExchange(headLength: headLength, head: parsers.request.head)
@@ -1048,6 +1049,15 @@ final class ClientSession: TimerHeapElement {
         }
     }
 
+    /// The process is stopping: an exchange in flight is cut and recorded as `drain`.
+    func shutDown() {
+        if recordPending && exchangeEnd == nil {
+            exchangeEnd = .drain
+            exchangeError = "sluice is shutting down"
+        }
+        close()
+    }
+
     /// Closes the client and anything attached; returns every buffer to the pool.
     func close() {
         guard phase != .closed else { return }
@@ -1118,9 +1128,11 @@ final class ClientSession: TimerHeapElement {
         let previous = observer.tap.latestEventAt
         let now = loop.now
         buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { observer.tap.observe($0, now: now) }
-        if let previous, observer.tap.dispatchedEventCount > eventsBefore {
-            loop.metrics.observe(.eventGap, milliseconds: Double(now - previous))
-        }
+        let newEvents = observer.tap.dispatchedEventCount - eventsBefore
+        guard newEvents > 0 else { return }
+        // One gap per pair of consecutive events: events completed by the same read are 0 ms apart.
+        if let previous { loop.metrics.observe(.eventGap, milliseconds: Double(now - previous)) }
+        for _ in 1..<newEvents { loop.metrics.observe(.eventGap, milliseconds: 0) }
     }
 
     /// The request body is complete (or abandoned): keep what its tap learned and give the tap back.

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// One worker: an epoll loop on its own thread that accepts on its SO_REUSEPORT listeners and owns
 /// every client session it accepted and their upstream connections, so the data path takes no locks.
@@ -60,6 +61,7 @@ public final class ProxyLoop {
 
     // MARK: any thread
     private let wakeup: WakeupFD
+    private let stopRequested = Atomic<Bool>(false)
 
     /// Creates a loop that takes ownership of `listenerFDs` (bound, listening, non-blocking sockets).
     public init(index: Int, settings: ProxySettings, listenerFDs: [Int32], metrics: LoopMetrics,
@@ -81,9 +83,16 @@ public final class ProxyLoop {
         try epoll.addReadable(wakeup.rawValue, token: table.register(wakeup.rawValue, .wakeup))
     }
 
-    /// Runs the loop on the calling thread; never returns.
-    public func run() -> Never {
-        while true {
+    /// Asks the loop to stop (any thread): it closes its listeners and connections, recording
+    /// exchanges in flight as `drain`, and `run` returns.
+    public func requestStop() {
+        stopRequested.store(true, ordering: .releasing)
+        wakeup.signal()
+    }
+
+    /// Runs the loop on the calling thread until `requestStop`.
+    public func run() {
+        while !stopRequested.load(ordering: .acquiring) {
             let count = epoll.wait(timeoutMilliseconds: waitTimeout())
             now = Syscall.monotonicMilliseconds()
             for position in 0..<count {
@@ -95,6 +104,15 @@ public final class ProxyLoop {
                 housekeeping()
             }
         }
+        for owner in table.owners() {
+            switch owner {
+            case .client(let session): session.shutDown()
+            case .upstream(let connection): closeUpstream(connection)
+            case .listener(let position): table.unregister(listeners[position].rawFD)
+            case .wakeup: break
+            }
+        }
+        listeners.removeAll()
     }
 
     private func waitTimeout() -> Int32 {

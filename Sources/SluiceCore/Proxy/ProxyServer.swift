@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// What a started proxy exposes to the process that runs it (signals, shutdown).
 public struct RunningProxy: Sendable {
@@ -9,6 +10,27 @@ public struct RunningProxy: Sendable {
     /// The completion-log writer, when a sink is configured (SIGHUP calls `reopen`).
     public var completionWriter: CompletionWriter?
     public var metrics: MetricsRegistry
+    let loops: [LoopHandoff]
+    let stoppedLoops: StopCounter
+
+    /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
+    /// `milliseconds` for them, then flushes the completion log. Returns false if something did not finish.
+    public func stop(within milliseconds: Int) -> Bool {
+        loops.forEach { $0.loop.requestStop() }
+        let deadline = Syscall.monotonicMilliseconds() + Int64(milliseconds)
+        while stoppedLoops.count < loops.count && Syscall.monotonicMilliseconds() < deadline {
+            Syscall.sleep(milliseconds: 5)
+        }
+        let flushed = completionWriter?.stop(flushWithin: max(100, Int(deadline - Syscall.monotonicMilliseconds()))) ?? true
+        return flushed && stoppedLoops.count == loops.count
+    }
+}
+
+/// How many loops have returned from `run`.
+final class StopCounter: Sendable {
+    private let stopped = Atomic<Int>(0)
+    var count: Int { stopped.load(ordering: .acquiring) }
+    func add() { stopped.add(1, ordering: .releasing) }
 }
 
 /// Binds the listeners and starts one `ProxyLoop` thread per worker.
@@ -65,17 +87,24 @@ public enum ProxyServer {
                 throw StartError("admin listener \(address): \(error.description)")
             }
         }
+        var handoffs: [LoopHandoff] = []
+        let stopped = StopCounter()
         do {
             for worker in 0..<config.workers {
                 let loop = try ProxyLoop(index: worker, settings: settings, listenerFDs: perWorker[worker],
                                          metrics: metrics.loop(worker), completions: queue?.producer(worker))
                 let handoff = LoopHandoff(loop)
-                try LoopThread.spawn(name: "sluice-w\(worker)") { handoff.take().run() }
+                handoffs.append(handoff)
+                try LoopThread.spawn(name: "sluice-w\(worker)") {
+                    handoff.loop.run()
+                    stopped.add()
+                }
             }
         } catch {
             throw StartError(error.description)
         }
-        return RunningProxy(listeners: bound, admin: admin, completionWriter: writer, metrics: metrics)
+        return RunningProxy(listeners: bound, admin: admin, completionWriter: writer, metrics: metrics,
+                            loops: handoffs, stoppedLoops: stopped)
     }
 
     private static func completionSinks(_ log: LogConfig) -> [CompletionSink] {
@@ -93,9 +122,9 @@ public struct StartError: Error, CustomStringConvertible {
 }
 
 /// Moves a loop built on the main thread to the thread that will own it.
-private final class LoopHandoff: @unchecked Sendable {
-    // @unchecked: the loop is touched by the main thread only before spawn, and by its worker after.
-    private let loop: ProxyLoop
+final class LoopHandoff: @unchecked Sendable {
+    // @unchecked: the loop is touched by the main thread only before spawn, and by its worker after,
+    // except `requestStop`, which is thread-safe (an atomic flag and an eventfd).
+    let loop: ProxyLoop
     init(_ loop: ProxyLoop) { self.loop = loop }
-    func take() -> ProxyLoop { loop }
 }
