@@ -4,7 +4,7 @@
  * measures the proxy, not the backend: every response is generated without
  * allocation on the hot path and each SSE event costs one write().
  *
- *   GET  /sse?events=N&interval_ms=T&size=B
+ *   GET  /sse?events=N&interval_ms=T&size=B   (or interval_us=U for finer pacing)
  *        chunked text/event-stream; N events (0 = until the client leaves),
  *        one every T ms (0 = as fast as the socket takes them), each B bytes:
  *        "data: <send ns> <seq> xxx...\n\n". <send ns> is CLOCK_MONOTONIC read
@@ -427,6 +427,8 @@ static int start_request(struct conn *c)
     if (METHOD_IS("GET") && PATH_IS("/sse")) {
         c->ev_total = query_u64(q, qend, "events", 10);
         c->interval_ns = query_u64(q, qend, "interval_ms", 0) * 1000000u;
+        uint64_t us = query_u64(q, qend, "interval_us", 0);
+        if (us) c->interval_ns = us * 1000u;
         c->ev_size = (size_t)query_u64(q, qend, "size", 64);
         if (c->ev_size > MAX_EVENT) c->ev_size = MAX_EVENT;
         c->ev_sent = 0;

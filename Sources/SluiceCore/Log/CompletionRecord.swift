@@ -76,7 +76,7 @@ public struct CompletionRecord: Sendable {
     public var requestID: String
     /// The client's `traceparent` (W3C Trace Context) if it sent one.
     public var traceparent: String?
-    /// The client's address, `ip:port`.
+    /// The client's IP address (the peer of the connection; no port, so records group by client).
     public var clientAddress: String
     /// The matched route's prefix; nil when no route matched.
     public var route: String?
