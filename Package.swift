@@ -16,7 +16,11 @@ let package = Package(
         .target(name: "CSluiceLinux"),
         .target(
             name: "SluiceCore",
-            dependencies: ["CSluiceLinux", "COpenSSL"]
+            dependencies: ["CSluiceLinux", "COpenSSL"],
+            // Release builds skip the dynamic exclusivity checks: each class-property access on the
+            // data path otherwise costs a runtime call (about 10% of the forwarding CPU in a profile).
+            // Debug builds and `swift test` keep them.
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(name: "SluiceOrigin", dependencies: ["SluiceCore"]),
         .executableTarget(name: "sluice", dependencies: ["SluiceCore", "SluiceOrigin"]),

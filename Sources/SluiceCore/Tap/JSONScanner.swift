@@ -151,6 +151,17 @@ struct JSONScanner: Sendable {
     mutating func next(_ bytes: Span<UInt8>) -> JSONStep {
         var index = 0
         while index < bytes.count {
+            if state == .string {
+                // Most bytes of an LLM chunk sit inside strings (content deltas): take a plain run at
+                // once and leave only its terminator to the byte machine.
+                let runEnd = Self.plainStringRunEnd(bytes, from: index)
+                if runEnd > index {
+                    flushSurrogate()
+                    text.append(contentsOf: bytes.extracting(index..<runEnd))
+                    index = runEnd
+                    continue
+                }
+            }
             switch consume(bytes[index]) {
             case .more:
                 index += 1
@@ -164,6 +175,20 @@ struct JSONScanner: Sendable {
             }
         }
         return .needMore
+    }
+
+    /// The end of the run of string bytes from `start` that need no grammar: up to the first quote,
+    /// backslash or control byte.
+    private static func plainStringRunEnd(_ bytes: Span<UInt8>, from start: Int) -> Int {
+        bytes.withUnsafeBufferPointer { buffer -> Int in
+            var index = start
+            while index < buffer.count {
+                let byte = buffer[index]
+                if byte == TapByte.quote || byte == TapByte.backslash || byte < 0x20 { return index }
+                index += 1
+            }
+            return index
+        }
     }
 
     /// Ends the text: completes a top-level number (returned), or fails the document if a value is unfinished.

@@ -250,14 +250,34 @@ public struct ResponseTap: Sendable {
     }
 
     /// The offset of the first CR or LF at or after `start`, or `bytes.count`.
+    ///
+    /// Data lines are nearly all of an SSE body, so this is the tap's hot loop: it tests eight bytes
+    /// per step (SWAR: after XOR with the pattern, a word holds a zero byte iff it held that byte;
+    /// measured faster here than `SIMD16`, whose mask reduction does not vectorize) and goes byte by
+    /// byte only for the tail.
     private static func lineEnd(in bytes: Span<UInt8>, from start: Int) -> Int {
-        var index = start
-        while index < bytes.count {
-            let byte = bytes[index]
-            if byte == TapByte.lineFeed || byte == TapByte.carriageReturn { return index }
-            index += 1
+        bytes.withUnsafeBufferPointer { buffer -> Int in
+            let count = buffer.count
+            guard let base = buffer.baseAddress else { return count }
+            var index = start
+            let lows: UInt64 = 0x0101_0101_0101_0101
+            let highs: UInt64 = 0x8080_8080_8080_8080
+            let lineFeeds = lows &* UInt64(TapByte.lineFeed)
+            let carriageReturns = lows &* UInt64(TapByte.carriageReturn)
+            while index + 8 <= count {
+                let word = UnsafeRawPointer(base + index).loadUnaligned(as: UInt64.self)
+                let lf = word ^ lineFeeds
+                let cr = word ^ carriageReturns
+                if ((lf &- lows) & ~lf | (cr &- lows) & ~cr) & highs != 0 { break }
+                index += 8
+            }
+            while index < count {
+                let byte = base[index]
+                if byte == TapByte.lineFeed || byte == TapByte.carriageReturn { return index }
+                index += 1
+            }
+            return count
         }
-        return index
     }
 
     private mutating func startFieldName(now: Int64) {

@@ -30,6 +30,14 @@ struct InlineText: Sendable {
         }
     }
 
+    /// Appends a run of bytes, keeping what fits and recording the rest as dropped.
+    mutating func append(contentsOf bytes: Span<UInt8>) {
+        let kept = min(bytes.count, Self.capacity - count)
+        for offset in 0..<kept { storage[count + offset] = bytes[offset] }
+        count += kept
+        if kept < bytes.count { overflowed = true }
+    }
+
     /// Whether the text is exactly `literal`'s UTF-8 bytes (and was not cut).
     func equals(_ literal: StaticString) -> Bool {
         guard !overflowed else { return false }
