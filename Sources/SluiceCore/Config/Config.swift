@@ -36,6 +36,12 @@ public struct Config: Sendable, Equatable {
     public var admin: ListenAddress?
     /// The file this configuration came from, or nil when it was built from flags alone.
     public var sourcePath: String?
+    /// Rate-limit rules (`limit NAME { }` blocks) in declaration order; names are unique and
+    /// routes refer to them by index (``RouteConfig/limits``).
+    public var rateLimits: [RateLimitRuleConfig]
+    /// Peers whose `X-Forwarded-For` is believed when keying `key client` rules (see
+    /// ``ForwardedFor``); empty means the connection's peer is always the client.
+    public var trustedProxies: [IPRange]
 
     /// Creates a configuration from already-validated parts. `routes` is sorted longest
     /// prefix first; nothing else is checked (the parser is where validation lives).
@@ -48,7 +54,9 @@ public struct Config: Sendable, Equatable {
         limits: Limits = Limits(),
         log: LogConfig = LogConfig(),
         admin: ListenAddress? = nil,
-        sourcePath: String? = nil
+        sourcePath: String? = nil,
+        rateLimits: [RateLimitRuleConfig] = [],
+        trustedProxies: [IPRange] = []
     ) {
         var sorted = routes
         Self.sortLongestPrefixFirst(&sorted)
@@ -61,6 +69,8 @@ public struct Config: Sendable, Equatable {
         self.log = log
         self.admin = admin
         self.sourcePath = sourcePath
+        self.rateLimits = rateLimits
+        self.trustedProxies = trustedProxies
     }
 
     /// Index into ``routes`` of the route serving `path` (the request-target's bytes as
@@ -271,6 +281,9 @@ public struct RouteConfig: Sendable, Equatable {
     /// Bytes of response text kept in this route's completion records (for SSE, the
     /// concatenated `data:` payloads), 0...``maximumCaptureBytes``; 0 (the default) means off.
     public var captureResponseBytes: Int
+    /// Rate-limit rules applied to this route, as indices into ``Config/rateLimits``, in the
+    /// order the route lists them (a request must pass every one); empty means unlimited.
+    public var limits: [Int]
 
     /// Largest capture per direction: 16 MiB. A capture is held in memory until the exchange
     /// ends and then copied into a record, so it bounds per-exchange memory and record size.
@@ -279,7 +292,7 @@ public struct RouteConfig: Sendable, Equatable {
     /// Creates a route from its parts; no validation.
     public init(
         prefix: String, upstream: String, timeouts: Timeouts = Timeouts(), maxRequestBody: Int64 = Limits().maxRequestBody,
-        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0
+        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0, limits: [Int] = []
     ) {
         self.prefix = prefix
         self.upstream = upstream
@@ -287,6 +300,7 @@ public struct RouteConfig: Sendable, Equatable {
         self.maxRequestBody = maxRequestBody
         self.captureRequestBytes = captureRequestBytes
         self.captureResponseBytes = captureResponseBytes
+        self.limits = limits
     }
 }
 

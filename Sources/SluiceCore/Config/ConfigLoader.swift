@@ -129,6 +129,7 @@ extension ConfigDraft {
                     name: upstream.name, scheme: server.scheme, host: server.host, port: server.port,
                     maxIdleConnections: upstream.maxIdle))
         }
+        let resolvedRateLimits = try resolveRateLimits(file: file)
         let names = Set(upstreams.map(\.name))
         var resolvedRoutes: [RouteConfig] = []
         for route in routes {
@@ -143,12 +144,23 @@ extension ConfigDraft {
             for (key, milliseconds) in route.timeoutOverrides {
                 key.apply(milliseconds, to: &merged)
             }
+            var limitIndices: [Int] = []
+            for reference in route.limits {
+                // Names are unique (checked at parse time), so the first match is the rule.
+                guard let index = rateLimits.firstIndex(where: { $0.name == reference.name }) else {
+                    let hint =
+                        rateLimits.isEmpty
+                        ? " (no limit blocks are declared)" : ConfigValues.didYouMean(reference.name, among: rateLimits.map(\.name))
+                    throw fail(reference.line, "route '\(route.prefix)' names unknown limit \(ConfigValues.quoted(reference.name))\(hint)")
+                }
+                limitIndices.append(index)
+            }
             resolvedRoutes.append(
                 RouteConfig(
                     prefix: route.prefix, upstream: upstream, timeouts: merged,
                     maxRequestBody: route.maxRequestBody ?? limits.maxRequestBody,
                     captureRequestBytes: route.captureRequestBytes,
-                    captureResponseBytes: route.captureResponseBytes))
+                    captureResponseBytes: route.captureResponseBytes, limits: limitIndices))
         }
         if upstreams.isEmpty {
             throw fail(0, "no upstream: add a block 'upstream NAME { server URL }'")
@@ -174,7 +186,31 @@ extension ConfigDraft {
             limits: limits,
             log: resolvedLog,
             admin: admin,
-            sourcePath: sourcePath)
+            sourcePath: sourcePath,
+            rateLimits: resolvedRateLimits,
+            trustedProxies: trustedProxies)
+    }
+
+    /// Checks that every `limit` block has a key and at least one limit.
+    /// - Throws: ``ConfigError`` at the block's opening line.
+    private func resolveRateLimits(file: String) throws(ConfigError) -> [RateLimitRuleConfig] {
+        var resolved: [RateLimitRuleConfig] = []
+        for rule in rateLimits {
+            guard let key = rule.key else {
+                throw ConfigError(
+                    file: file, line: rule.line,
+                    message: "limit '\(rule.name)' has no 'key': add 'key header NAME', 'key client' or 'key global' inside the block")
+            }
+            if rule.requests == nil && rule.concurrent == nil && rule.tokens == nil {
+                throw ConfigError(
+                    file: file, line: rule.line,
+                    message: "limit '\(rule.name)' sets no limit: add 'requests N/s', 'concurrent N' or 'tokens N/min' inside the block")
+            }
+            resolved.append(
+                RateLimitRuleConfig(
+                    name: rule.name, key: key, requests: rule.requests, concurrent: rule.concurrent, tokens: rule.tokens))
+        }
+        return resolved
     }
 
     /// Checks the log file's place on disk and resolves `stdout`.

@@ -25,6 +25,26 @@ struct ConfigDraft: Equatable {
         var maxRequestBody: Int64?
         var captureRequestBytes = 0
         var captureResponseBytes = 0
+        /// `limit NAME` directives in order, resolved to rule indices at resolve time so rules
+        /// may be declared after the routes that use them.
+        var limits: [LimitReference] = []
+    }
+
+    /// A route's `limit NAME`, with its line for "unknown limit" errors.
+    struct LimitReference: Equatable {
+        var name: String
+        var line: Int
+    }
+
+    /// A `limit NAME { }` block; the "needs a key and a limit" checks wait for resolve().
+    struct RateLimit: Equatable {
+        var name: String
+        /// Line of `limit NAME {`.
+        var line: Int
+        var key: RateLimitKeySource?
+        var requests: RateLimitRate?
+        var concurrent: Int?
+        var tokens: RateLimitRate?
     }
 
     /// The `log { }` block; `file` and `stdout` stay unresolved until ``ConfigDraft/resolve(file:sourcePath:)``.
@@ -61,6 +81,10 @@ struct ConfigDraft: Equatable {
     var adminLine = 0
     /// Line of `admin {`, for "no listen" errors; 0 when there is no block.
     var adminBlockLine = 0
+    /// `limit` blocks in declaration order; names are unique.
+    var rateLimits: [RateLimit] = []
+    /// `trusted_proxies` ranges in order, all lines together; no duplicates.
+    var trustedProxies: [IPRange] = []
 }
 
 /// Turns the lines of a config file into a ``ConfigDraft``, reporting the first problem with
@@ -84,6 +108,8 @@ struct ConfigParser {
     private var listenLines: [ListenAddress: Int] = [:]
     private var upstreamLines: [String: Int] = [:]
     private var routeLines: [String: Int] = [:]
+    private var rateLimitLines: [String: Int] = [:]
+    private var trustedProxyLines: [IPRange: Int] = [:]
 
     /// Parses a whole file.
     /// - Throws: ``ConfigError`` with `file` and the line of the first problem.
@@ -154,7 +180,9 @@ struct ConfigParser {
             )
         }
         if !opensBlock {
-            throw error(line, "'\(kind.rawValue)' starts a block: write '\(kind.usage)' with the '{' on the same line")
+            // `limit NAME` is also the route directive that applies a rule: say so at the top level.
+            let hint = kind == .limit ? " (inside a route block, 'limit NAME' applies a rule)" : ""
+            throw error(line, "'\(kind.rawValue)' starts a block: write '\(kind.usage)' with the '{' on the same line\(hint)")
         }
         switch kind {
         case .timeouts, .limits, .log, .admin:
@@ -172,7 +200,7 @@ struct ConfigParser {
             case .admin:
                 context = .admin
                 draft.adminBlockLine = line.number
-            case .upstream, .route: preconditionFailure("named blocks are opened below")
+            case .upstream, .route, .limit: preconditionFailure("named blocks are opened below")
             }
         case .upstream:
             let name = try single(values, for: "upstream", expected: "NAME", usage: kind.usage, line: line)
@@ -196,6 +224,19 @@ struct ConfigParser {
             routeLines[prefix] = line.number
             draft.routes.append(ConfigDraft.Route(prefix: prefix, line: line.number))
             context = .route(index: draft.routes.count - 1)
+        case .limit:
+            let name = try single(values, for: "limit", expected: "NAME", usage: kind.usage, line: line)
+            // Same rule as upstream names: the name goes into a quoted RateLimit-Policy string
+            // and a JSON message, so it stays plain.
+            guard ConfigValues.isUpstreamName(name) else {
+                throw error(line, "bad limit name \(ConfigValues.quoted(name)): use 1-64 letters, digits, '_', '-' or '.'")
+            }
+            if let first = rateLimitLines[name] {
+                throw error(line, "duplicate limit '\(name)' (first declared on line \(first))")
+            }
+            rateLimitLines[name] = line.number
+            draft.rateLimits.append(ConfigDraft.RateLimit(name: name, line: line.number))
+            context = .limit(index: draft.rateLimits.count - 1)
         }
         openLine = line.number
         seenInBlock = [:]
@@ -230,8 +271,11 @@ struct ConfigParser {
 
     private mutating func directive(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         guard context.keys.contains(name) else { try rejectUnknownKey(name, line: line) }
-        // Only the top-level `listen` repeats; the admin block takes one address.
-        if context != .top || name != ConfigTopLevelKey.listen.rawValue {
+        // Only the top-level `listen` and `trusted_proxies` and a route's `limit` repeat; the
+        // admin block takes one address.
+        let repeats =
+            context == .top ? ConfigTopLevelKey(rawValue: name)?.repeats == true : (context.block == .route && name == "limit")
+        if !repeats {
             if context == .top {
                 if let first = seenAtTop[name] { throw duplicate(name, first: first, line: line) }
                 seenAtTop[name] = line.number
@@ -260,6 +304,8 @@ struct ConfigParser {
             let text = try single(values, for: name, expected: "ADDRESS", usage: "listen 127.0.0.1:9901", line: line)
             draft.admin = try value(line) { () throws(ConfigValueError) in try ConfigValues.listenAddress(text) }
             draft.adminLine = line.number
+        case .limit(let index):
+            try rateLimit(name, values: values, index: index, line: line)
         }
     }
 
@@ -285,6 +331,20 @@ struct ConfigParser {
             listenLines[address] = line.number
             draft.listeners.append(address)
             draft.listenerLines.append(line.number)
+        case .trustedProxies:
+            if values.isEmpty {
+                throw error(
+                    line, "missing value: 'trusted_proxies' needs one or more address ranges, e.g. 'trusted_proxies 10.0.0.0/8 ::1/128'")
+            }
+            for text in values {
+                let range = try value(line) { () throws(ConfigValueError) in try ConfigValues.ipRange(text) }
+                if let first = trustedProxyLines[range] {
+                    let place = first == line.number ? "earlier on this line" : "first on line \(first)"
+                    throw error(line, "duplicate trusted proxy range '\(range)' (\(place))")
+                }
+                trustedProxyLines[range] = line.number
+                draft.trustedProxies.append(range)
+            }
         case nil:
             preconditionFailure("directive() only dispatches known top-level keys")
         }
@@ -348,6 +408,14 @@ struct ConfigParser {
             } else {
                 draft.routes[index].captureResponseBytes = bytes
             }
+        case "limit":
+            let text = try single(
+                values, for: name, expected: "NAME", usage: "limit per_user",
+                extraHint: "; repeat 'limit' on separate lines to apply several rules", line: line)
+            if let first = draft.routes[index].limits.first(where: { $0.name == text }) {
+                throw error(line, "limit '\(text)' is already applied in route '\(draft.routes[index].prefix)' (line \(first.line))")
+            }
+            draft.routes[index].limits.append(ConfigDraft.LimitReference(name: text, line: line.number))
         default:  // an overridable timeout
             let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
             let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
@@ -397,6 +465,79 @@ struct ConfigParser {
         }
     }
 
+    /// A directive of a `limit` block.
+    private mutating func rateLimit(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
+        switch ConfigRateLimitKey(rawValue: name) {
+        case .key:
+            let forms = ["client", "header", "global"]
+            guard let kind = values.first else {
+                throw error(line, "missing value: 'key' needs client, header NAME or global, e.g. 'key header authorization'")
+            }
+            switch kind {
+            case "client", "global":
+                if values.count > 1 {
+                    throw error(line, "too many values for 'key \(kind)': it takes nothing after '\(kind)'")
+                }
+                draft.rateLimits[index].key = kind == "client" ? .client : .global
+            case "header":
+                guard values.count == 2 else {
+                    throw error(
+                        line,
+                        values.count < 2
+                            ? "missing value: 'key header' needs a header name, e.g. 'key header x-api-key'"
+                            : "too many values for 'key header': expected one header name, got \(values.count - 1)")
+                }
+                let header = try value(line) { () throws(ConfigValueError) in try ConfigValues.headerName(values[1]) }
+                draft.rateLimits[index].key = .header(header)
+            default:
+                throw error(
+                    line,
+                    "bad key \(ConfigValues.quoted(kind)): expected client, header NAME or global\(ConfigValues.didYouMean(kind, among: forms))")
+            }
+        case .requests:
+            guard let text = values.first else {
+                throw error(line, "missing value: 'requests' needs N/s, N/min or N/h, e.g. 'requests 10/s burst 20'")
+            }
+            let rate = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.rate(text, maximum: RateLimitRuleConfig.maximumRequests, what: "requests")
+            }
+            var burst: Int64?
+            if values.count > 1 {
+                guard values[1] == "burst" else {
+                    throw error(
+                        line,
+                        "unexpected \(ConfigValues.quoted(values[1])) after the rate: write 'requests \(text) burst N'\(ConfigValues.didYouMean(values[1], among: ["burst"]))")
+                }
+                guard values.count == 3 else {
+                    throw error(
+                        line,
+                        values.count == 2
+                            ? "missing value: 'burst' needs N, e.g. 'requests \(text) burst 20'"
+                            : "too many values for 'requests': expected 'requests N/UNIT [burst N]'")
+                }
+                burst = try value(line) { () throws(ConfigValueError) in
+                    Int64(try ConfigValues.integer(values[2], in: 1...Int(RateLimitRuleConfig.maximumRequests), what: "burst"))
+                }
+            }
+            draft.rateLimits[index].requests = RateLimitRate(count: rate.count, periodMilliseconds: rate.periodMilliseconds, burst: burst)
+        case .concurrent:
+            let text = try single(values, for: name, expected: "N", usage: "concurrent 4", line: line)
+            draft.rateLimits[index].concurrent = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.integer(text, in: 1...RateLimitRuleConfig.maximumConcurrent, what: "concurrent")
+            }
+        case .tokens:
+            let text = try single(
+                values, for: name, expected: "N/s, N/min or N/h", usage: "tokens 100000/min",
+                extraHint: " (token budgets take no burst: the budget is the burst)", line: line)
+            let rate = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.rate(text, maximum: RateLimitRuleConfig.maximumTokens, what: "tokens")
+            }
+            draft.rateLimits[index].tokens = RateLimitRate(count: rate.count, periodMilliseconds: rate.periodMilliseconds)
+        case nil:
+            preconditionFailure("directive() only dispatches known limit keys")
+        }
+    }
+
     // MARK: Errors
 
     /// Throws the best message for a key not allowed here: wrong block, or unknown with a
@@ -407,7 +548,8 @@ struct ConfigParser {
         for kind in ConfigBlockKind.allCases where kind != context.block && kind.keys.contains(name) {
             homes.append("in " + kind.home)
         }
-        if let kind = ConfigBlockKind(rawValue: name), context != .top {
+        // A block name that is also a key elsewhere (`limit`) gets the "belongs in" message.
+        if let kind = ConfigBlockKind(rawValue: name), context != .top, homes.isEmpty {
             // e.g. "route /x" inside a block without "{": most likely a missing "}".
             throw error(
                 line, "'\(kind.rawValue)' cannot appear inside \(contextName): blocks do not nest (missing '}' for the block opened on line \(openLine)?)")
@@ -488,6 +630,7 @@ struct ConfigParser {
         case .route(let index): "route '\(draft.routes[index].prefix)'"
         case .log: "the 'log' block"
         case .admin: "the 'admin' block"
+        case .limit(let index): "limit '\(draft.rateLimits[index].name)'"
         }
     }
 }

@@ -12,6 +12,8 @@ enum ConfigBlockKind: String, CaseIterable {
     case log
     /// `admin { ... }`: the metrics listener, at most once; absent means no admin listener.
     case admin
+    /// `limit NAME { ... }`: a named rate-limit rule that routes apply with `limit NAME`.
+    case limit
 
     /// Keys allowed inside this block, in the order the example file documents them.
     var keys: [String] {
@@ -21,9 +23,10 @@ enum ConfigBlockKind: String, CaseIterable {
         case .upstream: ["server", "max_idle"]
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
-                + ConfigCaptureKey.allCases.map(\.rawValue)
+                + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit"]
         case .log: ConfigLogKey.allCases.map(\.rawValue)
         case .admin: ["listen"]
+        case .limit: ConfigRateLimitKey.allCases.map(\.rawValue)
         }
     }
 
@@ -36,6 +39,7 @@ enum ConfigBlockKind: String, CaseIterable {
         case .route: "a 'route' block"
         case .log: "the 'log' block"
         case .admin: "the 'admin' block"
+        case .limit: "a 'limit' block"
         }
     }
 
@@ -48,6 +52,7 @@ enum ConfigBlockKind: String, CaseIterable {
         case .route: "route PREFIX {"
         case .log: "log {"
         case .admin: "admin {"
+        case .limit: "limit NAME {"
         }
     }
 }
@@ -58,6 +63,25 @@ enum ConfigTopLevelKey: String, CaseIterable {
     case workers
     /// `listen ADDRESS`, repeatable.
     case listen
+    /// `trusted_proxies RANGE...`, repeatable: peers whose `X-Forwarded-For` is believed.
+    case trustedProxies = "trusted_proxies"
+
+    /// Whether the key may appear on several lines (each adds to a list).
+    var repeats: Bool {
+        self == .listen || self == .trustedProxies
+    }
+}
+
+/// Keys of a `limit` block.
+enum ConfigRateLimitKey: String, CaseIterable {
+    /// `key client|header NAME|global`: whose budget (``RateLimitRuleConfig/key``).
+    case key
+    /// `requests N/UNIT [burst B]`: the requests token bucket.
+    case requests
+    /// `concurrent N`: exchanges in flight per key.
+    case concurrent
+    /// `tokens N/UNIT`: the LLM-token budget.
+    case tokens
 }
 
 /// Keys of the `limits` block.
@@ -158,6 +182,8 @@ enum ConfigContext: Equatable {
     case log
     /// Inside `admin { }`.
     case admin
+    /// Inside `limit NAME { }`; the index is into ``ConfigDraft/rateLimits``.
+    case limit(index: Int)
 
     /// The block kind, or nil at the top level.
     var block: ConfigBlockKind? {
@@ -169,6 +195,7 @@ enum ConfigContext: Equatable {
         case .route: .route
         case .log: .log
         case .admin: .admin
+        case .limit: .limit
         }
     }
 
