@@ -148,6 +148,12 @@ final class ClientSession: TimerHeapElement {
     /// The queued bytes last added to the loop's gauge, so the gauge moves by deltas.
     private var reportedQueued = 0
     private var countedAsStream = false
+    /// The rate-limit admission of this exchange, released exactly once when its record is written.
+    private var rateLimitGrant: AdmissionGrant?
+    /// Rate-limit fields for the response head (remaining budget), serialized once per exchange.
+    private var rateLimitFields: [UInt8] = []
+    private var rateLimitKeyHash: String?
+    private var rateLimitDecision: String?
 
     // MARK: loop thread only: times (loop milliseconds)
     private let acceptedAt: Int64
@@ -405,6 +411,9 @@ final class ClientSession: TimerHeapElement {
         routeMatched = true
         let route = settings.routes[index]
         captureResponseBytes = route.captureResponseBytes
+        if !route.limits.isEmpty, let limiter = settings.rateLimiter {
+            guard admitRateLimited(limiter, rules: route.limits, head: head, buffer: buffer) else { return }
+        }
         if !requestIsComplete { requestObserver = loop.takeRequestObserver(capture: route.captureRequestBytes) }
         upstreamIndex = route.upstreamIndex
         maxRequestBody = route.maxRequestBody
@@ -779,7 +788,7 @@ final class ClientSession: TimerHeapElement {
         if !requestIsComplete { closeAfterResponse = true }
         let facts = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
-                                           close: closeAfterResponse, dechunk: body == .dechunked)
+                                           close: closeAfterResponse, dechunk: body == .dechunked, extraFields: rateLimitFields)
         }
         guard let facts else {
             upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward",
@@ -950,7 +959,8 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// Sends a response sluice generated (an error), then closes or keeps the connection.
-    private func respond(status: Int, type: String, message: String, closeAfter: Bool, end: CompletionRecord.End) {
+    private func respond(status: Int, type: String, message: String, closeAfter: Bool, end: CompletionRecord.End,
+                         extraFields: [UInt8] = [], body: [UInt8]? = nil) {
         closeUpstream()
         releaseParsers()
         if !recordPending { beginRecord(head: nil, source: nil) }
@@ -963,7 +973,8 @@ final class ClientSession: TimerHeapElement {
         releaseIfEmpty(&upstreamIn)
         let out = takeBuffer(&clientOut)
         out.clear()
-        ErrorResponse.write(into: out, status: status, type: type, message: message, requestID: requestID, close: closeAfter)
+        ErrorResponse.write(into: out, status: status, type: type, message: message, requestID: requestID, close: closeAfter,
+                            extraFields: extraFields, body: body)
         closeAfterResponse = closeAfter
         lastClientWriteProgress = loop.now
         responseStarted = true
@@ -1099,6 +1110,9 @@ final class ClientSession: TimerHeapElement {
         pausedTotal = 0
         peakQueued = 0
         recordTraceparent = nil
+        rateLimitFields = []
+        rateLimitKeyHash = nil
+        rateLimitDecision = nil
         requestModel = nil
         capturedRequestText = nil
         requestCaptureTruncated = false
@@ -1169,6 +1183,8 @@ final class ClientSession: TimerHeapElement {
         record.peakQueuedBytes = peakQueued
         record.end = exchangeEnd ?? .complete
         record.error = exchangeError
+        record.rateLimitKeyHash = rateLimitKeyHash
+        record.rateLimitDecision = rateLimitDecision
         finishRequestObservation()
         record.model = requestModel
         record.capturedRequestBody = capturedRequestText
@@ -1190,6 +1206,14 @@ final class ClientSession: TimerHeapElement {
             responseObserver = nil
             loop.giveResponseObserver(observer)
         }
+        if let grant = rateLimitGrant, let limiter = settings.rateLimiter {
+            // Tokens are charged after the fact, from what the backend reported; then the lease goes back.
+            if let usage = record.usage, usage.totalTokens > 0 {
+                limiter.chargeTokens(grant, tokens: usage.totalTokens, nowNanoseconds: Int64(Syscall.monotonicNanoseconds()))
+            }
+            limiter.release(grant)
+            rateLimitGrant = nil
+        }
         if countedAsStream {
             countedAsStream = false
             loop.metrics.addActiveStreams(-1)
@@ -1200,6 +1224,67 @@ final class ClientSession: TimerHeapElement {
 
     private static func text(_ bytes: Span<UInt8>) -> String {
         String(decoding: (0..<bytes.count).map { bytes[$0] }, as: UTF8.self)
+    }
+
+    /// Takes the route's rate-limit budget for this request; a refused request is answered 429 here and
+    /// never reaches the upstream. Returns false when refused.
+    private func admitRateLimited(_ limiter: RateLimiter, rules: [Int], head: RequestHead, buffer: ByteBuffer) -> Bool {
+        let keys = buffer.withReadableSpan { source in
+            rules.map { rule in rateLimitKey(limiter, rule: rule, head: head, source: source) }
+        }
+        switch limiter.admit(rules: rules, keys: keys, nowNanoseconds: Int64(Syscall.monotonicNanoseconds())) {
+        case .admitted(let grant):
+            rateLimitGrant = grant
+            rateLimitFields = RateLimitHeaders.serialize(RateLimitHeaders.fields(for: grant))
+            rateLimitKeyHash = keys.first?.displayHash
+            rateLimitDecision = "allowed"
+            return true
+        case .rejected(let rejection):
+            rateLimitKeyHash = rejection.key.displayHash
+            rateLimitDecision = "rejected"
+            loop.metrics.countRateLimitRejection(rule: rejection.rule)
+            let message = RateLimitHeaders.message(for: rejection)
+            OpLog.debug("rate limited", ["rule": .string(rejection.name), "key": .string(rejection.key.displayHash)])
+            respond(status: 429, type: "rate_limit_exceeded", message: message, closeAfter: !requestIsComplete || closeAfterResponse,
+                    end: .rejectedRateLimit, extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
+                    body: RateLimitHeaders.body(for: rejection))
+            // The body of a refused request is not forwarded; the connection closes if one is on its way.
+            requestBody = .complete
+            requestSendEnd = 0
+            clientIn?.clear()
+            releaseIfEmpty(&clientIn)
+            upstreamOut.map { loop.bufferPool.give($0) }
+            upstreamOut = nil
+            return false
+        }
+    }
+
+    /// The key a rule counts this request under: the client address (from X-Forwarded-For when the
+    /// peer is a trusted proxy), a request header's value (hashed, never kept), or one global key.
+    private func rateLimitKey(_ limiter: RateLimiter, rule: Int, head: RequestHead, source: Span<UInt8>) -> RateLimitKey {
+        switch settings.rateLimitRules[rule].key {
+        case .global:
+            return limiter.globalKey(rule: rule)
+        case .header(let name):
+            let wanted = Array(name.utf8)
+            for field in head.fields where field.name.count == wanted.count {
+                var same = true
+                for (offset, byte) in wanted.enumerated() where source[field.name.lowerBound + offset] | 0x20 != byte | 0x20 {
+                    same = false
+                    break
+                }
+                if same { return limiter.headerKey(rule: rule, value: field.value.map { source[$0] }) }
+            }
+            return limiter.missingHeaderKey(rule: rule)
+        case .client:
+            let peer = IPAddress(parsing: clientIP) ?? IPAddress(ipv4: 0)
+            guard !settings.trustedProxies.isEmpty else { return limiter.clientKey(rule: rule, address: peer) }
+            let forwarded: [[UInt8]] = head.fields.compactMap { field in
+                fieldNameEquals(source, field.name, "x-forwarded-for") ? field.value.map { source[$0] } : nil
+            }
+            let address = ForwardedFor.clientAddress(peer: peer, forwardedFor: forwarded, trusted: settings.trustedProxies)
+            return limiter.clientKey(rule: rule, address: address)
+        }
     }
 
     /// Moves the loop's queued-bytes gauge by this session's change since the last report.

@@ -84,7 +84,7 @@ enum HeadRewriter {
     /// `requestID` nil writes an interim (1xx) head as is. `dechunk` drops Transfer-Encoding for an HTTP/1.0 client.
     /// Returns nil when the head does not fit in `out`.
     static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
-                                  close: Bool, dechunk: Bool) -> ResponseFacts? {
+                                  close: Bool, dechunk: Bool, extraFields: [UInt8] = []) -> ResponseFacts? {
         var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
         fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
         var facts = ResponseFacts()
@@ -105,6 +105,7 @@ enum HeadRewriter {
         if let requestID {
             fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
         }
+        if !extraFields.isEmpty { fits = fits && extraFields.withUnsafeBufferPointer { out.append($0.span) } }
         if close { fits = fits && out.append("Connection: close\r\n") }
         return fits && out.append("\r\n") ? facts : nil
     }
@@ -123,6 +124,7 @@ enum ErrorResponse {
         case 405: "Method Not Allowed"
         case 408: "Request Timeout"
         case 413: "Content Too Large"
+        case 429: "Too Many Requests"
         case 414: "URI Too Long"
         case 431: "Request Header Fields Too Large"
         case 502: "Bad Gateway"
@@ -144,12 +146,15 @@ enum ErrorResponse {
     }
 
     /// Writes a complete response; errors are rare, so building the body as a String is fine here.
-    static func write(into out: ByteBuffer, status: Int, type: String, message: String, requestID: [UInt8], close: Bool) {
+    /// `extraFields` are serialized header lines; `body` replaces the standard error body (a 429 uses OpenAI's shape).
+    static func write(into out: ByteBuffer, status: Int, type: String, message: String, requestID: [UInt8], close: Bool,
+                      extraFields: [UInt8] = [], body customBody: [UInt8]? = nil) {
         var body = "{\"error\":{\"type\":"
         OpLog.appendQuoted(type, to: &body)
         body += ",\"message\":"
         OpLog.appendQuoted(message, to: &body)
         body += "}}\n"
+        if let customBody { body = String(decoding: customBody, as: UTF8.self) }
         out.append("HTTP/1.1 ")
         out.append(decimal: status)
         out.append(byte: 0x20)
@@ -158,7 +163,9 @@ enum ErrorResponse {
         out.append(decimal: body.utf8.count)
         out.append("\r\nX-Request-Id: ")
         requestID.withUnsafeBufferPointer { _ = out.append($0.span) }
-        out.append(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n")
+        out.append("\r\n")
+        if !extraFields.isEmpty { extraFields.withUnsafeBufferPointer { _ = out.append($0.span) } }
+        out.append(close ? "Connection: close\r\n\r\n" : "\r\n")
         out.append(string: body)
     }
 }

@@ -193,6 +193,8 @@ public final class ProxyLoop {
 
     private func housekeeping() {
         lastHousekeeping = now
+        // One loop sweeps the shared limiter's idle keys; the others would only contend for its locks.
+        if index == 0 { _ = settings.rateLimiter?.sweep(nowNanoseconds: Int64(Syscall.monotonicNanoseconds())) }
         if acceptPaused {
             acceptPaused = false
             for (position, listener) in listeners.enumerated() where listener.pausedUntil != 0 {

@@ -80,7 +80,7 @@ public enum ProxyServer {
             }
         }
         let metrics = MetricsRegistry(workers: config.workers, routes: settings.routes.map { String(decoding: $0.prefix, as: UTF8.self) },
-                                      rateLimitRules: [], logQueue: queue)
+                                      rateLimitRules: config.rateLimits.map(\.name), logQueue: queue)
         var admin: String?
         if let address = config.admin {
             do { admin = try AdminServer.start(address: address, metrics: metrics) } catch {

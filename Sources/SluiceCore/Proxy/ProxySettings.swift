@@ -16,6 +16,8 @@ public struct ProxySettings: Sendable {
         public var maxRequestBody: Int64
         public var captureRequestBytes: Int
         public var captureResponseBytes: Int
+        /// Rate-limit rules applied in order, indices into `rateLimitRules`.
+        public var limits: [Int]
     }
 
     public var upstreams: [Upstream]
@@ -26,6 +28,12 @@ public struct ProxySettings: Sendable {
     public var httpLimits: HTTPLimits
     public var highWatermark: Int
     public var lowWatermark: Int
+    /// The rules' key sources, by rule index.
+    public var rateLimitRules: [RateLimitRuleConfig]
+    /// Peers whose X-Forwarded-For is believed for `key client`.
+    public var trustedProxies: [IPRange]
+    /// Shared by every loop: one key's budget is the same whichever loop serves it.
+    public var rateLimiter: RateLimiter?
     /// Completion records keep the query string.
     public var includeQueryInLog: Bool
     /// JSON request bodies up to this size are read for `model` and `stream`.
@@ -47,13 +55,18 @@ public struct ProxySettings: Sendable {
             Route(prefix: Array(route.prefix.utf8),
                   upstreamIndex: config.upstreams.firstIndex { $0.name == route.upstream } ?? 0,
                   timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
-                  captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes)
+                  captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes,
+                  limits: route.limits)
         }
         routes.sort { $0.prefix.count > $1.prefix.count }
         timeouts = config.timeouts
         httpLimits = HTTPLimits()
         highWatermark = config.limits.highWatermark
         lowWatermark = config.limits.lowWatermark
+        rateLimitRules = config.rateLimits
+        trustedProxies = config.trustedProxies
+        rateLimiter = config.rateLimits.isEmpty ? nil
+            : RateLimiter(rules: config.rateLimits, seed: (Syscall.randomSeed(), Syscall.randomSeed()))
         includeQueryInLog = config.log.includeQuery
         requestBodyScanLimit = config.log.requestBodyScanLimit
     }
