@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <netinet/tcp.h>
 #include <sched.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 

@@ -156,6 +156,8 @@ public final class BufferPool {
     public let bufferCapacity: Int
     private var free: [ByteBuffer] = []
     private let maxFree: Int
+    /// The fewest free buffers since the last `trim`: that many were not needed at any moment.
+    private var fewestFree = 0
 
     /// `maxFree` bounds what the pool keeps after a burst; buffers beyond it are freed.
     public init(bufferCapacity: Int, maxFree: Int = 1024) {
@@ -166,7 +168,11 @@ public final class BufferPool {
 
     /// Returns an empty buffer, reusing a free one when there is one.
     public func take() -> ByteBuffer {
-        if let buffer = free.popLast() { return buffer }
+        if let buffer = free.popLast() {
+            fewestFree = min(fewestFree, free.count)
+            return buffer
+        }
+        fewestFree = 0
         return ByteBuffer(capacity: bufferCapacity)
     }
 
@@ -177,4 +183,15 @@ public final class BufferPool {
     }
 
     public var freeCount: Int { free.count }
+
+    /// Frees the buffers that stayed unused since the last call, keeping `keep` for the next burst.
+    /// Called about once a second: after a burst of connections the pool shrinks back, so the memory
+    /// of idle streams is their own and not the high-water mark of the burst. Returns how many it freed.
+    @discardableResult
+    public func trim(keep: Int) -> Int {
+        let surplus = max(0, fewestFree - keep)
+        if surplus > 0 { free.removeFirst(surplus) }
+        fewestFree = free.count
+        return surplus
+    }
 }

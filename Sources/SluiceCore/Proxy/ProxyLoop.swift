@@ -193,6 +193,7 @@ public final class ProxyLoop {
 
     private func housekeeping() {
         lastHousekeeping = now
+        bufferPool.trim(keep: ProxyLoop.buffersKeptAfterTrim)
         // One loop sweeps the shared limiter's idle keys; the others would only contend for its locks.
         if index == 0 { _ = settings.rateLimiter?.sweep(nowNanoseconds: Int64(Syscall.monotonicNanoseconds())) }
         if acceptPaused {
@@ -343,6 +344,8 @@ public final class ProxyLoop {
     }
 
     private static let maxPooledParsers = 1024
+    /// Free buffers a loop keeps through a quiet second: enough for a few dozen streams to start at once.
+    private static let buffersKeptAfterTrim = 32
 
     /// Lends a reset request observer; one that captures is made for the exchange and not pooled
     /// (capture is a rare per-route audit option, so its allocation is accepted there).

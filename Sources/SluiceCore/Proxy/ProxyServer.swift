@@ -40,6 +40,7 @@ public enum ProxyServer {
     /// loop starts, so an address in use, an unresolvable upstream or an unwritable log is a start-up error.
     public static func start(config: Config) throws(StartError) -> RunningProxy {
         Syscall.ignoreSIGPIPE()
+        Syscall.configureAllocator()
         Syscall.raiseOpenFileLimit()
         let settings: ProxySettings
         do { settings = try ProxySettings(config: config) } catch { throw StartError(error.description) }

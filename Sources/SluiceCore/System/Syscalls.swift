@@ -170,6 +170,12 @@ public enum Syscall {
         return seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed
     }
 
+    /// Makes allocations of 64 KiB and more (the pooled stream buffers) come from mmap, so a buffer
+    /// the pool frees goes back to the kernel at once instead of staying in the heap's resident set.
+    public static func configureAllocator() {
+        _ = mallopt(M_MMAP_THRESHOLD, 64 * 1024)
+    }
+
     /// Ignores SIGPIPE process-wide: a peer that vanished must be an EPIPE, not a crash.
     public static func ignoreSIGPIPE() {
         signal(SIGPIPE, SIG_IGN)

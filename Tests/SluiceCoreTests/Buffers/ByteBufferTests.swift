@@ -66,3 +66,25 @@ import Testing
         #expect(pool.freeCount == 2)
     }
 }
+
+@Suite struct BufferPoolTrimTests {
+    @Test func trimFreesOnlyWhatStayedUnused() {
+        let pool = BufferPool(bufferCapacity: 16)
+        let burst = (0..<10).map { _ in pool.take() }
+        burst.forEach(pool.give)
+        #expect(pool.freeCount == 10)
+        // The burst needed all ten, so the first trim keeps them; nothing was taken after it, so the second frees down to `keep`.
+        #expect(pool.trim(keep: 2) == 0)
+        #expect(pool.trim(keep: 2) == 8)
+        #expect(pool.freeCount == 2)
+    }
+
+    @Test func buffersInUseDuringTheSecondAreKept() {
+        let pool = BufferPool(bufferCapacity: 16)
+        (0..<6).map { _ in pool.take() }.forEach(pool.give)
+        pool.trim(keep: 0)
+        let busy = (0..<4).map { _ in pool.take() }
+        #expect(pool.trim(keep: 0) == 2, "four were in use at the low point, so only two were surplus")
+        busy.forEach(pool.give)
+    }
+}
