@@ -23,7 +23,13 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(name: "SluiceOrigin", dependencies: ["SluiceCore"]),
-        .executableTarget(name: "sluice", dependencies: ["SluiceCore", "SluiceOrigin"]),
+        .executableTarget(
+            name: "sluice",
+            dependencies: ["SluiceCore", "SluiceOrigin"],
+            // Resolve every dynamic symbol at start-up (BIND_NOW) instead of on first call, so the first
+            // requests a fresh process serves do not pay the dynamic linker's lookups.
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "now"])]
+        ),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
     ],
     swiftLanguageModes: [.v6]
