@@ -41,14 +41,25 @@ def write_config(path: Path, upstream_port: int, *, workers: int = 1,
 def write_routes_config(path: Path, *, upstreams: dict, routes: list, workers: int = 1,
                         timeouts: Optional[dict] = None, limits: Optional[dict] = None,
                         log: Optional[dict] = None, admin: Optional[str] = None,
-                        listen: str = "127.0.0.1:0") -> Path:
+                        listen: str = "127.0.0.1:0", trusted_proxies: Optional[str] = None,
+                        rate_limits: Optional[dict] = None) -> Path:
     """Write a config file with several upstreams and routes, and optional log/admin blocks.
 
     `upstreams` maps a name to a server URL; `routes` is a list of (prefix, upstream name,
-    {route key: value}) in file order; `log` holds the keys of the `log { }` block; `admin` is
-    the admin listener's address (no admin block when None).
+    {route key: value}) in file order, where a list value repeats the key (`{"limit": ["a", "b"]}`
+    writes two `limit` lines); `log` holds the keys of the `log { }` block; `admin` is
+    the admin listener's address (no admin block when None); `trusted_proxies` is the value of
+    the top-level `trusted_proxies` line (none when None); `rate_limits` maps a rule name to the
+    keys of its `limit NAME { }` block (`{"per_user": {"key": "header authorization",
+    "requests": "5/s burst 5"}}`).
     """
     lines = [f"listen {listen}", f"workers {workers}"]
+    if trusted_proxies is not None:
+        lines.append(f"trusted_proxies {trusted_proxies}")
+    for name, keys in (rate_limits or {}).items():
+        lines.append(f"limit {name} {{")
+        lines += [f"    {k} {v}" for k, v in keys.items()]
+        lines.append("}")
     for block, keys in (("timeouts", timeouts), ("limits", limits), ("log", log)):
         if keys:
             lines.append(block + " {")
@@ -60,7 +71,8 @@ def write_routes_config(path: Path, *, upstreams: dict, routes: list, workers: i
         lines += [f"upstream {name} {{", f"    server {url}", "}"]
     for prefix, upstream, keys in routes:
         lines += [f"route {prefix} {{", f"    upstream {upstream}"]
-        lines += [f"    {k} {v}" for k, v in (keys or {}).items()]
+        for k, v in (keys or {}).items():
+            lines += [f"    {k} {x}" for x in (v if isinstance(v, (list, tuple)) else [v])]
         lines.append("}")
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -151,7 +151,7 @@ final class ClientSession: TimerHeapElement {
     /// The rate-limit admission of this exchange, released exactly once when its record is written.
     private var rateLimitGrant: AdmissionGrant?
     /// Rate-limit fields for the response head (remaining budget), serialized once per exchange.
-    private var rateLimitFields: [UInt8] = []
+    private var rateLimitFields: [RateLimitHeaderField] = []
     private var rateLimitKeyHash: String?
     private var rateLimitDecision: String?
 
@@ -788,7 +788,7 @@ final class ClientSession: TimerHeapElement {
         if !requestIsComplete { closeAfterResponse = true }
         let facts = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
-                                           close: closeAfterResponse, dechunk: body == .dechunked, extraFields: rateLimitFields)
+                                           close: closeAfterResponse, dechunk: body == .dechunked, rateLimitFields: rateLimitFields)
         }
         guard let facts else {
             upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward",
@@ -1235,7 +1235,7 @@ final class ClientSession: TimerHeapElement {
         switch limiter.admit(rules: rules, keys: keys, nowNanoseconds: Int64(Syscall.monotonicNanoseconds())) {
         case .admitted(let grant):
             rateLimitGrant = grant
-            rateLimitFields = RateLimitHeaders.serialize(RateLimitHeaders.fields(for: grant))
+            rateLimitFields = RateLimitHeaders.fields(for: grant)
             rateLimitKeyHash = keys.first?.displayHash
             rateLimitDecision = "allowed"
             return true

@@ -84,7 +84,7 @@ enum HeadRewriter {
     /// `requestID` nil writes an interim (1xx) head as is. `dechunk` drops Transfer-Encoding for an HTTP/1.0 client.
     /// Returns nil when the head does not fit in `out`.
     static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
-                                  close: Bool, dechunk: Bool, extraFields: [UInt8] = []) -> ResponseFacts? {
+                                  close: Bool, dechunk: Bool, rateLimitFields: [RateLimitHeaderField] = []) -> ResponseFacts? {
         var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
         fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
         var facts = ResponseFacts()
@@ -105,9 +105,22 @@ enum HeadRewriter {
         if let requestID {
             fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
         }
-        if !extraFields.isEmpty { fits = fits && extraFields.withUnsafeBufferPointer { out.append($0.span) } }
+        for field in rateLimitFields where !(field.name.hasPrefix("x-ratelimit-") && hasField(source, head.fields, named: field.name)) {
+            // The backend's own OpenAI-style fields win: two values under one name would not parse
+            // (RateLimit and RateLimit-Policy are lists, so both policies may stand side by side).
+            fits = fits && out.append(string: field.name) && out.append(": ") && out.append(string: field.value) && out.append("\r\n")
+        }
         if close { fits = fits && out.append("Connection: close\r\n") }
         return fits && out.append("\r\n") ? facts : nil
+    }
+
+    /// Whether the head has a field called `name` (ASCII, compared without case).
+    private static func hasField(_ source: Span<UInt8>, _ fields: [HeadField], named name: String) -> Bool {
+        let wanted = Array(name.utf8)
+        return fields.contains { field in
+            field.name.count == wanted.count
+                && wanted.indices.allSatisfy { source[field.name.lowerBound + $0] | 0x20 == wanted[$0] | 0x20 }
+        }
     }
 
     private static func writeField(into out: ByteBuffer, source: Span<UInt8>, _ field: HeadField) -> Bool {
