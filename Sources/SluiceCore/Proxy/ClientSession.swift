@@ -1266,16 +1266,8 @@ final class ClientSession: TimerHeapElement {
         case .global:
             return limiter.globalKey(rule: rule)
         case .header(let name):
-            let wanted = Array(name.utf8)
-            for field in head.fields where field.name.count == wanted.count {
-                var same = true
-                for (offset, byte) in wanted.enumerated() where source[field.name.lowerBound + offset] | 0x20 != byte | 0x20 {
-                    same = false
-                    break
-                }
-                if same { return limiter.headerKey(rule: rule, value: field.value.map { source[$0] }) }
-            }
-            return limiter.missingHeaderKey(rule: rule)
+            guard let field = HeadRewriter.field(named: name, in: head.fields, source) else { return limiter.missingHeaderKey(rule: rule) }
+            return limiter.headerKey(rule: rule, value: field.value.map { source[$0] })
         case .client:
             let peer = IPAddress(parsing: clientIP) ?? IPAddress(ipv4: 0)
             guard !settings.trustedProxies.isEmpty else { return limiter.clientKey(rule: rule, address: peer) }

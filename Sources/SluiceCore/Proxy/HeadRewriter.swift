@@ -105,7 +105,7 @@ enum HeadRewriter {
         if let requestID {
             fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
         }
-        for field in rateLimitFields where !(field.name.hasPrefix("x-ratelimit-") && hasField(source, head.fields, named: field.name)) {
+        for field in rateLimitFields where !(field.name.hasPrefix("x-ratelimit-") && self.field(named: field.name, in: head.fields, source) != nil) {
             // The backend's own OpenAI-style fields win: two values under one name would not parse
             // (RateLimit and RateLimit-Policy are lists, so both policies may stand side by side).
             fits = fits && out.append(string: field.name) && out.append(": ") && out.append(string: field.value) && out.append("\r\n")
@@ -114,10 +114,11 @@ enum HeadRewriter {
         return fits && out.append("\r\n") ? facts : nil
     }
 
-    /// Whether the head has a field called `name` (ASCII, compared without case).
-    private static func hasField(_ source: Span<UInt8>, _ fields: [HeadField], named name: String) -> Bool {
+    /// The first field called `name` (a name known only at run time, e.g. from the config), compared
+    /// without ASCII case; nil when the head has none.
+    static func field(named name: String, in fields: [HeadField], _ source: Span<UInt8>) -> HeadField? {
         let wanted = Array(name.utf8)
-        return fields.contains { field in
+        return fields.first { field in
             field.name.count == wanted.count
                 && wanted.indices.allSatisfy { source[field.name.lowerBound + $0] | 0x20 == wanted[$0] | 0x20 }
         }
