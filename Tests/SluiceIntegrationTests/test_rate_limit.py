@@ -215,6 +215,7 @@ def test_burst_precision(stack, tmp_path, workers):
         used = {r["worker"] for r in recs}
         assert len(used) > 1, f"all 20 connections landed on worker(s) {used}: nothing shared across loops"
     assert Metrics(sl).get("sluice_rate_limit_rejections_total", rule="per_user") == 15
+    assert Metrics(sl).get("sluice_rate_limit_allowed_total", rule="per_user") == 5
 
     # One second later the bucket is full again (5), no more: 5 of 6 pass.
     time.sleep(max(0.0, t_done + 1.05 - time.monotonic()))
@@ -229,6 +230,7 @@ def test_burst_precision(stack, tmp_path, workers):
     assert len(origin.heads) == 10
     wait_records(log, 26)
     assert Metrics(sl).get("sluice_rate_limit_rejections_total", rule="per_user") == 16
+    assert Metrics(sl).get("sluice_rate_limit_allowed_total", rule="per_user") == 10
 
 
 # --------------------------------------------------------------------------------------------

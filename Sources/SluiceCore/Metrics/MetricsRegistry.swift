@@ -15,9 +15,12 @@ public final class MetricsRegistry: Sendable {
     public let rateLimitRules: [String]
     /// Source of `sluice_log_records_{written,dropped}_total`; nil when the completion log is off.
     public let logQueue: CompletionQueue?
+    /// Source of the allowed and untracked rate-limit counters; nil when no rule is configured.
+    public let rateLimiter: RateLimiter?
     private let layout: MetricsLayout
 
-    public init(workers: Int, routes: [String], rateLimitRules: [String], logQueue: CompletionQueue?) {
+    public init(workers: Int, routes: [String], rateLimitRules: [String], logQueue: CompletionQueue?, rateLimiter: RateLimiter? = nil) {
+        self.rateLimiter = rateLimiter
         precondition(workers > 0)
         let layout = MetricsLayout(routeCount: routes.count, ruleCount: rateLimitRules.count)
         self.layout = layout
@@ -71,6 +74,16 @@ public final class MetricsRegistry: Sendable {
         out.family("sluice_rate_limit_rejections_total", type: "counter", help: "Requests rejected by each rate-limit rule.")
         for (rule, name) in rateLimitRules.enumerated() {
             out.sample("sluice_rate_limit_rejections_total", labels: ["rule": name], value: totals[layout.rateLimitRejections + rule])
+        }
+
+        if let rateLimiter {
+            out.family("sluice_rate_limit_allowed_total", type: "counter", help: "Requests admitted by each rate-limit rule.")
+            for (rule, name) in rateLimitRules.enumerated() {
+                out.sample("sluice_rate_limit_allowed_total", labels: ["rule": name], value: rateLimiter.counters(rule: rule).allowed)
+            }
+            out.family("sluice_rate_limit_untracked_total", type: "counter",
+                       help: "Requests admitted without tracking because the key table was full of busy keys (fail-open).")
+            out.sample("sluice_rate_limit_untracked_total", value: rateLimiter.untrackedCount)
         }
 
         out.family("sluice_backpressure_pauses_total", type: "counter",

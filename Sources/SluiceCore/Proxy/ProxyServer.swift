@@ -81,7 +81,7 @@ public enum ProxyServer {
             }
         }
         let metrics = MetricsRegistry(workers: config.workers, routes: settings.routes.map { String(decoding: $0.prefix, as: UTF8.self) },
-                                      rateLimitRules: config.rateLimits.map(\.name), logQueue: queue)
+                                      rateLimitRules: config.rateLimits.map(\.name), logQueue: queue, rateLimiter: settings.rateLimiter)
         var admin: String?
         if let address = config.admin {
             do { admin = try AdminServer.start(address: address, metrics: metrics) } catch {
