@@ -336,6 +336,9 @@ final class ClientSession: TimerHeapElement {
         case .exchange: frameRequestBody()
         default: break
         }
+        // A consumed head leaves the buffer empty: give it back, or every held stream keeps a
+        // touched page of it for its whole life.
+        releaseIfEmpty(&clientIn)
     }
 
     private func clientEndOfStream() {

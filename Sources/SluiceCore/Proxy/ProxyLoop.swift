@@ -343,7 +343,11 @@ public final class ProxyLoop {
         if parserPool.count < ProxyLoop.maxPooledParsers { parserPool.append(parsers) }
     }
 
-    private static let maxPooledParsers = 1024
+    /// Head parsers carry 100-field tables (about 7.5 KiB a pair): a burst of connections must not
+    /// leave thousands of them pooled, so the pool keeps what a few dozen concurrent heads need.
+    private static let maxPooledParsers = 64
+    /// Observers are about 1 KiB; more of them are kept, since every active stream borrows one.
+    private static let maxPooledObservers = 1024
     /// Free buffers a loop keeps through a quiet second: enough for a few dozen streams to start at once.
     private static let buffersKeptAfterTrim = 32
 
@@ -358,7 +362,7 @@ public final class ProxyLoop {
     }
 
     func giveRequestObserver(_ observer: RequestObserver) {
-        if !observer.capturing && requestObservers.count < ProxyLoop.maxPooledParsers { requestObservers.append(observer) }
+        if !observer.capturing && requestObservers.count < ProxyLoop.maxPooledObservers { requestObservers.append(observer) }
     }
 
     /// Lends a response observer reset for a body of `kind`.
@@ -371,7 +375,7 @@ public final class ProxyLoop {
     }
 
     func giveResponseObserver(_ observer: ResponseObserver) {
-        if !observer.capturing && responseObservers.count < ProxyLoop.maxPooledParsers { responseObservers.append(observer) }
+        if !observer.capturing && responseObservers.count < ProxyLoop.maxPooledObservers { responseObservers.append(observer) }
     }
 
     /// A cheap per-loop random stream (wyrand) for request ids; not for secrets.
