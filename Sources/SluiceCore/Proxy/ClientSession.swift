@@ -602,10 +602,7 @@ final class ClientSession: TimerHeapElement {
     private func upstreamWriteFailed(_ error: SystemError) {
         OpLog.debug("writing to upstream failed", ["upstream": .string(upstreamDisplay), "error": .string(error.description)])
         upstreamReusable = false
-        requestBody = .complete
-        requestSendEnd = 0
-        clientIn?.clear()
-        releaseIfEmpty(&clientIn)
+        dropUnsentRequest()
         closeAfterResponse = true
         upstream?.readable = true
         upstream?.writable = false
@@ -773,8 +770,7 @@ final class ClientSession: TimerHeapElement {
             parsers.response.reset()
             return true
         }
-        upstreamOut.map { loop.bufferPool.give($0) }
-        upstreamOut = nil
+        dropUpstreamHead()
         let head = parsers.response.head
         if !head.keepAlive { upstreamReusable = false }
         let body: ResponseBody?
@@ -989,12 +985,8 @@ final class ClientSession: TimerHeapElement {
     /// A request sluice refuses: answered and the connection closed, never forwarded.
     private func rejectRequest(status: Int, type: String, message: String) {
         OpLog.debug("request rejected", ["client": .string(String(decoding: clientIP, as: UTF8.self)), "status": .int(status), "error": .string(message)])
-        requestBody = .complete
-        requestSendEnd = 0
-        clientIn?.clear()
-        releaseIfEmpty(&clientIn)
-        upstreamOut.map { loop.bufferPool.give($0) }
-        upstreamOut = nil
+        dropUnsentRequest()
+        dropUpstreamHead()
         respond(status: status, type: type, message: message, closeAfter: true, end: .rejectedBadRequest)
     }
 
@@ -1246,18 +1238,14 @@ final class ClientSession: TimerHeapElement {
             rateLimitKeyHash = rejection.key.displayHash
             rateLimitDecision = "rejected"
             loop.metrics.countRateLimitRejection(rule: rejection.rule)
-            let message = RateLimitHeaders.message(for: rejection)
             OpLog.debug("rate limited", ["rule": .string(rejection.name), "key": .string(rejection.key.displayHash)])
-            respond(status: 429, type: "rate_limit_exceeded", message: message, closeAfter: !requestIsComplete || closeAfterResponse,
+            // The body of a refused request is not forwarded; the connection closes if one is on its way.
+            let closeAfter = !requestIsComplete || closeAfterResponse
+            dropUnsentRequest()
+            dropUpstreamHead()
+            respond(status: 429, type: "rate_limit_exceeded", message: RateLimitHeaders.message(for: rejection), closeAfter: closeAfter,
                     end: .rejectedRateLimit, extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
                     body: RateLimitHeaders.body(for: rejection))
-            // The body of a refused request is not forwarded; the connection closes if one is on its way.
-            requestBody = .complete
-            requestSendEnd = 0
-            clientIn?.clear()
-            releaseIfEmpty(&clientIn)
-            upstreamOut.map { loop.bufferPool.give($0) }
-            upstreamOut = nil
             return false
         }
     }
@@ -1291,6 +1279,21 @@ final class ClientSession: TimerHeapElement {
     }
 
     // MARK: - Buffers and parsers
+
+    /// Forgets request bytes not yet forwarded (the rest of a body, pipelined requests): the upstream
+    /// gets nothing more of this request, and nothing after it is parsed.
+    private func dropUnsentRequest() {
+        requestBody = .complete
+        requestSendEnd = 0
+        clientIn?.clear()
+        releaseIfEmpty(&clientIn)
+    }
+
+    /// Gives back the rewritten request head (kept for a replay until the response head arrives).
+    private func dropUpstreamHead() {
+        upstreamOut.map { loop.bufferPool.give($0) }
+        upstreamOut = nil
+    }
 
     private func takeParsers() -> HeadParsers {
         if let parsers { return parsers }
