@@ -64,7 +64,9 @@ final class ClientSession: TimerHeapElement {
     }
 
     // MARK: loop thread only: identity and sockets
-    unowned let loop: ProxyLoop
+    // unowned(unsafe): the loop owns its sessions and outlives them, and a checked unowned
+    // reference costs a retain and a release on every access (measured: 5 % of a small request).
+    unowned(unsafe) let loop: ProxyLoop
     private var client: FileDescriptor?
     let clientFD: Int32
     /// The client's IP as ASCII, for X-Forwarded-For.
@@ -450,13 +452,19 @@ final class ClientSession: TimerHeapElement {
     }
 
     private func mintRequestID() {
-        requestID.removeAll(keepingCapacity: true)
         let hex: StaticString = "0123456789abcdef"
-        for _ in 0..<2 {
-            var bits = loop.nextRandom()
-            for _ in 0..<16 {
-                requestID.append(hex.utf8Start[Int(bits & 0xF)])
-                bits >>= 4
+        if requestID.count != 32 {
+            requestID.removeAll(keepingCapacity: true)
+            requestID.append(contentsOf: repeatElement(0, count: 32))
+        }
+        let random = (loop.nextRandom(), loop.nextRandom())
+        requestID.withUnsafeMutableBufferPointer { digits in
+            for half in 0..<2 {
+                var bits = half == 0 ? random.0 : random.1
+                for position in half * 16..<half * 16 + 16 {
+                    digits[position] = hex.utf8Start[Int(bits & 0xF)]
+                    bits >>= 4
+                }
             }
         }
     }
@@ -798,8 +806,10 @@ final class ClientSession: TimerHeapElement {
         responseStatus = head.status
         responseHeadAt = loop.now
         if body != nil {
+            // Usage and model feed only the completion record and token budgets.
+            let readsUsage = loop.completions != nil || settings.routes[routeIndex].chargesTokens
             responseObserver = loop.takeResponseObserver(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other,
-                                                         capture: captureResponseBytes)
+                                                         readsUsage: readsUsage, capture: captureResponseBytes)
             countedAsStream = true
             loop.metrics.addActiveStreams(1)
         }
@@ -1111,7 +1121,8 @@ final class ClientSession: TimerHeapElement {
         requestModel = nil
         capturedRequestText = nil
         requestCaptureTruncated = false
-        guard let head, let source else {
+        // Without a log sink the record only feeds the metrics, which need no strings.
+        guard let head, let source, loop.completions != nil else {
             recordMethod = ""
             recordPath = ""
             return
@@ -1161,13 +1172,15 @@ final class ClientSession: TimerHeapElement {
         guard recordPending else { return }
         recordPending = false
         let now = loop.now
-        var record = CompletionRecord(timestampMilliseconds: exchangeWallClock, requestID: String(decoding: requestID, as: UTF8.self),
-                                      clientAddress: String(decoding: clientIP, as: UTF8.self), method: recordMethod,
-                                      path: recordPath, worker: loop.index)
+        let logged = loop.completions != nil
+        var record = CompletionRecord(timestampMilliseconds: exchangeWallClock,
+                                      requestID: logged ? String(decoding: requestID, as: UTF8.self) : "",
+                                      clientAddress: logged ? String(decoding: clientIP, as: UTF8.self) : "",
+                                      method: recordMethod, path: recordPath, worker: loop.index)
         record.includeQuery = settings.includeQueryInLog
         record.traceparent = recordTraceparent
-        if routeMatched { record.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
-        if upstreamContacted { record.upstreamAddress = upstreamDisplay }
+        if logged && routeMatched { record.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
+        if logged && upstreamContacted { record.upstreamAddress = upstreamDisplay }
         record.status = responseStatus
         record.requestBytes = requestBytes
         record.responseBytes = responseBytes

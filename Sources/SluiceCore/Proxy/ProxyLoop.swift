@@ -365,12 +365,12 @@ public final class ProxyLoop {
         if !observer.capturing && requestObservers.count < ProxyLoop.maxPooledObservers { requestObservers.append(observer) }
     }
 
-    /// Lends a response observer reset for a body of `kind`.
-    func takeResponseObserver(kind: ResponseTap.Kind, capture: Int) -> ResponseObserver {
+    /// Lends a response observer reset for a body of `kind`; `readsUsage` as for `ResponseTap.reset`.
+    func takeResponseObserver(kind: ResponseTap.Kind, readsUsage: Bool, capture: Int) -> ResponseObserver {
         let observer = capture == 0 ? responseObservers.popLast() : nil
         let lent = observer ?? ResponseObserver(limits: settings.httpLimits, capture: capture)
         lent.chunks.reset()
-        lent.tap.reset(kind: kind)
+        lent.tap.reset(kind: kind, readsUsage: readsUsage)
         return lent
     }
 

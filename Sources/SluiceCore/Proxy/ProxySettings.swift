@@ -1,6 +1,7 @@
 /// Everything a loop needs from the configuration, resolved once at start-up (addresses looked up,
-/// route prefixes as bytes) so the data path never touches strings or Foundation.
-public struct ProxySettings: Sendable {
+/// route prefixes as bytes) so the data path never touches strings or Foundation. A class, immutable:
+/// sessions read it per request without copying its arrays, and a reload swaps in a new one.
+public final class ProxySettings: Sendable {
     public struct Upstream: Sendable {
         public var name: String
         public var address: SocketAddress
@@ -18,26 +19,28 @@ public struct ProxySettings: Sendable {
         public var captureResponseBytes: Int
         /// Rate-limit rules applied in order, indices into `rateLimitRules`.
         public var limits: [Int]
+        /// One of the rules has a token budget, charged from the usage responses report.
+        public var chargesTokens: Bool
     }
 
-    public var upstreams: [Upstream]
+    public let upstreams: [Upstream]
     /// Longest prefix first.
-    public var routes: [Route]
+    public let routes: [Route]
     /// Timeouts of the client side before a route is known.
-    public var timeouts: Timeouts
-    public var httpLimits: HTTPLimits
-    public var highWatermark: Int
-    public var lowWatermark: Int
+    public let timeouts: Timeouts
+    public let httpLimits: HTTPLimits
+    public let highWatermark: Int
+    public let lowWatermark: Int
     /// The rules' key sources, by rule index.
-    public var rateLimitRules: [RateLimitRuleConfig]
+    public let rateLimitRules: [RateLimitRuleConfig]
     /// Peers whose X-Forwarded-For is believed for `key client`.
-    public var trustedProxies: [IPRange]
+    public let trustedProxies: [IPRange]
     /// Shared by every loop: one key's budget is the same whichever loop serves it.
-    public var rateLimiter: RateLimiter?
+    public let rateLimiter: RateLimiter?
     /// Completion records keep the query string.
-    public var includeQueryInLog: Bool
+    public let includeQueryInLog: Bool
     /// JSON request bodies up to this size are read for `model` and `stream`.
-    public var requestBodyScanLimit: Int
+    public let requestBodyScanLimit: Int
 
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
@@ -51,14 +54,15 @@ public struct ProxySettings: Sendable {
                                       maxIdleConnections: upstream.maxIdleConnections))
         }
         self.upstreams = upstreams
-        routes = config.routes.map { route in
+        var routes = config.routes.map { route in
             Route(prefix: Array(route.prefix.utf8),
                   upstreamIndex: config.upstreams.firstIndex { $0.name == route.upstream } ?? 0,
                   timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
                   captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes,
-                  limits: route.limits)
+                  limits: route.limits, chargesTokens: route.limits.contains { config.rateLimits[$0].tokens != nil })
         }
         routes.sort { $0.prefix.count > $1.prefix.count }
+        self.routes = routes
         timeouts = config.timeouts
         httpLimits = HTTPLimits()
         highWatermark = config.limits.highWatermark
