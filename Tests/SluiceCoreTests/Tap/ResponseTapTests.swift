@@ -326,6 +326,36 @@ struct ResponseTapTests {
                                                        model: "m"))
     }
 
+    @Test("data lines longer than the line-search window, with every line end", arguments: ["\n", "\r\n", "\r"])
+    func longLines(_ lineEnd: String) {
+        // 2,500 and 5,000 bytes: each spans several search windows, and CR-only ends must not be missed in one.
+        let padding = String(repeating: "x", count: 2_500)
+        let stream = "data: {\"model\":\"m\",\"pad\":\"\(padding)\"}\n\n"
+            + "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2},\"pad\":\"\(padding + padding)\"}\n\n"
+        let bytes = Support.bytes(Fixtures.withLineEnds(stream, lineEnd))
+        let expected = ResponseObservation(eventCount: 2, firstDataEventAt: 7, lastEventAt: 7, maxGap: 0,
+                                           usage: usage(1, 2, 3), model: "m")
+        #expect(Support.run(kind: .eventStream, bytes).observation == expected)
+        for cut in [1, 1_023, 1_024, 1_025, 2_530, 2_531, 2_532, 4_000] {
+            #expect(Support.run(kind: .eventStream, bytes, cuts: [cut]).observation == expected, "cut at \(cut)")
+        }
+    }
+
+    @Test("without usage reading, framing and timing are followed and no usage or model is reported")
+    func usageOff() {
+        for (kind, body) in [(ResponseTap.Kind.eventStream, Fixtures.anthropicStream), (.json, #"{"model":"m","usage":{"total_tokens":3}}"#)] {
+            let bytes = Support.bytes(body)
+            let reading = Support.run(kind: kind, bytes).observation
+            var tap = ResponseTap()
+            tap.reset(kind: kind, readsUsage: false)
+            tap.observe(bytes.span, now: 7)
+            tap.finish(now: 7)
+            #expect(tap.observation == ResponseObservation(eventCount: reading.eventCount, firstDataEventAt: reading.firstDataEventAt,
+                                                           lastEventAt: reading.lastEventAt, maxGap: reading.maxGap))
+            #expect(reading.usage != nil && reading.model != nil)
+        }
+    }
+
     @Test("UsageReader reads documents given separately")
     func usageReaderAlone() {
         var reader = UsageReader()
