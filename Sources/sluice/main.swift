@@ -16,12 +16,8 @@ func fail(_ message: String, _ fields: KeyValuePairs<String, OpLog.Value> = [:])
     exit(1)
 }
 
-/// Starts the loops for `config` and logs the ready line.
-func serve(_ config: Config) -> RunningProxy {
-    let running: RunningProxy
-    do { running = try ProxyServer.start(config: config) } catch {
-        fail("cannot start", ["error": .string(error.description)])
-    }
+/// The routes of `config` as a JSON array of {prefix, upstream}, for the ready and reloaded lines.
+func routesJSON(_ config: Config) -> String {
     var routes = "["
     for (position, route) in config.routes.enumerated() {
         if position > 0 { routes += "," }
@@ -31,13 +27,21 @@ func serve(_ config: Config) -> RunningProxy {
         OpLog.appendQuoted(route.upstream, to: &routes)
         routes += "}"
     }
-    routes += "]"
+    return routes + "]"
+}
+
+/// Starts the loops for `config` and logs the ready line.
+func serve(_ config: Config) -> RunningProxy {
+    let running: RunningProxy
+    do { running = try ProxyServer.start(config: config) } catch {
+        fail("cannot start", ["error": .string(error.description)])
+    }
     var sinks: [String] = []
     if let file = config.log.file { sinks.append(file) }
     if config.log.stdout { sinks.append("stdout") }
     OpLog.info("ready", ["version": .string(version), "workers": .int(config.workers), "listeners": .strings(running.listeners),
                          "admin": running.admin.map { .string($0) } ?? .json("null"),
-                         "routes": .json(routes), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
+                         "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
                          "completion_log": .strings(sinks)])
     return running
 }
@@ -53,7 +57,9 @@ func blockSignals() -> sigset_t {
     return signals
 }
 
-func waitForSignals(_ signals: sigset_t, _ running: RunningProxy) -> Never {
+/// Serves signals until the process exits: SIGHUP reloads (when a config file is in use; `overrides` are
+/// applied again, as at start-up) and reopens the completion log; SIGTERM/SIGINT drain.
+func waitForSignals(_ signals: sigset_t, _ running: RunningProxy, reloading overrides: CommandLineOverrides?) -> Never {
     var signals = signals
     while true {
         var received: Int32 = 0
@@ -62,13 +68,55 @@ func waitForSignals(_ signals: sigset_t, _ running: RunningProxy) -> Never {
         case SIGHUP:
             // logrotate: records written from now on go to a freshly opened file.
             running.completionWriter?.reopen()
-            OpLog.info("SIGHUP: completion log reopened; configuration reload is not implemented yet")
+            if let overrides { reload(running, overrides) } else { OpLog.info("SIGHUP: completion log reopened") }
         default:
-            OpLog.info("stopping", ["signal": .int(Int(received))])
-            if !running.stop(within: 2_000) { OpLog.warn("stopped before every record was written") }
-            exit(0)
+            drain(running, signals: signals, first: received)
         }
     }
+}
+
+/// Re-reads the configuration and applies it to new connections; a bad file keeps the running configuration.
+func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
+    let config: Config
+    do { config = try Config.load(overrides: overrides) } catch {
+        OpLog.error("SIGHUP: reload failed: invalid configuration; the running one stays",
+                    ["file": .string(error.file), "line": .int(error.line), "error": .string(error.description)])
+        return
+    }
+    do {
+        for kept in try running.reload(config) { OpLog.warn("reload: setting needs a restart", ["setting": .string(kept)]) }
+    } catch {
+        OpLog.error("SIGHUP: reload failed; the running configuration stays", ["error": .string(error.description)])
+        return
+    }
+    OpLog.info("SIGHUP: configuration reloaded, completion log reopened", ["listeners": .strings(running.listeners), "routes": .json(routesJSON(running.config))])
+}
+
+/// SIGTERM/SIGINT: stop accepting, let exchanges in flight finish for up to `drain_timeout`, abort what is left
+/// (recorded as `drain`), flush the completion log and exit 0. A second SIGTERM/SIGINT skips the wait.
+func drain(_ running: RunningProxy, signals: sigset_t, first: Int32) -> Never {
+    let timeout = running.config.drainTimeout
+    OpLog.info("draining", ["signal": .int(Int(first)), "drain_timeout_ms": .int(timeout), "connections": .int(running.openConnections)])
+    running.beginDrain()
+    let deadline = Syscall.monotonicMilliseconds() + Int64(timeout)
+    var signals = signals
+    var wait = timespec(tv_sec: 0, tv_nsec: 20_000_000)
+    while !running.isDrained {
+        let remaining = deadline - Syscall.monotonicMilliseconds()
+        if remaining <= 0 {
+            OpLog.warn("drain timeout: aborting the exchanges still in flight", ["connections": .int(running.openConnections)])
+            break
+        }
+        let received = sigtimedwait(&signals, nil, &wait)
+        if received == SIGTERM || received == SIGINT {
+            OpLog.warn("second signal: aborting the exchanges still in flight", ["connections": .int(running.openConnections)])
+            break
+        }
+        if received == SIGHUP { running.completionWriter?.reopen() }
+    }
+    if !running.stop(within: 2_000) { OpLog.warn("stopped before every record was written") }
+    OpLog.info("stopped")
+    exit(0)
 }
 
 let command: CommandLineCommand
@@ -97,7 +145,8 @@ case .run(let overrides):
     }
     let signals = blockSignals()
     let running = serve(config)
-    waitForSignals(signals, running)
+    // Without a file there is nothing to re-read: the flags do not change.
+    waitForSignals(signals, running, reloading: overrides.configPath == nil ? nil : overrides)
 case .demo(var overrides):
     let signals = blockSignals()
     let backend: DemoBackend
@@ -123,5 +172,5 @@ case .demo(var overrides):
         Press Ctrl-C to stop.
         """)
     fflush(nil)
-    waitForSignals(signals, running)
+    waitForSignals(signals, running, reloading: nil)
 }

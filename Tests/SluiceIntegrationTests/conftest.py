@@ -53,7 +53,8 @@ class Stack:
 
     def close(self) -> list[str]:
         """Stop everything; returns the sluices that had died before the end of the test."""
-        dead = [f"pid {s.pid} exited with {s.proc.returncode}" for s in self.sluices if not s.alive()]
+        dead = [f"pid {s.pid} exited with {s.proc.returncode}" for s in self.sluices
+                if not s.alive() and not s.exit_expected]
         for s in self.sluices:
             s.stop()
         for o in self.origins:

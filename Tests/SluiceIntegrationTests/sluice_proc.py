@@ -125,6 +125,7 @@ class Sluice:
                  drain_stdout: bool = True):
         if not os.access(SLUICE_BIN, os.X_OK):
             raise AssertionError(f"sluice binary not found at {SLUICE_BIN} (set SLUICE_BIN or run swift build)")
+        self.exit_expected = False
         self.args = [SLUICE_BIN] + args
         self.cond = threading.Condition()
         self.stderr_lines: list[str] = []
@@ -252,6 +253,9 @@ class Sluice:
         return self.proc.poll() is None
 
     def wait_exit(self, timeout: float) -> Optional[int]:
+        """Wait for the process to end (a test that waits for it expects it: the fixture then does not count
+        the exit as a crash); returns the exit code, or None if it is still running."""
+        self.exit_expected = True
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -42,6 +42,11 @@ public struct Config: Sendable, Equatable {
     /// Peers whose `X-Forwarded-For` is believed when keying `key client` rules (see
     /// ``ForwardedFor``); empty means the connection's peer is always the client.
     public var trustedProxies: [IPRange]
+    /// Milliseconds SIGTERM lets exchanges in flight run before aborting them; 0 aborts at once.
+    public var drainTimeout: Int
+
+    /// Five minutes: long enough for a reasoning model's answer, short of common grace periods' ceilings.
+    public static let defaultDrainTimeout = 300_000
 
     /// Creates a configuration from already-validated parts. `routes` is sorted longest
     /// prefix first; nothing else is checked (the parser is where validation lives).
@@ -56,7 +61,8 @@ public struct Config: Sendable, Equatable {
         admin: ListenAddress? = nil,
         sourcePath: String? = nil,
         rateLimits: [RateLimitRuleConfig] = [],
-        trustedProxies: [IPRange] = []
+        trustedProxies: [IPRange] = [],
+        drainTimeout: Int = Config.defaultDrainTimeout
     ) {
         var sorted = routes
         Self.sortLongestPrefixFirst(&sorted)
@@ -68,6 +74,7 @@ public struct Config: Sendable, Equatable {
         self.limits = limits
         self.log = log
         self.admin = admin
+        self.drainTimeout = drainTimeout
         self.sourcePath = sourcePath
         self.rateLimits = rateLimits
         self.trustedProxies = trustedProxies

@@ -188,7 +188,8 @@ extension ConfigDraft {
             admin: admin,
             sourcePath: sourcePath,
             rateLimits: resolvedRateLimits,
-            trustedProxies: trustedProxies)
+            trustedProxies: trustedProxies,
+            drainTimeout: drainTimeout)
     }
 
     /// Checks that every `limit` block has a key and at least one limit.

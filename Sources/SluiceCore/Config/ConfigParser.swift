@@ -63,6 +63,7 @@ struct ConfigDraft: Equatable {
 
     /// nil means `auto` or not given: one worker per online CPU.
     var workers: Int?
+    var drainTimeout = Config.defaultDrainTimeout
     var listeners: [ListenAddress] = []
     /// Line of each entry of ``listeners``; 0 for one that came from `--listen` or the default.
     var listenerLines: [Int] = []
@@ -320,6 +321,9 @@ struct ConfigParser {
                     try ConfigValues.integer(text, in: Config.workerRange, what: "workers")
                 }
             }
+        case .drainTimeout:
+            let text = try single(values, for: name, expected: "a duration", usage: "drain_timeout 300s", line: line)
+            draft.drainTimeout = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
         case .listen:
             let text = try single(
                 values, for: name, expected: "ADDRESS", usage: "listen 127.0.0.1:8080",

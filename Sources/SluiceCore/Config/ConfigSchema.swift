@@ -65,6 +65,8 @@ enum ConfigTopLevelKey: String, CaseIterable {
     case listen
     /// `trusted_proxies RANGE...`, repeatable: peers whose `X-Forwarded-For` is believed.
     case trustedProxies = "trusted_proxies"
+    /// `drain_timeout DURATION`: how long SIGTERM waits for exchanges in flight.
+    case drainTimeout = "drain_timeout"
 
     /// Whether the key may appear on several lines (each adds to a list).
     var repeats: Bool {

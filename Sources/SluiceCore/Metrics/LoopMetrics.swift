@@ -172,6 +172,8 @@ public final class LoopMetrics: Sendable {
 
     @inline(__always)
     public func addActiveConnections(_ delta: Int) { cells.add(MetricsLayout.activeConnections, delta) }
+    /// Open client connections of this loop (any thread).
+    public var activeConnections: Int { cells.load(MetricsLayout.activeConnections) }
     @inline(__always)
     public func addActiveStreams(_ delta: Int) { cells.add(MetricsLayout.activeStreams, delta) }
     /// Bytes queued in the loop's buffers waiting for a slow peer.

@@ -1,33 +1,77 @@
+import Synchronization
+
 /// All loops' metrics and what is needed to name them; renders `GET /metrics`.
 ///
 /// Created at start-up, before the loops; each loop takes its ``LoopMetrics`` with
 /// ``loop(_:)`` and is the only writer of it. ``render()`` runs on the admin listener's
 /// thread, sums the loops cell by cell and never blocks them.
+///
+/// Routes and rate-limit rules are counted in slots named by prefix and rule name. A reload
+/// keeps the slots of names it keeps (their counters go on) and gives new names free slots;
+/// a slot, once named, keeps its name, so no counter ever goes backwards under one label.
 public final class MetricsRegistry: Sendable {
     /// The `Content-Type` of a `/metrics` response.
     public static let contentType = PrometheusText.contentType
 
     /// One per loop, indexed by worker.
     public let loops: [LoopMetrics]
-    /// Route prefixes, in the order of the route indices the loops pass (`ProxySettings.routes`).
-    public let routes: [String]
-    /// Rate-limit rule names, in the order of the rule indices the loops pass.
-    public let rateLimitRules: [String]
     /// Source of `sluice_log_records_{written,dropped}_total`; nil when the completion log is off.
     public let logQueue: CompletionQueue?
-    /// Source of the allowed and untracked rate-limit counters; nil when no rule is configured.
-    public let rateLimiter: RateLimiter?
     private let layout: MetricsLayout
+    private let names: Mutex<Names>
 
-    public init(workers: Int, routes: [String], rateLimitRules: [String], logQueue: CompletionQueue?, rateLimiter: RateLimiter? = nil) {
-        self.rateLimiter = rateLimiter
+    /// The labels of the slots and the live rate limiter (replaced by a reload that changes the rules).
+    private struct Names {
+        var routes: [String] = []
+        var rules: [String] = []
+        /// Slots of the rules the current limiter applies, by its rule index.
+        var currentRuleSlots: [Int] = []
+        var rateLimiter: RateLimiter?
+    }
+
+    /// - Parameters:
+    ///   - routes, rateLimitRules: the starting names, given slots 0, 1, ... in order.
+    ///   - routeCapacity, ruleCapacity: slots for all names ever used (reloads included); at least the
+    ///     starting counts. A name beyond them is counted as no route / not at all.
+    public init(workers: Int, routes: [String], rateLimitRules: [String], logQueue: CompletionQueue?,
+                rateLimiter: RateLimiter? = nil, routeCapacity: Int? = nil, ruleCapacity: Int? = nil) {
         precondition(workers > 0)
-        let layout = MetricsLayout(routeCount: routes.count, ruleCount: rateLimitRules.count)
+        let layout = MetricsLayout(routeCount: max(routeCapacity ?? 0, routes.count),
+                                   ruleCount: max(ruleCapacity ?? 0, rateLimitRules.count))
         self.layout = layout
         loops = (0..<workers).map { _ in LoopMetrics(layout: layout) }
-        self.routes = routes
-        self.rateLimitRules = rateLimitRules
         self.logQueue = logQueue
+        names = Mutex(Names())
+        _ = routeSlots(for: routes)
+        _ = useRateLimiter(rateLimiter, rules: rateLimitRules)
+    }
+
+    /// Route prefixes by slot.
+    public var routes: [String] { names.withLock { $0.routes } }
+    /// Rule names by slot.
+    public var rateLimitRules: [String] { names.withLock { $0.rules } }
+
+    /// The slot of each prefix, naming free slots for new ones (nil when none is left). Any thread.
+    public func routeSlots(for prefixes: [String]) -> [Int?] {
+        names.withLock { names in prefixes.map { Self.slot(for: $0, in: &names.routes, capacity: layout.routeCount) } }
+    }
+
+    /// Makes `limiter` (applying `rules`, by name, in its rule order) the source of the allowed and untracked
+    /// counters, and returns the slot of each rule for rejection counts. Any thread.
+    public func useRateLimiter(_ limiter: RateLimiter?, rules: [String]) -> [Int?] {
+        names.withLock { names in
+            let slots = rules.map { Self.slot(for: $0, in: &names.rules, capacity: layout.ruleCount) }
+            names.rateLimiter = limiter
+            names.currentRuleSlots = slots.map { $0 ?? -1 }
+            return slots
+        }
+    }
+
+    private static func slot(for name: String, in labels: inout [String], capacity: Int) -> Int? {
+        if let existing = labels.firstIndex(of: name) { return existing }
+        guard labels.count < capacity else { return nil }
+        labels.append(name)
+        return labels.count - 1
     }
 
     /// The metrics loop `worker` writes.
@@ -39,6 +83,9 @@ public final class MetricsRegistry: Sendable {
     /// Every counter and histogram is written even when zero, for every route, status class,
     /// `end` and rule, so a rate over a series that appears later still starts from 0.
     public func render() -> String {
+        let (routes, rateLimitRules, currentRuleSlots, rateLimiter) = names.withLock {
+            ($0.routes, $0.rules, $0.currentRuleSlots, $0.rateLimiter)
+        }
         var totals = [Int](repeating: 0, count: layout.cellCount)
         for loop in loops {
             for index in 0..<layout.cellCount { totals[index] &+= loop.cells.load(index) }
@@ -47,7 +94,7 @@ public final class MetricsRegistry: Sendable {
 
         out.family("sluice_requests_total", type: "counter",
                    help: "Finished requests by route prefix and class of the status sent (none: no response).")
-        for route in 0...layout.routeCount {
+        for route in Array(routes.indices) + [layout.routeCount] {
             let routeLabel = route < routes.count ? routes[route] : "none"
             for (classIndex, statusClass) in MetricsLayout.statusClasses.enumerated() {
                 out.sample("sluice_requests_total", labels: ["route": routeLabel, "code_class": statusClass],
@@ -78,8 +125,9 @@ public final class MetricsRegistry: Sendable {
 
         if let rateLimiter {
             out.family("sluice_rate_limit_allowed_total", type: "counter", help: "Requests admitted by each rate-limit rule.")
-            for (rule, name) in rateLimitRules.enumerated() {
-                out.sample("sluice_rate_limit_allowed_total", labels: ["rule": name], value: rateLimiter.counters(rule: rule).allowed)
+            for (rule, slot) in currentRuleSlots.enumerated() where slot >= 0 {
+                out.sample("sluice_rate_limit_allowed_total", labels: ["rule": rateLimitRules[slot]],
+                           value: rateLimiter.counters(rule: rule).allowed)
             }
             out.family("sluice_rate_limit_untracked_total", type: "counter",
                        help: "Requests admitted without tracking because the key table was full of busy keys (fail-open).")

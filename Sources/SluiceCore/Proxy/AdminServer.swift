@@ -1,4 +1,5 @@
-/// The admin listener: `GET /metrics` (Prometheus text) on its own address and thread, never on a
+/// The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the process is alive) and
+/// `GET /readyz` (it takes new connections: 503 once draining) on its own address and thread, never on a
 /// public listener. Scrapes are rare and small, so it serves one connection at a time with blocking
 /// sockets and short timeouts; the proxy loops never wait for it.
 public enum AdminServer {
@@ -6,18 +7,18 @@ public enum AdminServer {
     static let requestTimeoutSeconds = 5
 
     /// Binds `address` (throws if it cannot) and starts the admin thread.
-    public static func start(address: ListenAddress, metrics: MetricsRegistry) throws(SystemError) -> String {
+    public static func start(address: ListenAddress, metrics: MetricsRegistry, readiness: Readiness) throws(SystemError) -> String {
         let socketAddress = try SocketAddress.resolve(host: address.host == "*" ? "0.0.0.0" : address.host, port: address.port)
         let listener = try Syscall.listeningSocket(socketAddress, backlog: 64)
         let bound = try Syscall.localAddress(listener.rawValue)
         let raw = listener.releaseRawValue()
         // The listener is non-blocking (like every sluice socket); this thread wants to block in accept.
         Syscall.setBlocking(raw)
-        try LoopThread.spawn(name: "sluice-admin") { serve(listenerFD: raw, metrics: metrics) }
+        try LoopThread.spawn(name: "sluice-admin") { serve(listenerFD: raw, metrics: metrics, readiness: readiness) }
         return bound.description
     }
 
-    private static func serve(listenerFD: Int32, metrics: MetricsRegistry) {
+    private static func serve(listenerFD: Int32, metrics: MetricsRegistry, readiness: Readiness) {
         var parser = RequestHeadParser()
         let buffer = ByteBuffer(capacity: 16 * 1024)
         while true {
@@ -29,11 +30,12 @@ public enum AdminServer {
             Syscall.setIOTimeout(fd.rawValue, seconds: requestTimeoutSeconds)
             buffer.clear()
             parser.reset()
-            handle(fd.rawValue, buffer: buffer, parser: &parser, metrics: metrics)
+            handle(fd.rawValue, buffer: buffer, parser: &parser, metrics: metrics, readiness: readiness)
         }
     }
 
-    private static func handle(_ fd: Int32, buffer: ByteBuffer, parser: inout RequestHeadParser, metrics: MetricsRegistry) {
+    private static func handle(_ fd: Int32, buffer: ByteBuffer, parser: inout RequestHeadParser, metrics: MetricsRegistry,
+                               readiness: Readiness) {
         while true {
             guard buffer.writableCount > 0, case .processed(let count) = (try? buffer.read(from: fd)) ?? .processed(0), count > 0 else { return }
             let result = buffer.withReadableSpan { parser.parse($0) }
@@ -54,8 +56,13 @@ public enum AdminServer {
                     respond(fd, status: 200, reason: "OK", contentType: MetricsRegistry.contentType, body: metrics.render(), headOnly: head.method == .head)
                 case "/healthz":
                     respond(fd, status: 200, reason: "OK", contentType: "text/plain", body: "ok\n", headOnly: head.method == .head)
+                case "/readyz" where readiness.isReady:
+                    respond(fd, status: 200, reason: "OK", contentType: "text/plain", body: "ready\n", headOnly: head.method == .head)
+                case "/readyz":
+                    respond(fd, status: 503, reason: "Service Unavailable", contentType: "text/plain", body: "draining\n",
+                            headOnly: head.method == .head)
                 default:
-                    respond(fd, status: 404, reason: "Not Found", contentType: "text/plain", body: "not found; try /metrics\n")
+                    respond(fd, status: 404, reason: "Not Found", contentType: "text/plain", body: "not found; try /metrics, /healthz or /readyz\n")
                 }
                 return
             }

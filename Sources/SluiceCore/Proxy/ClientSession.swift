@@ -89,6 +89,9 @@ final class ClientSession: TimerHeapElement {
     private var upstreamIn: ByteBuffer?
 
     // MARK: loop thread only: the current exchange
+    /// The loop's settings when the exchange began: a reload swaps the loop's, and this exchange keeps its
+    /// routes, upstream and rate limiter to the end.
+    private var settings: ProxySettings
     /// Borrowed from the loop only while a head is partly parsed: their field tables are the largest
     /// part of a session, and an established stream needs none.
     private var parsers: HeadParsers?
@@ -179,9 +182,10 @@ final class ClientSession: TimerHeapElement {
         acceptedAt = loop.now
         idleSince = loop.now
         requestID.reserveCapacity(ClientSession.maxRequestIDLength)
-        timeouts = loop.settings.timeouts
-        highWatermark = loop.settings.highWatermark
-        lowWatermark = loop.settings.lowWatermark
+        settings = loop.settings
+        timeouts = settings.timeouts
+        highWatermark = settings.highWatermark
+        lowWatermark = settings.lowWatermark
     }
 
     static let maxRequestIDLength = 128
@@ -193,7 +197,6 @@ final class ClientSession: TimerHeapElement {
     /// Rounds of read/write per wakeup before yielding to other connections (redis ae.c's bound).
     static let roundsPerWakeup = 16
 
-    private var settings: ProxySettings { loop.settings }
 
     // MARK: - Events
 
@@ -381,13 +384,14 @@ final class ClientSession: TimerHeapElement {
     private func startExchange(headLength: Int, head: RequestHead) {
         guard let buffer = clientIn else { return }
         phase = .exchange
+        settings = loop.settings
         exchangeStartedAt = loop.now
         requestMethod = head.method
         requestKeepAlive = head.keepAlive
         clientIsHTTP10 = head.version.minor == 0
         response = .awaitingHead
         responseStarted = false
-        closeAfterResponse = !head.keepAlive || clientIsHTTP10
+        closeAfterResponse = !head.keepAlive || clientIsHTTP10 || loop.isDraining
         upstreamReusable = true
         replayed = false
         requestBodyBytes = 0
@@ -546,7 +550,7 @@ final class ClientSession: TimerHeapElement {
     /// Takes an idle pooled connection or opens a new one.
     private func connectUpstream() {
         upstreamContacted = true
-        if !replayed, let pooled = loop.takePooledUpstream(upstreamIndex) {
+        if !replayed, let pooled = loop.takePooledUpstream(upstreamIndex, of: settings) {
             pooled.session = self
             upstream = pooled
             requestSentAt = requestIsComplete ? loop.now : 0
@@ -554,7 +558,7 @@ final class ClientSession: TimerHeapElement {
         }
         connectStartedAt = loop.now
         do {
-            let connection = try loop.openUpstream(upstreamIndex)
+            let connection = try loop.openUpstream(upstreamIndex, of: settings)
             connection.session = self
             upstream = connection
             if connection.connected { requestSentAt = requestIsComplete ? loop.now : 0 }
@@ -948,7 +952,7 @@ final class ClientSession: TimerHeapElement {
         releaseParsers()
         emitRecord()
         requestsServed += 1
-        if closeAfterResponse {
+        if closeAfterResponse || loop.isDraining {
             return lingerAndClose()
         }
         phase = .idle
@@ -1062,6 +1066,16 @@ final class ClientSession: TimerHeapElement {
         default:
             close()
             return false
+        }
+    }
+
+    /// The process is draining: an idle keep-alive connection closes now; one with a request under way
+    /// finishes its exchange (its response says `Connection: close` if its head is not out yet) and then closes.
+    func beginDrain() {
+        switch phase {
+        case .idle: close()
+        case .exchange: closeAfterResponse = true
+        case .readingHead, .lingering, .closed: break
         }
     }
 
@@ -1226,7 +1240,7 @@ final class ClientSession: TimerHeapElement {
             countedAsStream = false
             loop.metrics.addActiveStreams(-1)
         }
-        loop.metrics.countCompletion(record, route: routeMatched ? routeIndex : nil)
+        loop.metrics.countCompletion(record, route: routeMatched ? settings.routes[routeIndex].metricsSlot : nil)
         _ = loop.completions?.offer(record)
     }
 
@@ -1250,7 +1264,7 @@ final class ClientSession: TimerHeapElement {
         case .rejected(let rejection):
             rateLimitKeyHash = rejection.key.displayHash
             rateLimitDecision = "rejected"
-            loop.metrics.countRateLimitRejection(rule: rejection.rule)
+            if let slot = settings.ruleMetricsSlots[rejection.rule] { loop.metrics.countRateLimitRejection(rule: slot) }
             OpLog.debug("rate limited", ["rule": .string(rejection.name), "key": .string(rejection.key.displayHash)])
             // The body of a refused request is not forwarded; the connection closes if one is on its way.
             let closeAfter = !requestIsComplete || closeAfterResponse

@@ -10,13 +10,22 @@ import Synchronization
 public final class ProxyLoop {
     /// What an epoll token refers to.
     enum Owner {
-        case listener(Int)
+        case listener(Listener)
         case client(ClientSession)
         case upstream(UpstreamConnection)
         case wakeup
     }
 
-    private final class Listener {
+    /// What another thread asks of the loop; applied at the start of its next turn.
+    enum Command: Sendable {
+        /// Stop accepting, close idle connections, let exchanges in flight finish (see `beginDrain`).
+        case drain
+        /// Use `settings` for new exchanges; start accepting on `addListeners` (bound, listening sockets the loop
+        /// now owns) and close `removeListeners` (fds of this loop's listeners).
+        case reload(ProxySettings, addListeners: [Int32], removeListeners: [Int32])
+    }
+
+    final class Listener {
         let fd: FileDescriptor
         let rawFD: Int32
         /// After EMFILE/ENFILE the listener leaves epoll until this time (loop ms), so accept does not spin.
@@ -29,7 +38,6 @@ public final class ProxyLoop {
     }
 
     // MARK: immutable
-    public let settings: ProxySettings
     public let index: Int
     /// This loop's counters; only this loop writes them, the admin thread reads them.
     let metrics: LoopMetrics
@@ -37,6 +45,10 @@ public final class ProxyLoop {
     let completions: CompletionRing?
 
     // MARK: loop thread only
+    /// For new exchanges; sessions keep the one their exchange began with.
+    private(set) var settings: ProxySettings
+    /// SIGTERM arrived: no new connections, no keep-alive.
+    private(set) var isDraining = false
     private let epoll: Epoll
     private var table = RegistrationTable<Owner>()
     private var timers = TimerHeap<ClientSession>()
@@ -62,6 +74,8 @@ public final class ProxyLoop {
     // MARK: any thread
     private let wakeup: WakeupFD
     private let stopRequested = Atomic<Bool>(false)
+    private let commands = Mutex<[Command]>([])
+    private let drainedFlag = Atomic<Bool>(false)
 
     /// Creates a loop that takes ownership of `listenerFDs` (bound, listening, non-blocking sockets).
     public init(index: Int, settings: ProxySettings, listenerFDs: [Int32], metrics: LoopMetrics,
@@ -76,11 +90,82 @@ public final class ProxyLoop {
         pools = Array(repeating: [], count: settings.upstreams.count)
         now = Syscall.monotonicMilliseconds()
         randomState = Syscall.randomSeed()
-        for (position, raw) in listenerFDs.enumerated() {
-            listeners.append(Listener(rawFD: raw))
-            try epoll.addReadable(raw, token: table.register(raw, .listener(position)))
-        }
+        for raw in listenerFDs { try addListener(raw) }
         try epoll.addReadable(wakeup.rawValue, token: table.register(wakeup.rawValue, .wakeup))
+    }
+
+    private func addListener(_ raw: Int32) throws(SystemError) {
+        let listener = Listener(rawFD: raw)
+        listeners.append(listener)
+        try epoll.addReadable(raw, token: table.register(raw, .listener(listener)))
+    }
+
+    private func closeListener(_ listener: Listener) {
+        table.unregister(listener.rawFD)
+        listeners.removeAll { $0 === listener }  // the Listener's FileDescriptor closes the socket
+    }
+
+    /// Queues `command` for the loop (any thread).
+    func send(_ command: Command) {
+        commands.withLock { $0.append(command) }
+        wakeup.signal()
+    }
+
+    /// Set (any thread can read it) once a draining loop has no connection left.
+    public var isDrained: Bool { drainedFlag.load(ordering: .acquiring) }
+
+    private func runCommands() {
+        let pending = commands.withLock { queued -> [Command] in
+            defer { queued.removeAll() }
+            return queued
+        }
+        for command in pending {
+            switch command {
+            case .drain:
+                beginDrain()
+            case .reload(let newSettings, let added, let removed):
+                applyReload(newSettings, addListeners: added, removeListeners: removed)
+            }
+        }
+    }
+
+    private func beginDrain() {
+        guard !isDraining else { return }
+        isDraining = true
+        // Closing the sockets refuses new connections at once (with SO_REUSEPORT, only when every worker has).
+        for listener in listeners { closeListener(listener) }
+        acceptPaused = false
+        closePooledUpstreams()
+        for owner in table.owners() {
+            if case .client(let session) = owner { session.beginDrain() }
+        }
+        noteIfDrained()
+    }
+
+    private func applyReload(_ newSettings: ProxySettings, addListeners added: [Int32], removeListeners removed: [Int32]) {
+        settings = newSettings
+        // Pooled connections index the old upstream table; exchanges in flight keep theirs until they end.
+        closePooledUpstreams()
+        pools = Array(repeating: [], count: newSettings.upstreams.count)
+        for listener in listeners where removed.contains(listener.rawFD) { closeListener(listener) }
+        for raw in added {
+            if isDraining {
+                _ = Glibc.close(raw)
+                continue
+            }
+            do { try addListener(raw) } catch {
+                OpLog.error("cannot watch a new listener", ["worker": .int(index), "error": .string(error.description)])
+            }
+        }
+    }
+
+    private func closePooledUpstreams() {
+        for pool in pools { pool.forEach { closeUpstream($0) } }
+        pools = Array(repeating: [], count: pools.count)
+    }
+
+    private func noteIfDrained() {
+        if isDraining && sessionCount == 0 { drainedFlag.store(true, ordering: .releasing) }
     }
 
     /// Asks the loop to stop (any thread): it closes its listeners and connections, recording
@@ -108,7 +193,7 @@ public final class ProxyLoop {
             switch owner {
             case .client(let session): session.shutDown()
             case .upstream(let connection): closeUpstream(connection)
-            case .listener(let position): table.unregister(listeners[position].rawFD)
+            case .listener(let listener): table.unregister(listener.rawFD)
             case .wakeup: break
             }
         }
@@ -135,10 +220,11 @@ public final class ProxyLoop {
             } else {
                 pooledUpstreamEvent(connection, event)
             }
-        case .listener(let position):
-            accept(position)
+        case .listener(let listener):
+            accept(listener)
         case .wakeup:
             wakeup.drain()
+            runCommands()
         }
     }
 
@@ -147,12 +233,12 @@ public final class ProxyLoop {
     private static let acceptsPerWakeup = 64
     private static let acceptBackoffMilliseconds: Int64 = 100
 
-    private func accept(_ position: Int) {
-        let raw = listeners[position].rawFD
+    private func accept(_ listener: Listener) {
+        let raw = listener.rawFD
         for _ in 0..<ProxyLoop.acceptsPerWakeup {
             let result: IOResult<(fd: Int32, peer: SocketAddress)>
             do { result = try Syscall.accept(raw) } catch {
-                acceptFailed(position, error)
+                acceptFailed(listener, error)
                 return
             }
             guard case .processed(let accepted) = result else { return }
@@ -173,14 +259,14 @@ public final class ProxyLoop {
     }
 
     /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
-    private func acceptFailed(_ position: Int, _ error: SystemError) {
+    private func acceptFailed(_ listener: Listener, _ error: SystemError) {
         if now - lastAcceptWarning >= 1000 {
             lastAcceptWarning = now
             OpLog.warn("accept failed; pausing the listener", ["worker": .int(index), "error": .string(error.description),
                                                               "retry_ms": .int(Int(ProxyLoop.acceptBackoffMilliseconds))])
         }
-        epoll.remove(listeners[position].rawFD)
-        listeners[position].pausedUntil = now + ProxyLoop.acceptBackoffMilliseconds
+        epoll.remove(listener.rawFD)
+        listener.pausedUntil = now + ProxyLoop.acceptBackoffMilliseconds
         acceptPaused = true
     }
 
@@ -198,13 +284,13 @@ public final class ProxyLoop {
         if index == 0 { _ = settings.rateLimiter?.sweep(nowNanoseconds: Int64(Syscall.monotonicNanoseconds())) }
         if acceptPaused {
             acceptPaused = false
-            for (position, listener) in listeners.enumerated() where listener.pausedUntil != 0 {
+            for listener in listeners where listener.pausedUntil != 0 {
                 guard listener.pausedUntil <= now else {
                     acceptPaused = true
                     continue
                 }
                 listener.pausedUntil = 0
-                _ = try? epoll.addReadable(listener.rawFD, token: table.register(listener.rawFD, .listener(position)))
+                _ = try? epoll.addReadable(listener.rawFD, token: table.register(listener.rawFD, .listener(listener)))
             }
         }
         let idleLimit = Int64(settings.timeouts.upstreamPoolIdle)
@@ -258,18 +344,19 @@ public final class ProxyLoop {
         table.unregister(session.clientFD)
         sessionCount -= 1
         metrics.addActiveConnections(-1)
+        noteIfDrained()
     }
 
     // MARK: - Upstream connections
 
-    /// Opens a non-blocking connection to upstream `upstreamIndex` and registers it.
-    func openUpstream(_ upstreamIndex: Int) throws(SystemError) -> UpstreamConnection {
+    /// Opens a non-blocking connection to upstream `upstreamIndex` of `settings` and registers it.
+    func openUpstream(_ upstreamIndex: Int, of settings: ProxySettings) throws(SystemError) -> UpstreamConnection {
         let address = settings.upstreams[upstreamIndex].address
         let fd = try Syscall.tcpSocket(family: address.family)
         let raw = fd.rawValue
         Syscall.setNoDelay(raw)
         let state = try Syscall.connect(raw, address)
-        let connection = UpstreamConnection(fd: fd, upstreamIndex: upstreamIndex)
+        let connection = UpstreamConnection(fd: fd, upstreamIndex: upstreamIndex, settings: settings)
         if case .wouldBlock = state {
             connection.readable = false
             connection.writable = false
@@ -285,7 +372,10 @@ public final class ProxyLoop {
         return connection
     }
 
-    func takePooledUpstream(_ upstreamIndex: Int) -> UpstreamConnection? {
+    /// An idle connection to upstream `upstreamIndex` of `settings`; nil when none is pooled or a reload
+    /// replaced `settings` (the pools then hold the new settings' upstreams).
+    func takePooledUpstream(_ upstreamIndex: Int, of settings: ProxySettings) -> UpstreamConnection? {
+        guard settings === self.settings else { return nil }
         // Most recently used first: it is the least likely to have been closed by the server.
         while let connection = pools[upstreamIndex].popLast() {
             if connection.hangup || !connection.isOpen {
@@ -301,6 +391,7 @@ public final class ProxyLoop {
 
     func poolUpstream(_ connection: UpstreamConnection) {
         connection.session = nil
+        guard connection.settings === settings, !isDraining else { return closeUpstream(connection) }
         let limit = settings.upstreams[connection.upstreamIndex].maxIdleConnections
         guard limit > 0 else { return closeUpstream(connection) }
         if pools[connection.upstreamIndex].count >= limit {
@@ -315,7 +406,7 @@ public final class ProxyLoop {
     /// should not have; either way it can no longer be reused.
     private func pooledUpstreamEvent(_ connection: UpstreamConnection, _ event: ReadyEvent) {
         guard event.readable || event.hangup || event.error else { return }
-        if let position = pools[connection.upstreamIndex].firstIndex(where: { $0 === connection }) {
+        if connection.settings === settings, let position = pools[connection.upstreamIndex].firstIndex(where: { $0 === connection }) {
             pools[connection.upstreamIndex].remove(at: position)
         }
         closeUpstream(connection)

@@ -1,21 +1,128 @@
 import Glibc
 import Synchronization
 
-/// What a started proxy exposes to the process that runs it (signals, shutdown).
-public struct RunningProxy: Sendable {
-    /// Bound public addresses, "host:port".
-    public var listeners: [String]
+/// What a started proxy exposes to the process that runs it: signals (drain, reload, stop) and shutdown.
+/// Its methods are called from the signal-handling thread; the loops are reached through their mailboxes.
+public final class RunningProxy: Sendable {
     /// The admin address, when configured.
-    public var admin: String?
+    public let admin: String?
     /// The completion-log writer, when a sink is configured (SIGHUP calls `reopen`).
-    public var completionWriter: CompletionWriter?
-    public var metrics: MetricsRegistry
+    public let completionWriter: CompletionWriter?
+    public let metrics: MetricsRegistry
+    /// What `/readyz` reports.
+    public let readiness: Readiness
     let loops: [LoopHandoff]
     let stoppedLoops: StopCounter
+    private let state: Mutex<State>
+
+    /// What a reload replaces.
+    private struct State {
+        var config: Config
+        var settings: ProxySettings
+        /// Each configured listen address, the local address it is bound to, and its socket on every worker.
+        var listeners: [(address: ListenAddress, bound: String, fds: [Int32])]
+    }
+
+    init(config: Config, settings: ProxySettings, listeners: [(address: ListenAddress, bound: String, fds: [Int32])],
+         admin: String?, completionWriter: CompletionWriter?, metrics: MetricsRegistry, readiness: Readiness,
+         loops: [LoopHandoff], stoppedLoops: StopCounter) {
+        self.admin = admin
+        self.completionWriter = completionWriter
+        self.metrics = metrics
+        self.readiness = readiness
+        self.loops = loops
+        self.stoppedLoops = stoppedLoops
+        state = Mutex(State(config: config, settings: settings, listeners: listeners))
+    }
+
+    /// Bound public addresses, "host:port".
+    public var listeners: [String] { state.withLock { $0.listeners.map(\.bound) } }
+
+    /// The configuration in force (after any reload).
+    public var config: Config { state.withLock { $0.config } }
+
+    /// Open client connections over all loops.
+    public var openConnections: Int { metrics.loops.reduce(0) { $0 + $1.activeConnections } }
+
+    /// SIGTERM: readiness turns false, every loop closes its listeners and idle connections and lets exchanges
+    /// in flight finish; `isDrained` turns true when none is left. Returns at once.
+    public func beginDrain() {
+        readiness.startDraining()
+        loops.forEach { $0.loop.send(.drain) }
+    }
+
+    /// Whether every loop has drained (see `beginDrain`).
+    public var isDrained: Bool { loops.allSatisfy { $0.loop.isDrained } }
+
+    /// Applies `config` to new exchanges: routes, upstreams, limits, timeouts, trusted proxies, what the log
+    /// records; listen addresses are bound or closed as they appear or disappear, and the sockets of unchanged
+    /// ones are kept, so no connection is refused meanwhile. Exchanges in flight keep their settings.
+    /// What only a restart can change (workers, admin, log sinks, watermarks) keeps its running value.
+    /// - Returns: one message per setting kept because it needs a restart.
+    /// - Throws: when an upstream cannot be resolved or a new address cannot be bound; nothing changed then.
+    public func reload(_ newConfig: Config) throws(StartError) -> [String] {
+        try state.withLock { state throws(StartError) -> [String] in
+            let (config, kept) = Self.restartOnly(newConfig, running: state.config)
+            var added: [(address: ListenAddress, bound: String, fds: [Int32])] = []
+            do throws(StartError) {
+                for address in config.listeners where !state.listeners.contains(where: { $0.address == address }) {
+                    added.append(try ProxyServer.bind(address, workers: loops.count))
+                }
+                let settings: ProxySettings
+                do throws(SystemError) { settings = try ProxySettings(config: config, previous: state.settings, metrics: metrics) } catch {
+                    throw StartError(error.description)
+                }
+                let removed = state.listeners.filter { old in !config.listeners.contains(old.address) }
+                for (worker, handoff) in loops.enumerated() {
+                    handoff.loop.send(.reload(settings, addListeners: added.map { $0.fds[worker] },
+                                              removeListeners: removed.map { $0.fds[worker] }))
+                }
+                state.listeners = config.listeners.compactMap { address in
+                    state.listeners.first { $0.address == address } ?? added.first { $0.address == address }
+                }
+                state.config = config
+                state.settings = settings
+                return kept
+            } catch {
+                added.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+                throw error
+            }
+        }
+    }
+
+    /// `new` with the settings only a restart can change put back to their `running` values, and a message
+    /// for each one that differed.
+    private static func restartOnly(_ new: Config, running: Config) -> (Config, [String]) {
+        var config = new
+        var kept: [String] = []
+        if config.workers != running.workers {
+            kept.append("workers: \(running.workers) kept (a new worker count needs a restart)")
+            config.workers = running.workers
+        }
+        if config.admin != running.admin {
+            kept.append("admin listen: kept (the admin listener needs a restart to move)")
+            config.admin = running.admin
+        }
+        if config.log.file != running.log.file || config.log.stdout != running.log.stdout
+            || config.log.queueCapacity != running.log.queueCapacity || config.log.fsyncInterval != running.log.fsyncInterval {
+            kept.append("log file, stdout, queue and fsync: kept (completion-log sinks need a restart)")
+            config.log.file = running.log.file
+            config.log.stdout = running.log.stdout
+            config.log.queueCapacity = running.log.queueCapacity
+            config.log.fsyncInterval = running.log.fsyncInterval
+        }
+        if config.limits.highWatermark != running.limits.highWatermark || config.limits.lowWatermark != running.limits.lowWatermark {
+            kept.append("high_watermark and low_watermark: kept (buffer sizes need a restart)")
+            config.limits.highWatermark = running.limits.highWatermark
+            config.limits.lowWatermark = running.limits.lowWatermark
+        }
+        return (config, kept)
+    }
 
     /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
     /// `milliseconds` for them, then flushes the completion log. Returns false if something did not finish.
     public func stop(within milliseconds: Int) -> Bool {
+        readiness.startDraining()
         loops.forEach { $0.loop.requestStop() }
         let deadline = Syscall.monotonicMilliseconds() + Int64(milliseconds)
         while stoppedLoops.count < loops.count && Syscall.monotonicMilliseconds() < deadline {
@@ -24,6 +131,17 @@ public struct RunningProxy: Sendable {
         let flushed = completionWriter?.stop(flushWithin: max(100, Int(deadline - Syscall.monotonicMilliseconds()))) ?? true
         return flushed && stoppedLoops.count == loops.count
     }
+}
+
+/// Whether the proxy takes new work, for `GET /readyz`. Any thread.
+public final class Readiness: Sendable {
+    private let draining = Atomic<Bool>(false)
+
+    public init() {}
+
+    public var isReady: Bool { !draining.load(ordering: .acquiring) }
+
+    func startDraining() { draining.store(true, ordering: .releasing) }
 }
 
 /// How many loops have returned from `run`.
@@ -35,40 +153,33 @@ final class StopCounter: Sendable {
 
 /// Binds the listeners and starts one `ProxyLoop` thread per worker.
 public enum ProxyServer {
-    /// Binds every listen address once per worker (SO_REUSEPORT; a port 0 is resolved by the first bind
-    /// and reused by the others), opens the completion log, then starts the loops. Throws before any
-    /// loop starts, so an address in use, an unresolvable upstream or an unwritable log is a start-up error.
+    /// Binds every listen address once per worker, opens the completion log, then starts the loops. Throws
+    /// before any loop starts, so an address in use, an unresolvable upstream or an unwritable log is a
+    /// start-up error.
     public static func start(config: Config) throws(StartError) -> RunningProxy {
         Syscall.ignoreSIGPIPE()
         Syscall.configureAllocator()
         Syscall.raiseOpenFileLimit()
-        let settings: ProxySettings
-        do { settings = try ProxySettings(config: config) } catch { throw StartError(error.description) }
-        var perWorker: [[Int32]] = Array(repeating: [], count: config.workers)
-        var bound: [String] = []
-        do throws(SystemError) {
-            for listen in config.listeners {
-                let host = listen.host == "*" ? "0.0.0.0" : listen.host
-                var address = try SocketAddress.resolve(host: host, port: listen.port)
-                for worker in 0..<config.workers {
-                    let fd: FileDescriptor
-                    do { fd = try Syscall.listeningSocket(address) } catch {
-                        throw SystemError(call: "listen on \(listen)", errno: error.errno)
-                    }
-                    if worker == 0 {
-                        address = try Syscall.localAddress(fd.rawValue)
-                        bound.append(address.description)
-                    }
-                    perWorker[worker].append(fd.releaseRawValue())
-                }
-            }
+        var listeners: [(address: ListenAddress, bound: String, fds: [Int32])] = []
+        do throws(StartError) {
+            for address in config.listeners { listeners.append(try bind(address, workers: config.workers)) }
         } catch {
-            perWorker.joined().forEach { _ = Glibc.close($0) }
-            throw StartError(error.description)
+            listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+            throw error
         }
 
         let sinks = completionSinks(config.log)
         let queue = sinks.isEmpty ? nil : CompletionQueue(producers: config.workers, capacity: config.log.queueCapacity)
+        // Room for the routes and rules of later reloads: every name ever used keeps its own counters.
+        let metrics = MetricsRegistry(workers: config.workers, routes: config.routes.map(\.prefix),
+                                      rateLimitRules: config.rateLimits.map(\.name), logQueue: queue,
+                                      routeCapacity: max(256, 2 * config.routes.count),
+                                      ruleCapacity: max(64, 2 * config.rateLimits.count))
+        let settings: ProxySettings
+        do { settings = try ProxySettings(config: config, metrics: metrics) } catch {
+            listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+            throw StartError(error.description)
+        }
         var writer: CompletionWriter?
         if let queue {
             do {
@@ -80,11 +191,10 @@ public enum ProxyServer {
                 throw StartError("completion log: \(error.description)")
             }
         }
-        let metrics = MetricsRegistry(workers: config.workers, routes: settings.routes.map { String(decoding: $0.prefix, as: UTF8.self) },
-                                      rateLimitRules: config.rateLimits.map(\.name), logQueue: queue, rateLimiter: settings.rateLimiter)
+        let readiness = Readiness()
         var admin: String?
         if let address = config.admin {
-            do { admin = try AdminServer.start(address: address, metrics: metrics) } catch {
+            do { admin = try AdminServer.start(address: address, metrics: metrics, readiness: readiness) } catch {
                 throw StartError("admin listener \(address): \(error.description)")
             }
         }
@@ -92,7 +202,7 @@ public enum ProxyServer {
         let stopped = StopCounter()
         do {
             for worker in 0..<config.workers {
-                let loop = try ProxyLoop(index: worker, settings: settings, listenerFDs: perWorker[worker],
+                let loop = try ProxyLoop(index: worker, settings: settings, listenerFDs: listeners.map { $0.fds[worker] },
                                          metrics: metrics.loop(worker), completions: queue?.producer(worker))
                 let handoff = LoopHandoff(loop)
                 handoffs.append(handoff)
@@ -104,8 +214,29 @@ public enum ProxyServer {
         } catch {
             throw StartError(error.description)
         }
-        return RunningProxy(listeners: bound, admin: admin, completionWriter: writer, metrics: metrics,
-                            loops: handoffs, stoppedLoops: stopped)
+        return RunningProxy(config: config, settings: settings, listeners: listeners, admin: admin, completionWriter: writer,
+                            metrics: metrics, readiness: readiness, loops: handoffs, stoppedLoops: stopped)
+    }
+
+    /// Binds `address` once per worker (SO_REUSEPORT; a port 0 is resolved by the first bind and reused by the others).
+    static func bind(_ address: ListenAddress, workers: Int) throws(StartError) -> (address: ListenAddress, bound: String, fds: [Int32]) {
+        var fds: [Int32] = []
+        do throws(SystemError) {
+            let host = address.host == "*" ? "0.0.0.0" : address.host
+            var socketAddress = try SocketAddress.resolve(host: host, port: address.port)
+            for worker in 0..<workers {
+                let fd: FileDescriptor
+                do { fd = try Syscall.listeningSocket(socketAddress) } catch {
+                    throw SystemError(call: "listen on \(address)", errno: error.errno)
+                }
+                if worker == 0 { socketAddress = try Syscall.localAddress(fd.rawValue) }
+                fds.append(fd.releaseRawValue())
+            }
+            return (address, socketAddress.description, fds)
+        } catch {
+            fds.forEach { _ = Glibc.close($0) }
+            throw StartError(error.description)
+        }
     }
 
     private static func completionSinks(_ log: LogConfig) -> [CompletionSink] {

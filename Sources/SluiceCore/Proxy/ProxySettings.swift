@@ -21,6 +21,8 @@ public final class ProxySettings: Sendable {
         public var limits: [Int]
         /// One of the rules has a token budget, charged from the usage responses report.
         public var chargesTokens: Bool
+        /// Where the metrics count this route (nil: out of slots, counted as no route).
+        public var metricsSlot: Int?
     }
 
     public let upstreams: [Upstream]
@@ -37,6 +39,8 @@ public final class ProxySettings: Sendable {
     public let trustedProxies: [IPRange]
     /// Shared by every loop: one key's budget is the same whichever loop serves it.
     public let rateLimiter: RateLimiter?
+    /// Where the metrics count each rule's rejections, by rule index.
+    public let ruleMetricsSlots: [Int?]
     /// Completion records keep the query string.
     public let includeQueryInLog: Bool
     /// JSON request bodies up to this size are read for `model` and `stream`.
@@ -45,8 +49,10 @@ public final class ProxySettings: Sendable {
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
 
-    /// Resolves upstream host names (blocking getaddrinfo, start-up only).
-    public init(config: Config) throws(SystemError) {
+    /// Resolves upstream host names (blocking getaddrinfo: start-up and reload only, never on a loop) and
+    /// names the routes' and rules' metrics slots in `metrics`. The rate limiter of `previous` is kept, budgets
+    /// and all, when the rules did not change; otherwise the new rules start with full budgets.
+    public init(config: Config, previous: ProxySettings? = nil, metrics: MetricsRegistry) throws(SystemError) {
         var upstreams: [Upstream] = []
         for upstream in config.upstreams {
             let address = try SocketAddress.resolve(host: upstream.host, port: upstream.port)
@@ -54,12 +60,14 @@ public final class ProxySettings: Sendable {
                                       maxIdleConnections: upstream.maxIdleConnections))
         }
         self.upstreams = upstreams
-        var routes = config.routes.map { route in
+        let routeSlots = metrics.routeSlots(for: config.routes.map(\.prefix))
+        var routes = zip(config.routes, routeSlots).map { route, slot in
             Route(prefix: Array(route.prefix.utf8),
                   upstreamIndex: config.upstreams.firstIndex { $0.name == route.upstream } ?? 0,
                   timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
                   captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes,
-                  limits: route.limits, chargesTokens: route.limits.contains { config.rateLimits[$0].tokens != nil })
+                  limits: route.limits, chargesTokens: route.limits.contains { config.rateLimits[$0].tokens != nil },
+                  metricsSlot: slot)
         }
         routes.sort { $0.prefix.count > $1.prefix.count }
         self.routes = routes
@@ -69,8 +77,13 @@ public final class ProxySettings: Sendable {
         lowWatermark = config.limits.lowWatermark
         rateLimitRules = config.rateLimits
         trustedProxies = config.trustedProxies
-        rateLimiter = config.rateLimits.isEmpty ? nil
-            : RateLimiter(rules: config.rateLimits, seed: (Syscall.randomSeed(), Syscall.randomSeed()))
+        let limiter = if let previous, previous.rateLimitRules == config.rateLimits {
+            previous.rateLimiter
+        } else {
+            config.rateLimits.isEmpty ? nil : RateLimiter(rules: config.rateLimits, seed: (Syscall.randomSeed(), Syscall.randomSeed()))
+        }
+        rateLimiter = limiter
+        ruleMetricsSlots = metrics.useRateLimiter(limiter, rules: config.rateLimits.map(\.name))
         includeQueryInLog = config.log.includeQuery
         requestBodyScanLimit = config.log.requestBodyScanLimit
     }

@@ -6,6 +6,8 @@ final class UpstreamConnection {
     var fd: FileDescriptor?
     let rawFD: Int32
     let upstreamIndex: Int
+    /// The settings whose upstream table `upstreamIndex` indexes: after a reload the connection is not pooled.
+    let settings: ProxySettings
     /// Connect finished (SO_ERROR checked).
     var connected = false
     /// Edge-triggered readiness: true until a read or write returns EAGAIN.
@@ -20,10 +22,11 @@ final class UpstreamConnection {
     /// When it entered the pool (loop milliseconds).
     var idleSince: Int64 = 0
 
-    init(fd: consuming FileDescriptor, upstreamIndex: Int) {
+    init(fd: consuming FileDescriptor, upstreamIndex: Int, settings: ProxySettings) {
         rawFD = fd.rawValue
         self.fd = .some(fd)
         self.upstreamIndex = upstreamIndex
+        self.settings = settings
     }
 
     var isOpen: Bool { fd != nil }

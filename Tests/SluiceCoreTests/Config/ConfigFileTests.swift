@@ -30,6 +30,7 @@ import Testing
         #expect(config.routes.allSatisfy { $0.captureRequestBytes == 0 && $0.captureResponseBytes == 0 })
         #expect(config.log == LogConfig())  // the log block spells out every default
         #expect(config.admin == ListenAddress(host: "127.0.0.1", port: 9901))
+        #expect(config.drainTimeout == Config.defaultDrainTimeout)
     }
 
     @Test func exampleDocumentsEveryKey() throws {
@@ -47,6 +48,9 @@ import Testing
         let config = try Config.parse(text: ConfigFileErrorTests.base, file: "min.conf")
         #expect(config.workers == Config.defaultWorkerCount())
         #expect(Config.workerRange.contains(config.workers))
+        #expect(config.drainTimeout == 300_000)
+        #expect(try Config.parse(text: "drain_timeout 2s\n" + ConfigFileErrorTests.base, file: "d.conf").drainTimeout == 2_000)
+        #expect(try Config.parse(text: "drain_timeout off\n" + ConfigFileErrorTests.base, file: "d.conf").drainTimeout == 0)
         #expect(config.listeners == [ListenAddress(host: "0.0.0.0", port: 8080)])
         #expect(config.timeouts == Timeouts())
         #expect(config.limits == Limits())

@@ -113,6 +113,24 @@ import Testing
         #expect(samples["sluice_rate_limit_rejections_total{rule=\"r\"}"] == "0")
     }
 
+    @Test func reloadKeepsSlotsOfKeptNamesAndNamesFreeOnes() {
+        let registry = MetricsRegistry(workers: 1, routes: ["/a", "/b"], rateLimitRules: ["r"], logQueue: nil,
+                                       routeCapacity: 3, ruleCapacity: 2)
+        registry.loop(0).countRequest(route: 1, status: 200)
+        // A reload drops /a, keeps /b and adds /c and /d: /b keeps slot 1 (its counter goes on), /c takes the
+        // last free slot, /d finds none and is counted as no route.
+        #expect(registry.routeSlots(for: ["/b", "/c", "/d"]) == [1, 2, nil])
+        #expect(registry.useRateLimiter(nil, rules: ["s", "r", "t"]) == [1, 0, nil])
+        registry.loop(0).countRequest(route: 1, status: 200)
+        registry.loop(0).countRateLimitRejection(rule: 1)
+        let samples = PrometheusCheck.samples(registry.render())
+        #expect(samples["sluice_requests_total{route=\"/b\",code_class=\"2xx\"}"] == "2")
+        #expect(samples["sluice_requests_total{route=\"/a\",code_class=\"2xx\"}"] == "0")
+        #expect(samples["sluice_requests_total{route=\"/c\",code_class=\"2xx\"}"] == "0")
+        #expect(samples["sluice_rate_limit_rejections_total{rule=\"s\"}"] == "1")
+        #expect(registry.routes == ["/a", "/b", "/c"])
+    }
+
     @Test(arguments: [(0, "0"), (1, "0.000001"), (5_000, "0.005"), (2_500_000, "2.5"), (1_000_000, "1"),
                       (600_000_000, "600"), (123_456_789, "123.456789"), (-1_500_000, "-1.5")])
     func secondsAreExactDecimals(microseconds: Int, expected: String) {
