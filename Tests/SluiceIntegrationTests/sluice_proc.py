@@ -122,11 +122,12 @@ class Sluice:
     """A running sluice process; stderr is drained by a thread and kept as lines."""
 
     def __init__(self, args: list[str], *, wait_ready: bool = True, env: Optional[dict] = None,
-                 drain_stdout: bool = True):
+                 drain_stdout: bool = True, launcher: tuple[str, ...] = ()):
+        """`launcher` runs before the binary and must exec it (e.g. `ip netns exec NS`), so that `pid` is sluice's."""
         if not os.access(SLUICE_BIN, os.X_OK):
             raise AssertionError(f"sluice binary not found at {SLUICE_BIN} (set SLUICE_BIN or run swift build)")
         self.exit_expected = False
-        self.args = [SLUICE_BIN] + args
+        self.args = list(launcher) + [SLUICE_BIN] + args
         self.cond = threading.Condition()
         self.stderr_lines: list[str] = []
         self.stdout = bytearray()
