@@ -32,6 +32,7 @@ func routesJSON(_ config: Config) -> String {
 
 /// Starts the loops for `config` and logs the ready line.
 func serve(_ config: Config) -> RunningProxy {
+    warnAboutUnverifiedUpstreams(config)
     let running: RunningProxy
     do { running = try ProxyServer.start(config: config) } catch {
         fail("cannot start", ["error": .string(error.description)])
@@ -40,6 +41,7 @@ func serve(_ config: Config) -> RunningProxy {
     if let file = config.log.file { sinks.append(file) }
     if config.log.stdout { sinks.append("stdout") }
     OpLog.info("ready", ["version": .string(version), "workers": .int(config.workers), "listeners": .strings(running.listeners),
+                         "tls_listeners": .strings(running.tlsListeners),
                          "admin": running.admin.map { .string($0) } ?? .json("null"),
                          "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
                          "completion_log": .strings(sinks)])
@@ -75,6 +77,14 @@ func waitForSignals(_ signals: sigset_t, _ running: RunningProxy, reloading over
     }
 }
 
+/// `tls_verify off` is allowed but never silent.
+func warnAboutUnverifiedUpstreams(_ config: Config) {
+    for upstream in config.upstreams where upstream.tls?.verify == false {
+        OpLog.warn("TLS verification is off for an upstream: its certificate and name are not checked",
+                   ["upstream": .string(upstream.name), "server": .string(upstream.description)])
+    }
+}
+
 /// Re-reads the configuration and applies it to new connections; a bad file keeps the running configuration.
 func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
     let config: Config
@@ -83,6 +93,7 @@ func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
                     ["file": .string(error.file), "line": .int(error.line), "error": .string(error.description)])
         return
     }
+    warnAboutUnverifiedUpstreams(config)
     do {
         for kept in try running.reload(config) { OpLog.warn("reload: setting needs a restart", ["setting": .string(kept)]) }
     } catch {
@@ -131,13 +142,17 @@ case .help:
 case .version:
     print("sluice \(version)")
 case .check(let path):
-    do {
-        _ = try Config.load(overrides: CommandLineOverrides(configPath: path))
-        print("\(path): ok")
-    } catch {
+    let config: Config
+    do { config = try Config.load(overrides: CommandLineOverrides(configPath: path)) } catch {
         printToStderr(error.description)
         exit(1)
     }
+    // Certificates and keys are read as a start would read them: a check that passes means they load.
+    do { _ = try ProxySettings.tlsContexts(config) } catch {
+        printToStderr("\(path): \(error.description)")
+        exit(1)
+    }
+    print("\(path): ok")
 case .run(let overrides):
     let config: Config
     do { config = try Config.load(overrides: overrides) } catch {

@@ -44,6 +44,10 @@ public struct Config: Sendable, Equatable {
     public var trustedProxies: [IPRange]
     /// Milliseconds SIGTERM lets exchanges in flight run before aborting them; 0 aborts at once.
     public var drainTimeout: Int
+    /// Listeners that terminate TLS (`listen ADDRESS tls`), with ``tls``'s certificate.
+    public var tlsListeners: Set<ListenAddress>
+    /// The `tls` block; required when ``tlsListeners`` is not empty.
+    public var tls: TLSServerConfig?
 
     /// Five minutes: long enough for a reasoning model's answer, short of common grace periods' ceilings.
     public static let defaultDrainTimeout = 300_000
@@ -62,7 +66,9 @@ public struct Config: Sendable, Equatable {
         sourcePath: String? = nil,
         rateLimits: [RateLimitRuleConfig] = [],
         trustedProxies: [IPRange] = [],
-        drainTimeout: Int = Config.defaultDrainTimeout
+        drainTimeout: Int = Config.defaultDrainTimeout,
+        tlsListeners: Set<ListenAddress> = [],
+        tls: TLSServerConfig? = nil
     ) {
         var sorted = routes
         Self.sortLongestPrefixFirst(&sorted)
@@ -75,6 +81,8 @@ public struct Config: Sendable, Equatable {
         self.log = log
         self.admin = admin
         self.drainTimeout = drainTimeout
+        self.tlsListeners = tlsListeners
+        self.tls = tls
         self.sourcePath = sourcePath
         self.rateLimits = rateLimits
         self.trustedProxies = trustedProxies
@@ -187,6 +195,8 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
     public var port: UInt16
     /// Idle keep-alive connections kept per worker; 0 disables pooling.
     public var maxIdleConnections: Int
+    /// Verification settings of an `https` upstream; nil for `http`.
+    public var tls: TLSClientConfig?
 
     /// Default ``maxIdleConnections``: 64 idle sockets per worker per upstream.
     public static let defaultMaxIdleConnections = 64
@@ -194,13 +204,15 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
     /// Creates an upstream from its parts; no validation.
     public init(
         name: String, scheme: UpstreamScheme, host: String, port: UInt16,
-        maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections
+        maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections,
+        tls: TLSClientConfig? = nil
     ) {
         self.name = name
         self.scheme = scheme
         self.host = host
         self.port = port
         self.maxIdleConnections = maxIdleConnections
+        self.tls = tls ?? (scheme == .https ? TLSClientConfig() : nil)
     }
 
     /// The server as a URL, e.g. `http://127.0.0.1:8000` (for logs and `sluice check`).

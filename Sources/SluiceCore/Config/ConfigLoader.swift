@@ -124,10 +124,13 @@ extension ConfigDraft {
             guard let server = upstream.server else {
                 throw fail(upstream.line, "upstream '\(upstream.name)' has no 'server': add e.g. 'server http://127.0.0.1:8000' inside the block")
             }
+            if server.scheme == .http && upstream.tlsLine > 0 {
+                throw fail(upstream.tlsLine, "tls_* settings apply to https upstreams; upstream '\(upstream.name)' is \(server.scheme.rawValue)://")
+            }
             resolvedUpstreams.append(
                 UpstreamConfig(
                     name: upstream.name, scheme: server.scheme, host: server.host, port: server.port,
-                    maxIdleConnections: upstream.maxIdle))
+                    maxIdleConnections: upstream.maxIdle, tls: server.scheme == .https ? upstream.tls : nil))
         }
         let resolvedRateLimits = try resolveRateLimits(file: file)
         let names = Set(upstreams.map(\.name))
@@ -189,7 +192,28 @@ extension ConfigDraft {
             sourcePath: sourcePath,
             rateLimits: resolvedRateLimits,
             trustedProxies: trustedProxies,
-            drainTimeout: drainTimeout)
+            drainTimeout: drainTimeout,
+            tlsListeners: tlsListeners,
+            tls: try resolveTLS(file: file))
+    }
+
+    /// The `tls` block as server settings; a `listen ... tls` needs the block, and the block needs
+    /// a certificate and a key. Whether the files load is checked when contexts are built.
+    private func resolveTLS(file: String) throws(ConfigError) -> TLSServerConfig? {
+        if let first = listeners.first(where: { tlsListeners.contains($0) }), tls == nil {
+            let line = listenerLines[listeners.firstIndex(of: first) ?? 0]
+            throw ConfigError(file: file, line: line,
+                              message: "'listen \(first) tls' needs a 'tls { certificate PATH  key PATH }' block")
+        }
+        guard let tls else { return nil }
+        guard let certificate = tls.certificate else {
+            throw ConfigError(file: file, line: tls.line, message: "the 'tls' block has no 'certificate': add e.g. 'certificate /etc/sluice/tls/chain.pem'")
+        }
+        guard let key = tls.key else {
+            throw ConfigError(file: file, line: tls.line, message: "the 'tls' block has no 'key': add e.g. 'key /etc/sluice/tls/key.pem'")
+        }
+        return TLSServerConfig(certificateFile: certificate, keyFile: key, minVersion: tls.minVersion, ciphers: tls.ciphers,
+                               ciphersuites: tls.ciphersuites, handshakeTimeout: tls.handshakeTimeout)
     }
 
     /// Checks that every `limit` block has a key and at least one limit.

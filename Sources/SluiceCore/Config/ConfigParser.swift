@@ -9,6 +9,20 @@ struct ConfigDraft: Equatable {
         var line: Int
         var server: ConfigValues.Server?
         var maxIdle = UpstreamConfig.defaultMaxIdleConnections
+        var tls = TLSClientConfig()
+        /// Line of the first `tls_*` key, for "only for https" errors; 0 when none.
+        var tlsLine = 0
+    }
+
+    /// The `tls { }` block; certificate and key are checked at resolve time.
+    struct TLS: Equatable {
+        var line: Int
+        var certificate: String?
+        var key: String?
+        var minVersion = TLSVersion.tls12
+        var ciphers: String?
+        var ciphersuites: String?
+        var handshakeTimeout = TLSServerConfig.defaultHandshakeTimeout
     }
 
     /// A `route PREFIX { }` block.
@@ -67,6 +81,9 @@ struct ConfigDraft: Equatable {
     var listeners: [ListenAddress] = []
     /// Line of each entry of ``listeners``; 0 for one that came from `--listen` or the default.
     var listenerLines: [Int] = []
+    /// Listeners written `listen ADDRESS tls`.
+    var tlsListeners: Set<ListenAddress> = []
+    var tls: TLS?
     /// Whether ``listeners`` came from `--listen` (for messages about line-0 listeners).
     var listenersFromFlag = false
     var timeouts = Timeouts()
@@ -186,7 +203,7 @@ struct ConfigParser {
             throw error(line, "'\(kind.rawValue)' starts a block: write '\(kind.usage)' with the '{' on the same line\(hint)")
         }
         switch kind {
-        case .timeouts, .limits, .log, .admin:
+        case .timeouts, .limits, .log, .admin, .tls:
             if !values.isEmpty {
                 throw error(line, "'\(kind.rawValue)' takes no value: write '\(kind.usage)'")
             }
@@ -201,6 +218,9 @@ struct ConfigParser {
             case .admin:
                 context = .admin
                 draft.adminBlockLine = line.number
+            case .tls:
+                context = .tls
+                draft.tls = ConfigDraft.TLS(line: line.number)
             case .upstream, .route, .limit: preconditionFailure("named blocks are opened below")
             }
         case .upstream:
@@ -307,6 +327,35 @@ struct ConfigParser {
             draft.adminLine = line.number
         case .limit(let index):
             try rateLimit(name, values: values, index: index, line: line)
+        case .tls:
+            try tls(name, values: values, line: line)
+        }
+    }
+
+    private mutating func tls(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        guard var block = draft.tls else { preconditionFailure("tls keys come only inside the tls block") }
+        defer { draft.tls = block }
+        switch ConfigTLSKey(rawValue: name) {
+        case .certificate:
+            block.certificate = try single(values, for: name, expected: "PATH", usage: "certificate /etc/sluice/tls/chain.pem", line: line)
+        case .key:
+            block.key = try single(values, for: name, expected: "PATH", usage: "key /etc/sluice/tls/key.pem", line: line)
+        case .minVersion:
+            let text = try single(values, for: name, expected: "1.2 or 1.3", usage: "min_version 1.2", line: line)
+            guard let version = TLSVersion(rawValue: text) else {
+                throw error(line, "min_version must be 1.2 or 1.3, got \(ConfigValues.quoted(text))")
+            }
+            block.minVersion = version
+        case .ciphers:
+            block.ciphers = try single(values, for: name, expected: "an OpenSSL cipher list", usage: "ciphers ECDHE+AESGCM", line: line)
+        case .ciphersuites:
+            block.ciphersuites = try single(values, for: name, expected: "an OpenSSL ciphersuite list",
+                                                 usage: "ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", line: line)
+        case .handshakeTimeout:
+            let text = try single(values, for: name, expected: "DURATION", usage: "handshake_timeout 10s", line: line)
+            block.handshakeTimeout = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+        case nil:
+            preconditionFailure("directive() admits only tls keys here")
         }
     }
 
@@ -325,8 +374,13 @@ struct ConfigParser {
             let text = try single(values, for: name, expected: "a duration", usage: "drain_timeout 300s", line: line)
             draft.drainTimeout = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
         case .listen:
+            // `listen ADDRESS tls` terminates TLS there (see the `tls` block).
+            let terminatesTLS = values.count == 2 && values[1] == "tls"
+            if values.count == 2 && !terminatesTLS && !values[1].contains(":") {  // a second address: "too many values" below
+                throw error(line, "unexpected \(ConfigValues.quoted(values[1])) after the address: the only option is 'tls' (e.g. 'listen 0.0.0.0:8443 tls')")
+            }
             let text = try single(
-                values, for: name, expected: "ADDRESS", usage: "listen 127.0.0.1:8080",
+                Array(values.prefix(terminatesTLS ? 1 : values.count)), for: name, expected: "ADDRESS", usage: "listen 127.0.0.1:8080",
                 extraHint: "; repeat 'listen' on separate lines for more addresses", line: line)
             let address = try value(line) { () throws(ConfigValueError) in try ConfigValues.listenAddress(text) }
             if let first = listenLines[address] {
@@ -335,6 +389,7 @@ struct ConfigParser {
             listenLines[address] = line.number
             draft.listeners.append(address)
             draft.listenerLines.append(line.number)
+            if terminatesTLS { draft.tlsListeners.insert(address) }
         case .trustedProxies:
             if values.isEmpty {
                 throw error(
@@ -381,10 +436,22 @@ struct ConfigParser {
     static let maximumIdleConnections = 65_536
 
     private mutating func upstream(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
+        if ConfigUpstreamTLSKey(rawValue: name) != nil && draft.upstreams[index].tlsLine == 0 {
+            draft.upstreams[index].tlsLine = line.number
+        }
         switch name {
         case "server":
             let text = try single(values, for: name, expected: "URL", usage: "server http://127.0.0.1:8000", line: line)
             draft.upstreams[index].server = try value(line) { () throws(ConfigValueError) in try ConfigValues.upstreamURL(text) }
+        case ConfigUpstreamTLSKey.caFile.rawValue:
+            draft.upstreams[index].tls.caFile = try single(values, for: name, expected: "PATH", usage: "tls_ca_file /etc/ssl/my-ca.pem", line: line)
+        case ConfigUpstreamTLSKey.caDirectory.rawValue:
+            draft.upstreams[index].tls.caDirectory = try single(values, for: name, expected: "PATH", usage: "tls_ca_dir /etc/ssl/my-cas", line: line)
+        case ConfigUpstreamTLSKey.serverName.rawValue:
+            draft.upstreams[index].tls.serverName = try single(values, for: name, expected: "NAME", usage: "tls_server_name api.example.com", line: line)
+        case ConfigUpstreamTLSKey.verify.rawValue:
+            let text = try single(values, for: name, expected: "on or off", usage: "tls_verify off", line: line)
+            draft.upstreams[index].tls.verify = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
         default:  // "max_idle"
             let text = try single(values, for: name, expected: "N", usage: "max_idle 64", line: line)
             draft.upstreams[index].maxIdle = try value(line) { () throws(ConfigValueError) in
@@ -635,6 +702,7 @@ struct ConfigParser {
         case .log: "the 'log' block"
         case .admin: "the 'admin' block"
         case .limit(let index): "limit '\(draft.rateLimits[index].name)'"
+        case .tls: "the 'tls' block"
         }
     }
 }

@@ -14,19 +14,22 @@ enum ConfigBlockKind: String, CaseIterable {
     case admin
     /// `limit NAME { ... }`: a named rate-limit rule that routes apply with `limit NAME`.
     case limit
+    /// `tls { ... }`: certificate and protocol settings of `listen ... tls` listeners, at most once.
+    case tls
 
     /// Keys allowed inside this block, in the order the example file documents them.
     var keys: [String] {
         switch self {
         case .timeouts: ConfigTimeoutKey.allCases.map(\.rawValue)
         case .limits: ConfigLimitKey.allCases.map(\.rawValue)
-        case .upstream: ["server", "max_idle"]
+        case .upstream: ["server", "max_idle"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
                 + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit"]
         case .log: ConfigLogKey.allCases.map(\.rawValue)
         case .admin: ["listen"]
         case .limit: ConfigRateLimitKey.allCases.map(\.rawValue)
+        case .tls: ConfigTLSKey.allCases.map(\.rawValue)
         }
     }
 
@@ -40,6 +43,7 @@ enum ConfigBlockKind: String, CaseIterable {
         case .log: "the 'log' block"
         case .admin: "the 'admin' block"
         case .limit: "a 'limit' block"
+        case .tls: "the 'tls' block"
         }
     }
 
@@ -53,8 +57,37 @@ enum ConfigBlockKind: String, CaseIterable {
         case .log: "log {"
         case .admin: "admin {"
         case .limit: "limit NAME {"
+        case .tls: "tls {"
         }
     }
+}
+
+/// Keys of the `tls` block.
+enum ConfigTLSKey: String, CaseIterable {
+    /// `certificate PATH`: PEM certificate chain (server first).
+    case certificate
+    /// `key PATH`: PEM private key.
+    case key
+    /// `min_version 1.2|1.3`.
+    case minVersion = "min_version"
+    /// `ciphers LIST`: TLS 1.2 cipher list.
+    case ciphers
+    /// `ciphersuites LIST`: TLS 1.3 ciphersuites.
+    case ciphersuites
+    /// `handshake_timeout DURATION`.
+    case handshakeTimeout = "handshake_timeout"
+}
+
+/// The TLS keys of an `upstream` block (https upstreams only).
+enum ConfigUpstreamTLSKey: String, CaseIterable {
+    /// `tls_ca_file PATH`: trusted CAs (PEM bundle) instead of the system store.
+    case caFile = "tls_ca_file"
+    /// `tls_ca_dir PATH`: trusted CAs (hashed directory) instead of the system store.
+    case caDirectory = "tls_ca_dir"
+    /// `tls_verify on|off`: off skips certificate and name checks (logged at start-up).
+    case verify = "tls_verify"
+    /// `tls_server_name NAME`: SNI and the name verified, instead of the server's host.
+    case serverName = "tls_server_name"
 }
 
 /// Keys allowed outside any block.
@@ -186,6 +219,8 @@ enum ConfigContext: Equatable {
     case admin
     /// Inside `limit NAME { }`; the index is into ``ConfigDraft/rateLimits``.
     case limit(index: Int)
+    /// Inside `tls { }`.
+    case tls
 
     /// The block kind, or nil at the top level.
     var block: ConfigBlockKind? {
@@ -198,6 +233,7 @@ enum ConfigContext: Equatable {
         case .log: .log
         case .admin: .admin
         case .limit: .limit
+        case .tls: .tls
         }
     }
 

@@ -69,6 +69,8 @@ final class ClientSession: TimerHeapElement {
     unowned(unsafe) let loop: ProxyLoop
     private var client: FileDescriptor?
     let clientFD: Int32
+    /// The TLS session of a `listen ... tls` connection; nil on plain listeners.
+    private let clientTLS: TLSEngine?
     /// The client's IP as ASCII, for X-Forwarded-For.
     private let clientIP: [UInt8]
     private var clientReadable = true
@@ -173,9 +175,10 @@ final class ClientSession: TimerHeapElement {
     private var lingerStartedAt: Int64 = 0
     private var lingerDiscarded = 0
 
-    /// Takes ownership of an accepted, non-blocking client socket.
-    init(loop: ProxyLoop, fd: consuming FileDescriptor, peer: SocketAddress) {
+    /// Takes ownership of an accepted, non-blocking client socket; `tls` when the listener terminates TLS.
+    init(loop: ProxyLoop, fd: consuming FileDescriptor, peer: SocketAddress, tls: TLSEngine? = nil) {
         self.loop = loop
+        clientTLS = tls
         clientFD = fd.rawValue
         client = .some(fd)
         clientIP = Array(peer.hostString.utf8)
@@ -305,9 +308,22 @@ final class ClientSession: TimerHeapElement {
         guard buffer.writableCount > 0 else { return false }
         let space = buffer.writableCount
         let result: IOResult<Int>
-        do { result = try buffer.read(from: clientFD) } catch {
-            close()
-            return false
+        if let tls = clientTLS {
+            do { result = try TLSTransport.read(tls, fd: clientFD, into: buffer) } catch {
+                if !tls.isEstablished {
+                    OpLog.debug("TLS handshake with a client failed", ["client": .string(String(decoding: clientIP, as: UTF8.self)),
+                                                                        "error": .string(error.description)])
+                }
+                close()
+                return false
+            }
+            // Handshake progress or a key update may have unblocked output waiting for the peer.
+            if tls.hasPendingOutput { clientWritable = true }
+        } else {
+            do { result = try buffer.read(from: clientFD) } catch {
+                close()
+                return false
+            }
         }
         switch result {
         case .wouldBlock:
@@ -321,8 +337,9 @@ final class ClientSession: TimerHeapElement {
             return false
         case .processed(let count):
             // A short read means the socket is drained (nginx ngx_recv.c); with a hang-up pending we
-            // keep reading so the EOF itself is seen.
-            if count < space && !clientHangup { clientReadable = false }
+            // keep reading so the EOF itself is seen. TLS reads go on until the socket says EAGAIN:
+            // a short read of plaintext says nothing about the ciphertext behind it.
+            if count < space && !clientHangup && clientTLS == nil { clientReadable = false }
             lastClientRead = loop.now
             loop.metrics.addClientBytesReceived(count)
             if phase == .idle {
@@ -433,7 +450,8 @@ final class ClientSession: TimerHeapElement {
         let out = takeBuffer(&upstreamOut)
         let written = buffer.withReadableSpan { source in
             HeadRewriter.writeRequestHead(into: out, source: source, head: head, pathRange: pathRange,
-                                          clientIP: clientIP, requestID: requestID)
+                                          clientIP: clientIP, requestID: requestID,
+                                          host: settings.upstreams[upstreamIndex].hostHeader, overTLS: clientTLS != nil)
         }
         guard written else {
             return rejectRequest(status: 431, type: "header_too_large", message: "request head is too large to forward")
@@ -573,14 +591,27 @@ final class ClientSession: TimerHeapElement {
         guard let connection = upstream, connection.connected, connection.writable else { return false }
         let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
         let bodyReady = headRemaining == 0 ? requestSendEnd : 0
-        guard headRemaining > 0 || bodyReady > 0 else { return false }
+        guard headRemaining > 0 || bodyReady > 0 || connection.tls?.hasPendingOutput == true else { return false }
         let result: IOResult<Int>
-        do {
-            result = try writePair(connection.rawFD, upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining),
-                                   clientIn, 0..<bodyReady)
-        } catch {
-            upstreamWriteFailed(error)
-            return false
+        if let tls = connection.tls {
+            do {
+                result = try TLSTransport.write(tls, fd: connection.rawFD, upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining),
+                                                clientIn, 0..<bodyReady)
+            } catch {
+                switch error {
+                case .socket(let error): upstreamWriteFailed(error)
+                case .tls(let reason): upstreamTLSFailed(reason)
+                }
+                return false
+            }
+        } else {
+            do {
+                result = try writePair(connection.rawFD, upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining),
+                                       clientIn, 0..<bodyReady)
+            } catch {
+                upstreamWriteFailed(error)
+                return false
+            }
         }
         guard case .processed(let written) = result else {
             connection.writable = false
@@ -596,7 +627,7 @@ final class ClientSession: TimerHeapElement {
             releaseIfEmpty(&clientIn)
             updateClientPause()
         }
-        if written < headRemaining + bodyReady { connection.writable = false }
+        if written < headRemaining + bodyReady || connection.tls?.hasPendingOutput == true { connection.writable = false }
         // Only a request on a reused connection can need its head again (see `replay`).
         if !connection.reused, let head = upstreamOut, upstreamHeadSent == head.readableCount {
             loop.bufferPool.give(head)
@@ -607,6 +638,14 @@ final class ClientSession: TimerHeapElement {
             requestSentAt = loop.now
         }
         return written > 0
+    }
+
+    /// The TLS session with the upstream failed: a certificate that did not verify, a handshake or record error.
+    /// The client gets a 502 naming the reason (or, mid-response, a truncated stream).
+    private func upstreamTLSFailed(_ reason: String) {
+        upstreamReusable = false
+        upstreamFailed(status: 502, type: "upstream_tls_error",
+                       message: "TLS with upstream \(upstreamDisplay) failed: \(reason)", end: .upstreamError)
     }
 
     /// The server stopped taking the request. It may have answered early (e.g. 413) before closing, so
@@ -653,10 +692,23 @@ final class ClientSession: TimerHeapElement {
         }
         let space = buffer.writableCount
         let result: IOResult<Int>
-        do { result = try buffer.read(from: connection.rawFD) } catch {
-            releaseIfEmpty(&upstreamIn)
-            upstreamEndOfStream(error: error)
-            return false
+        if let tls = connection.tls {
+            do { result = try TLSTransport.read(tls, fd: connection.rawFD, into: buffer) } catch {
+                releaseIfEmpty(&upstreamIn)
+                switch error {
+                case .socket(let error): upstreamEndOfStream(error: error)
+                case .tls(let reason): upstreamTLSFailed(reason)
+                }
+                return false
+            }
+            // The handshake may have finished: the request waiting for it can go now.
+            connection.writable = true
+        } else {
+            do { result = try buffer.read(from: connection.rawFD) } catch {
+                releaseIfEmpty(&upstreamIn)
+                upstreamEndOfStream(error: error)
+                return false
+            }
         }
         switch result {
         case .wouldBlock:
@@ -669,7 +721,7 @@ final class ClientSession: TimerHeapElement {
             upstreamEndOfStream(error: nil)
             return false
         case .processed(let count):
-            if count < space && !connection.hangup { connection.readable = false }
+            if count < space && !connection.hangup && connection.tls == nil { connection.readable = false }
             lastUpstreamRead = loop.now
             loop.metrics.addUpstreamBytesReceived(count)
             processResponseBytes()
@@ -899,10 +951,17 @@ final class ClientSession: TimerHeapElement {
         guard clientWritable, phase != .closed else { return false }
         let headCount = clientOut?.readableCount ?? 0
         let bodyCount = responseSendEnd
-        guard headCount + bodyCount > 0 else { return false }
+        let tlsPending = clientTLS?.hasPendingOutput ?? false
+        guard headCount + bodyCount > 0 || tlsPending else { return false }
         let result: IOResult<Int>
-        do {
-            result = try writePair(clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
+        do throws(TLSTransport.Failure) {
+            if let tls = clientTLS {
+                result = try TLSTransport.write(tls, fd: clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
+            } else {
+                do throws(SystemError) {
+                    result = try writePair(clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
+                } catch { throw .socket(error) }
+            }
         } catch {
             if phase == .lingering { close() } else { abort(reason: "client write failed: \(error.description)", end: .clientAbort) }
             return false
@@ -925,14 +984,16 @@ final class ClientSession: TimerHeapElement {
             responseSendEnd -= bodyWritten
             releaseIfEmpty(&upstreamIn)
         }
-        if written < headCount + bodyCount { clientWritable = false }
+        if written < headCount + bodyCount || clientTLS?.hasPendingOutput == true { clientWritable = false }
         updateUpstreamPause()
         if case .body(.dechunked) = response, upstreamIn != nil { processResponseBytes() }
         finishIfFlushed()
         return written > 0
     }
 
-    private var clientOutputPending: Bool { (clientOut?.readableCount ?? 0) + responseSendEnd > 0 }
+    private var clientOutputPending: Bool {
+        (clientOut?.readableCount ?? 0) + responseSendEnd > 0 || clientTLS?.hasPendingOutput == true
+    }
 
     /// Ends the exchange once its response is complete and fully written.
     private func finishIfFlushed() {
@@ -1040,6 +1101,11 @@ final class ClientSession: TimerHeapElement {
         phase = .lingering
         lingerStartedAt = loop.now
         lingerDiscarded = 0
+        if let tls = clientTLS {
+            // close_notify: the clean end of the response (an aborted one gets none, see `abort`).
+            tls.close()
+            _ = try? TLSTransport.flush(tls, fd: clientFD)
+        }
         Syscall.shutdownWrite(clientFD)
         clientIn?.clear()
         releaseIfEmpty(&clientIn)
@@ -1356,13 +1422,16 @@ final class ClientSession: TimerHeapElement {
     private func nextDeadline() -> Int64 {
         switch phase {
         case .idle:
+            if let tls = clientTLS, !tls.isEstablished {
+                return min(deadline(acceptedAt, settings.handshakeTimeout), deadline(acceptedAt, timeouts.clientHeader))
+            }
             return requestsServed == 0 ? deadline(acceptedAt, timeouts.clientHeader) : deadline(idleSince, timeouts.clientKeepAlive)
         case .readingHead:
             return deadline(requestsServed == 0 ? acceptedAt : headStartedAt, timeouts.clientHeader)
         case .exchange:
             var earliest = deadline(exchangeStartedAt, timeouts.total)
             if let connection = upstream {
-                if !connection.connected { earliest = min(earliest, deadline(connectStartedAt, timeouts.upstreamConnect)) }
+                if !connection.isEstablished { earliest = min(earliest, deadline(connectStartedAt, timeouts.upstreamConnect)) }
                 if connection.connected && response == .awaitingHead { earliest = min(earliest, deadline(requestSentAt, timeouts.upstreamFirstByte)) }
             }
             if case .body = response, upstreamReadPause.isEmpty { earliest = min(earliest, deadline(lastUpstreamRead, timeouts.upstreamIdle)) }
@@ -1401,6 +1470,9 @@ final class ClientSession: TimerHeapElement {
         func expired(_ start: Int64, _ limit: Int) -> Bool { deadline(start, limit) <= now }
         switch phase {
         case .idle:
+            if let tls = clientTLS, !tls.isEstablished {
+                OpLog.debug("TLS handshake with a client timed out", ["client": .string(String(decoding: clientIP, as: UTF8.self))])
+            }
             close()
         case .readingHead:
             respond(status: 408, type: "request_timeout", message: "the request head did not arrive within \(timeouts.clientHeader) ms",
@@ -1409,7 +1481,7 @@ final class ClientSession: TimerHeapElement {
             if clientOutputPending && expired(lastClientWriteProgress, timeouts.clientWrite) {
                 return abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
             }
-            if let connection = upstream, !connection.connected, expired(connectStartedAt, timeouts.upstreamConnect) {
+            if let connection = upstream, !connection.isEstablished, expired(connectStartedAt, timeouts.upstreamConnect) {
                 return upstreamFailed(status: 504, type: "upstream_timeout",
                                       message: "connecting to upstream \(upstreamDisplay) timed out after \(timeouts.upstreamConnect) ms", end: .timeoutConnect)
             }

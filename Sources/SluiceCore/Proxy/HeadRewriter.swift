@@ -32,12 +32,17 @@ enum HeadRewriter {
     }
 
     /// Writes `METHOD path HTTP/1.1`, the end-to-end fields, then X-Forwarded-For/-Proto/-Host and
-    /// X-Request-Id. Returns false when it does not fit in `out`.
+    /// X-Request-Id. `host`, when given, replaces the client's Host (an https upstream's own name: hosted
+    /// APIs route and check by it); the client's stays in X-Forwarded-Host. `overTLS`: the client came over
+    /// TLS (X-Forwarded-Proto: https). Returns false when it does not fit in `out`.
     static func writeRequestHead(into out: ByteBuffer, source: Span<UInt8>, head: RequestHead, pathRange: Range<Int>,
-                                 clientIP: [UInt8], requestID: [UInt8]) -> Bool {
+                                 clientIP: [UInt8], requestID: [UInt8], host: [UInt8]? = nil, overTLS: Bool = false) -> Bool {
         var fits = out.append(source.extracting(head.methodRange)) && out.append(byte: 0x20)
         fits = fits && (pathRange.isEmpty ? out.append(byte: UInt8(ascii: "/")) : out.append(source.extracting(pathRange)))
         fits = fits && out.append(" HTTP/1.1\r\n")
+        if let host {
+            fits = fits && out.append("Host: ") && host.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
+        }
         var contentLengthWritten = false
         var forwardedFor = 0
         for field in head.fields {
@@ -47,6 +52,7 @@ enum HeadRewriter {
                 || fieldNameEquals(source, name, "x-request-id") {
                 continue
             }
+            if host != nil && fieldNameEquals(source, name, "host") { continue }
             if fieldNameEquals(source, name, "x-forwarded-for") {
                 forwardedFor += 1
                 continue
@@ -65,7 +71,8 @@ enum HeadRewriter {
                 fits = fits && out.append(source.extracting(field.value)) && out.append(", ")
             }
         }
-        fits = fits && clientIP.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\nX-Forwarded-Proto: http\r\n")
+        fits = fits && clientIP.withUnsafeBufferPointer { out.append($0.span) }
+            && out.append(overTLS ? "\r\nX-Forwarded-Proto: https\r\n" : "\r\nX-Forwarded-Proto: http\r\n")
         if let host = head.hostField {
             fits = fits && out.append("X-Forwarded-Host: ") && out.append(source.extracting(head.fields[host].value)) && out.append("\r\n")
         }

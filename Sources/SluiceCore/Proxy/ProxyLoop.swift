@@ -22,17 +22,20 @@ public final class ProxyLoop {
         case drain
         /// Use `settings` for new exchanges; start accepting on `addListeners` (bound, listening sockets the loop
         /// now owns) and close `removeListeners` (fds of this loop's listeners).
-        case reload(ProxySettings, addListeners: [Int32], removeListeners: [Int32])
+        case reload(ProxySettings, addListeners: [(fd: Int32, tls: Bool)], removeListeners: [Int32])
     }
 
     final class Listener {
         let fd: FileDescriptor
         let rawFD: Int32
+        /// Connections accepted here start with a TLS handshake.
+        let tls: Bool
         /// After EMFILE/ENFILE the listener leaves epoll until this time (loop ms), so accept does not spin.
         var pausedUntil: Int64 = 0
 
-        init(rawFD: Int32) {
+        init(rawFD: Int32, tls: Bool) {
             self.rawFD = rawFD
+            self.tls = tls
             fd = FileDescriptor(rawValue: rawFD)
         }
     }
@@ -77,8 +80,8 @@ public final class ProxyLoop {
     private let commands = Mutex<[Command]>([])
     private let drainedFlag = Atomic<Bool>(false)
 
-    /// Creates a loop that takes ownership of `listenerFDs` (bound, listening, non-blocking sockets).
-    public init(index: Int, settings: ProxySettings, listenerFDs: [Int32], metrics: LoopMetrics,
+    /// Creates a loop that takes ownership of `listeners` (bound, listening, non-blocking sockets).
+    init(index: Int, settings: ProxySettings, listeners: [(fd: Int32, tls: Bool)], metrics: LoopMetrics,
                 completions: CompletionRing?) throws(SystemError) {
         self.index = index
         self.settings = settings
@@ -90,12 +93,12 @@ public final class ProxyLoop {
         pools = Array(repeating: [], count: settings.upstreams.count)
         now = Syscall.monotonicMilliseconds()
         randomState = Syscall.randomSeed()
-        for raw in listenerFDs { try addListener(raw) }
+        for listener in listeners { try addListener(listener.fd, tls: listener.tls) }
         try epoll.addReadable(wakeup.rawValue, token: table.register(wakeup.rawValue, .wakeup))
     }
 
-    private func addListener(_ raw: Int32) throws(SystemError) {
-        let listener = Listener(rawFD: raw)
+    private func addListener(_ raw: Int32, tls: Bool) throws(SystemError) {
+        let listener = Listener(rawFD: raw, tls: tls)
         listeners.append(listener)
         try epoll.addReadable(raw, token: table.register(raw, .listener(listener)))
     }
@@ -142,18 +145,18 @@ public final class ProxyLoop {
         noteIfDrained()
     }
 
-    private func applyReload(_ newSettings: ProxySettings, addListeners added: [Int32], removeListeners removed: [Int32]) {
+    private func applyReload(_ newSettings: ProxySettings, addListeners added: [(fd: Int32, tls: Bool)], removeListeners removed: [Int32]) {
         settings = newSettings
         // Pooled connections index the old upstream table; exchanges in flight keep theirs until they end.
         closePooledUpstreams()
         pools = Array(repeating: [], count: newSettings.upstreams.count)
         for listener in listeners where removed.contains(listener.rawFD) { closeListener(listener) }
-        for raw in added {
+        for (raw, tls) in added {
             if isDraining {
                 _ = Glibc.close(raw)
                 continue
             }
-            do { try addListener(raw) } catch {
+            do { try addListener(raw, tls: tls) } catch {
                 OpLog.error("cannot watch a new listener", ["worker": .int(index), "error": .string(error.description)])
             }
         }
@@ -244,7 +247,17 @@ public final class ProxyLoop {
             guard case .processed(let accepted) = result else { return }
             let rawClient = accepted.fd
             Syscall.setNoDelay(rawClient)
-            let session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer)
+            let session: ClientSession
+            if listener.tls {
+                // settings.serverTLS exists whenever a listener terminates TLS (the config requires the block).
+                guard let context = settings.serverTLS, let engine = try? TLSEngine(server: context) else {
+                    _ = Glibc.close(rawClient)
+                    continue
+                }
+                session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer, tls: engine)
+            } else {
+                session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer)
+            }
             do {
                 try epoll.addEdgeTriggered(rawClient, token: table.register(rawClient, .client(session)))
             } catch {
@@ -351,12 +364,21 @@ public final class ProxyLoop {
 
     /// Opens a non-blocking connection to upstream `upstreamIndex` of `settings` and registers it.
     func openUpstream(_ upstreamIndex: Int, of settings: ProxySettings) throws(SystemError) -> UpstreamConnection {
-        let address = settings.upstreams[upstreamIndex].address
+        let upstream = settings.upstreams[upstreamIndex]
+        let address = upstream.address
+        var tls: TLSEngine?
+        if let context = upstream.tls {
+            // Creating an SSL fails only when memory does.
+            guard let engine = try? TLSEngine(client: context, host: upstream.tlsHost) else {
+                throw SystemError(call: "SSL_new", errno: ENOMEM)
+            }
+            tls = engine
+        }
         let fd = try Syscall.tcpSocket(family: address.family)
         let raw = fd.rawValue
         Syscall.setNoDelay(raw)
         let state = try Syscall.connect(raw, address)
-        let connection = UpstreamConnection(fd: fd, upstreamIndex: upstreamIndex, settings: settings)
+        let connection = UpstreamConnection(fd: fd, upstreamIndex: upstreamIndex, settings: settings, tls: tls)
         if case .wouldBlock = state {
             connection.readable = false
             connection.writable = false

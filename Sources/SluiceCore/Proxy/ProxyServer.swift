@@ -20,10 +20,10 @@ public final class RunningProxy: Sendable {
         var config: Config
         var settings: ProxySettings
         /// Each configured listen address, the local address it is bound to, and its socket on every worker.
-        var listeners: [(address: ListenAddress, bound: String, fds: [Int32])]
+        var listeners: [BoundListener]
     }
 
-    init(config: Config, settings: ProxySettings, listeners: [(address: ListenAddress, bound: String, fds: [Int32])],
+    init(config: Config, settings: ProxySettings, listeners: [BoundListener],
          admin: String?, completionWriter: CompletionWriter?, metrics: MetricsRegistry, readiness: Readiness,
          loops: [LoopHandoff], stoppedLoops: StopCounter) {
         self.admin = admin
@@ -36,7 +36,9 @@ public final class RunningProxy: Sendable {
     }
 
     /// Bound public addresses, "host:port".
-    public var listeners: [String] { state.withLock { $0.listeners.map(\.bound) } }
+    public var listeners: [String] { state.withLock { state -> [String] in state.listeners.map { $0.bound } } }
+    /// The bound addresses among `listeners` that terminate TLS.
+    public var tlsListeners: [String] { state.withLock { state -> [String] in state.listeners.filter { $0.tls }.map { $0.bound } } }
 
     /// The configuration in force (after any reload).
     public var config: Config { state.withLock { $0.config } }
@@ -63,22 +65,25 @@ public final class RunningProxy: Sendable {
     public func reload(_ newConfig: Config) throws(StartError) -> [String] {
         try state.withLock { state throws(StartError) -> [String] in
             let (config, kept) = Self.restartOnly(newConfig, running: state.config)
-            var added: [(address: ListenAddress, bound: String, fds: [Int32])] = []
+            var added: [BoundListener] = []
             do throws(StartError) {
-                for address in config.listeners where !state.listeners.contains(where: { $0.address == address }) {
-                    added.append(try ProxyServer.bind(address, workers: loops.count))
+                for address in config.listeners {
+                    let tls = config.tlsListeners.contains(address)
+                    guard !state.listeners.contains(where: { $0.address == address && $0.tls == tls }) else { continue }
+                    added.append(try ProxyServer.bind(address, tls: tls, workers: loops.count))
                 }
                 let settings: ProxySettings
-                do throws(SystemError) { settings = try ProxySettings(config: config, previous: state.settings, metrics: metrics) } catch {
-                    throw StartError(error.description)
+                settings = try ProxySettings(config: config, previous: state.settings, metrics: metrics)
+                let unchanged = state.listeners.filter { old in
+                    config.listeners.contains(old.address) && config.tlsListeners.contains(old.address) == old.tls
                 }
-                let removed = state.listeners.filter { old in !config.listeners.contains(old.address) }
+                let removed = state.listeners.filter { old in !unchanged.contains { $0.fds == old.fds } }
                 for (worker, handoff) in loops.enumerated() {
-                    handoff.loop.send(.reload(settings, addListeners: added.map { $0.fds[worker] },
+                    handoff.loop.send(.reload(settings, addListeners: added.map { ($0.fds[worker], $0.tls) },
                                               removeListeners: removed.map { $0.fds[worker] }))
                 }
                 state.listeners = config.listeners.compactMap { address in
-                    state.listeners.first { $0.address == address } ?? added.first { $0.address == address }
+                    unchanged.first { $0.address == address } ?? added.first { $0.address == address }
                 }
                 state.config = config
                 state.settings = settings
@@ -144,6 +149,17 @@ public final class Readiness: Sendable {
     func startDraining() { draining.store(true, ordering: .releasing) }
 }
 
+/// A listen address bound on every worker.
+struct BoundListener: Sendable {
+    var address: ListenAddress
+    /// Terminates TLS (`listen ADDRESS tls`).
+    var tls: Bool
+    /// The local address, "host:port" (a port 0 resolved).
+    var bound: String
+    /// One socket per worker, by worker index.
+    var fds: [Int32]
+}
+
 /// How many loops have returned from `run`.
 final class StopCounter: Sendable {
     private let stopped = Atomic<Int>(0)
@@ -160,9 +176,11 @@ public enum ProxyServer {
         Syscall.ignoreSIGPIPE()
         Syscall.configureAllocator()
         Syscall.raiseOpenFileLimit()
-        var listeners: [(address: ListenAddress, bound: String, fds: [Int32])] = []
+        var listeners: [BoundListener] = []
         do throws(StartError) {
-            for address in config.listeners { listeners.append(try bind(address, workers: config.workers)) }
+            for address in config.listeners {
+                listeners.append(try bind(address, tls: config.tlsListeners.contains(address), workers: config.workers))
+            }
         } catch {
             listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
             throw error
@@ -176,9 +194,9 @@ public enum ProxyServer {
                                       routeCapacity: max(256, 2 * config.routes.count),
                                       ruleCapacity: max(64, 2 * config.rateLimits.count))
         let settings: ProxySettings
-        do { settings = try ProxySettings(config: config, metrics: metrics) } catch {
+        do throws(StartError) { settings = try ProxySettings(config: config, metrics: metrics) } catch {
             listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
-            throw StartError(error.description)
+            throw error
         }
         var writer: CompletionWriter?
         if let queue {
@@ -202,7 +220,7 @@ public enum ProxyServer {
         let stopped = StopCounter()
         do {
             for worker in 0..<config.workers {
-                let loop = try ProxyLoop(index: worker, settings: settings, listenerFDs: listeners.map { $0.fds[worker] },
+                let loop = try ProxyLoop(index: worker, settings: settings, listeners: listeners.map { ($0.fds[worker], $0.tls) },
                                          metrics: metrics.loop(worker), completions: queue?.producer(worker))
                 let handoff = LoopHandoff(loop)
                 handoffs.append(handoff)
@@ -219,7 +237,7 @@ public enum ProxyServer {
     }
 
     /// Binds `address` once per worker (SO_REUSEPORT; a port 0 is resolved by the first bind and reused by the others).
-    static func bind(_ address: ListenAddress, workers: Int) throws(StartError) -> (address: ListenAddress, bound: String, fds: [Int32]) {
+    static func bind(_ address: ListenAddress, tls: Bool, workers: Int) throws(StartError) -> BoundListener {
         var fds: [Int32] = []
         do throws(SystemError) {
             let host = address.host == "*" ? "0.0.0.0" : address.host
@@ -232,7 +250,7 @@ public enum ProxyServer {
                 if worker == 0 { socketAddress = try Syscall.localAddress(fd.rawValue) }
                 fds.append(fd.releaseRawValue())
             }
-            return (address, socketAddress.description, fds)
+            return BoundListener(address: address, tls: tls, bound: socketAddress.description, fds: fds)
         } catch {
             fds.forEach { _ = Glibc.close($0) }
             throw StartError(error.description)

@@ -8,6 +8,11 @@ public final class ProxySettings: Sendable {
         /// "host:port" for logs and error bodies.
         public var display: String
         public var maxIdleConnections: Int
+        /// For an `https` upstream: the context and the name sent as SNI and verified.
+        public var tls: TLSContext?
+        public var tlsHost: String
+        /// The Host field an https upstream gets: its own name (and port when not 443).
+        public var hostHeader: [UInt8]?
     }
 
     public struct Route: Sendable {
@@ -46,19 +51,32 @@ public final class ProxySettings: Sendable {
     /// JSON request bodies up to this size are read for `model` and `stream`.
     public let requestBodyScanLimit: Int
 
+    /// The certificate of `listen ... tls` listeners; loaded afresh by each reload.
+    public let serverTLS: TLSContext?
+    /// Milliseconds a TLS client has to finish its handshake.
+    public let handshakeTimeout: Int
+
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
 
     /// Resolves upstream host names (blocking getaddrinfo: start-up and reload only, never on a loop) and
     /// names the routes' and rules' metrics slots in `metrics`. The rate limiter of `previous` is kept, budgets
     /// and all, when the rules did not change; otherwise the new rules start with full budgets.
-    public init(config: Config, previous: ProxySettings? = nil, metrics: MetricsRegistry) throws(SystemError) {
+    public init(config: Config, previous: ProxySettings? = nil, metrics: MetricsRegistry) throws(StartError) {
         var upstreams: [Upstream] = []
-        for upstream in config.upstreams {
-            let address = try SocketAddress.resolve(host: upstream.host, port: upstream.port)
+        let contexts = try Self.tlsContexts(config)
+        for (upstream, tls) in zip(config.upstreams, contexts.upstreams) {
+            let address: SocketAddress
+            do { address = try SocketAddress.resolve(host: upstream.host, port: upstream.port) } catch {
+                throw StartError("upstream '\(upstream.name)': \(error.description)")
+            }
             upstreams.append(Upstream(name: upstream.name, address: address, display: "\(address)",
-                                      maxIdleConnections: upstream.maxIdleConnections))
+                                      maxIdleConnections: upstream.maxIdleConnections, tls: tls,
+                                      tlsHost: upstream.tls?.serverName ?? upstream.host,
+                                      hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8)))
         }
+        serverTLS = contexts.server
+        handshakeTimeout = config.tls?.handshakeTimeout ?? TLSServerConfig.defaultHandshakeTimeout
         self.upstreams = upstreams
         let routeSlots = metrics.routeSlots(for: config.routes.map(\.prefix))
         var routes = zip(config.routes, routeSlots).map { route, slot in
@@ -86,6 +104,28 @@ public final class ProxySettings: Sendable {
         ruleMetricsSlots = metrics.useRateLimiter(limiter, rules: config.rateLimits.map(\.name))
         includeQueryInLog = config.log.includeQuery
         requestBodyScanLimit = config.log.requestBodyScanLimit
+    }
+
+    /// `host[:port]` as a Host field names an upstream (the port only when not the scheme's default).
+    private static func authority(_ upstream: UpstreamConfig) -> String {
+        let host = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
+        return upstream.port == upstream.scheme.defaultPort ? host : "\(host):\(upstream.port)"
+    }
+
+    /// Builds the TLS contexts `config` asks for: the listeners' (certificate and key loaded and matched) and one
+    /// per https upstream. `sluice check` calls it too, so bad files are found before a start or a reload.
+    public static func tlsContexts(_ config: Config) throws(StartError) -> (server: TLSContext?, upstreams: [TLSContext?]) {
+        do throws(TLSError) {
+            // The certificate is loaded only when a listener uses it.
+            let server = config.tlsListeners.isEmpty ? nil : try config.tls.map { (tls) throws(TLSError) in try TLSContext.server(tls) }
+            var upstreams: [TLSContext?] = []
+            for upstream in config.upstreams {
+                upstreams.append(try upstream.tls.map { (tls) throws(TLSError) in try TLSContext.client(tls) })
+            }
+            return (server, upstreams)
+        } catch {
+            throw StartError("tls: \(error.description)")
+        }
     }
 
     /// The route whose prefix starts `path`, longest first.

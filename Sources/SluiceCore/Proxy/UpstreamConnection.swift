@@ -8,6 +8,8 @@ final class UpstreamConnection {
     let upstreamIndex: Int
     /// The settings whose upstream table `upstreamIndex` indexes: after a reload the connection is not pooled.
     let settings: ProxySettings
+    /// The TLS session to an `https` upstream; nil for `http`.
+    let tls: TLSEngine?
     /// Connect finished (SO_ERROR checked).
     var connected = false
     /// Edge-triggered readiness: true until a read or write returns EAGAIN.
@@ -22,7 +24,8 @@ final class UpstreamConnection {
     /// When it entered the pool (loop milliseconds).
     var idleSince: Int64 = 0
 
-    init(fd: consuming FileDescriptor, upstreamIndex: Int, settings: ProxySettings) {
+    init(fd: consuming FileDescriptor, upstreamIndex: Int, settings: ProxySettings, tls: TLSEngine?) {
+        self.tls = tls
         rawFD = fd.rawValue
         self.fd = .some(fd)
         self.upstreamIndex = upstreamIndex
@@ -30,4 +33,7 @@ final class UpstreamConnection {
     }
 
     var isOpen: Bool { fd != nil }
+
+    /// TCP connected and, for https, the handshake done: the connect timeout no longer applies.
+    var isEstablished: Bool { connected && (tls?.isEstablished ?? true) }
 }

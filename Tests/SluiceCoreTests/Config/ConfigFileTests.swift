@@ -20,7 +20,16 @@ import Testing
         #expect(config.listeners == [ListenAddress(host: "127.0.0.1", port: 8080)])
         #expect(config.timeouts == Timeouts())  // the example spells out every default
         #expect(config.limits == Limits())
-        #expect(config.upstreams == [UpstreamConfig(name: "llm", scheme: .http, host: "127.0.0.1", port: 8000, maxIdleConnections: 64)])
+        #expect(config.upstreams == [
+            UpstreamConfig(name: "llm", scheme: .http, host: "127.0.0.1", port: 8000, maxIdleConnections: 64),
+            UpstreamConfig(name: "hosted", scheme: .https, host: "api.example.com", port: 443, maxIdleConnections: 64,
+                           tls: TLSClientConfig(caFile: "/etc/ssl/certs/ca-certificates.crt", caDirectory: "/etc/ssl/certs",
+                                                verify: true, serverName: "api.example.com")),
+        ])
+        #expect(config.tlsListeners.isEmpty)
+        #expect(config.tls == TLSServerConfig(certificateFile: "/etc/sluice/tls/chain.pem", keyFile: "/etc/sluice/tls/key.pem",
+                                              ciphers: "ECDHE+AESGCM:ECDHE+CHACHA20",
+                                              ciphersuites: "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256"))
         #expect(config.routes.map(\.prefix) == ["/v1/", "/"])
         #expect(config.routes.allSatisfy { $0.upstream == "llm" && $0.maxRequestBody == 32 << 20 })
         var v1Timeouts = Timeouts()

@@ -1,0 +1,115 @@
+/// Moves ciphertext between a socket and a `TLSEngine`, so the session reads and writes plaintext as it does on a
+/// plain socket: the same buffers, queues and watermarks, and an upstream read written to the client in the same
+/// turn (each `write` is encrypted and sent at once). Loop thread only.
+enum TLSTransport {
+    /// Why a TLS read or write stopped the connection.
+    enum Failure: Error {
+        /// The socket failed.
+        case socket(SystemError)
+        /// The TLS layer failed (handshake, verification, a bad record); the reason in OpenSSL's words.
+        case tls(String)
+
+        var description: String {
+            switch self {
+            case .socket(let error): error.description
+            case .tls(let reason): reason
+            }
+        }
+    }
+
+    /// Sends the engine's pending ciphertext. Returns false if some is left because the socket is full.
+    static func flush(_ engine: TLSEngine, fd: Int32) throws(Failure) -> Bool {
+        while engine.hasPendingOutput {
+            let result = engine.withPendingOutput { (output) -> Result<IOResult<Int>, SystemError> in
+                do throws(SystemError) {
+                    return .success(try Syscall.write(fd, output, UnsafeRawBufferPointer(start: nil, count: 0)))
+                } catch { return .failure(error) }
+            }
+            switch result {
+            case .failure(let error): throw .socket(error)
+            case .success(.wouldBlock): return false
+            case .success(.processed(let count)):
+                engine.sent(count)
+                if count == 0 { return false }
+            }
+        }
+        return true
+    }
+
+    /// Reads plaintext into `buffer`'s free space, pulling ciphertext from the socket as needed (the handshake
+    /// runs here too). `.processed(0)` is the end of the stream (close_notify or the socket's EOF);
+    /// `.wouldBlock` means the socket has nothing more for now.
+    static func read(_ engine: TLSEngine, fd: Int32, into buffer: ByteBuffer) throws(Failure) -> IOResult<Int> {
+        while true {
+            let step = buffer.withWritableRawBytes { engine.read(into: $0) }
+            switch step {
+            case .bytes(let count):
+                buffer.commitWrite(count)
+                _ = try flush(engine, fd: fd)  // e.g. a key update's answer
+                return .processed(count)
+            case .closed:
+                return .processed(0)
+            case .failed(let reason):
+                _ = try? flush(engine, fd: fd)  // the alert, so the peer learns why
+                throw .tls(reason)
+            case .wantWrite:
+                guard try flush(engine, fd: fd) else { return .wouldBlock }
+            case .wantRead:
+                _ = try flush(engine, fd: fd)  // handshake messages this step produced
+                let received = engine.withReceiveSpace { (space) -> Result<IOResult<Int>, SystemError> in
+                    guard space.count > 0 else { return .success(.wouldBlock) }
+                    do throws(SystemError) { return .success(try Syscall.read(fd, into: space)) } catch { return .failure(error) }
+                }
+                switch received {
+                case .failure(let error): throw .socket(error)
+                case .success(.wouldBlock): return .wouldBlock
+                case .success(.processed(0)): return .processed(0)
+                case .success(.processed(let count)): engine.received(count)
+                }
+            }
+        }
+    }
+
+    /// Encrypts `first[firstRange]` then `second[secondRange]` (readable-relative ranges) and sends the records;
+    /// returns the plaintext bytes taken. Takes nothing while earlier ciphertext is still unsent, so OpenSSL
+    /// never holds more than one buffer of it: the session's queue is where waiting bytes stay. A result short of
+    /// the input means the socket is full (or the handshake waits for the peer).
+    static func write(_ engine: TLSEngine, fd: Int32, _ first: ByteBuffer?, _ firstRange: Range<Int>,
+                      _ second: ByteBuffer?, _ secondRange: Range<Int>) throws(Failure) -> IOResult<Int> {
+        guard try flush(engine, fd: fd) else { return .wouldBlock }
+        var taken = 0
+        if let first, !firstRange.isEmpty {
+            guard try write(engine, fd: fd, first, firstRange, taken: &taken) else { return taken > 0 ? .processed(taken) : .wouldBlock }
+        }
+        if let second, !secondRange.isEmpty {
+            guard try write(engine, fd: fd, second, secondRange, taken: &taken) else { return taken > 0 ? .processed(taken) : .wouldBlock }
+        }
+        return .processed(taken)
+    }
+
+    /// Encrypts and sends `buffer[range]`, adding what was taken to `taken`; false when it stopped short.
+    private static func write(_ engine: TLSEngine, fd: Int32, _ buffer: ByteBuffer, _ range: Range<Int>,
+                              taken: inout Int) throws(Failure) -> Bool {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let step = buffer.withReadableRawBytes(from: offset, to: range.upperBound) { engine.write($0) }
+            switch step {
+            case .bytes(let count):
+                offset += count
+                taken += count
+                guard try flush(engine, fd: fd) else { return false }
+            case .wantWrite:
+                guard try flush(engine, fd: fd) else { return false }
+            case .wantRead:
+                _ = try flush(engine, fd: fd)
+                return false
+            case .closed:
+                throw .tls("the peer closed the TLS session")
+            case .failed(let reason):
+                _ = try? flush(engine, fd: fd)
+                throw .tls(reason)
+            }
+        }
+        return true
+    }
+}
