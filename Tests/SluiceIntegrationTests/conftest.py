@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -76,3 +78,14 @@ def stack(tmp_path):
         s.log_objects()
     for o in st.origins:
         assert not o.errors, f"origin saw errors: {o.errors}"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """The test PKI of make-test-certificates.sh (the openssl command), made once per session."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the openssl command is needed to make the test certificates (apt-get install openssl)")
+    directory = tmp_path_factory.mktemp("pki")
+    script = Path(__file__).resolve().parent / "make-test-certificates.sh"
+    subprocess.run(["bash", str(script), str(directory)], check=True, timeout=60)
+    return directory

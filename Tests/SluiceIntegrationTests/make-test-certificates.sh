@@ -1,7 +1,8 @@
 #!/bin/bash
 # Makes the test PKI in DIR with the openssl command (no private key is ever committed):
 #   ca.pem/ca.key            test CA
-#   server.pem/server.key    localhost and 127.0.0.1, signed by the CA (chain: server, CA-signed)
+#   server.pem/server.key    localhost and 127.0.0.1, signed by the CA
+#   renewed.pem/renewed.key  the same names, another key: what a certificate renewal installs
 #   expired.pem/expired.key  localhost and 127.0.0.1, signed by the CA, valid only in January 2020
 #   wronghost.pem/.key       wrong.example, signed by the CA
 #   selfsigned.pem/.key      localhost and 127.0.0.1, self-signed (not trusted by the CA)
@@ -26,6 +27,7 @@ signed() {  # signed NAME CN EXTFILE
         -extfile "$3" 2>/dev/null
 }
 signed server localhost local.ext
+signed renewed localhost local.ext
 signed wronghost wrong.example wrong.ext
 
 # Expired: `openssl ca` is the tool in OpenSSL 3.0 that takes explicit validity dates.

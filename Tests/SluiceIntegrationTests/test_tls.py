@@ -7,7 +7,9 @@ a small Python `ssl` server that records the SNI it was sent."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import shutil
 import socket
 import ssl
@@ -28,15 +30,6 @@ GAP = 0.3
 #: As in test_flush: the added delay per event a TLS hop may cost.
 MEDIAN_LIMIT = 0.020
 MAX_LIMIT = 0.060
-
-
-@pytest.fixture(scope="session")
-def pki(tmp_path_factory):
-    if shutil.which("openssl") is None:
-        pytest.fail("the openssl command is needed to make the test certificates (apt-get install openssl)")
-    directory = tmp_path_factory.mktemp("pki")
-    subprocess.run(["bash", str(HERE / "make-test-certificates.sh"), str(directory)], check=True, timeout=60)
-    return directory
 
 
 def _event(i: int) -> bytes:
@@ -368,3 +361,38 @@ route / {{
     assert run.returncode == 1
     line = json.loads(run.stderr.decode().strip().splitlines()[-1])
     assert "does not match the certificate" in line["error"] and str(pki / "other.key") in line["error"], line
+
+
+def test_sighup_loads_a_renewed_certificate_for_new_connections_only(stack, pki):
+    origin = stack.origin(_plain_sse_handler)
+    cfg = _tls_config(stack, pki, f"http://127.0.0.1:{origin.port}")
+    sl = stack.sluice(["--config", str(cfg)])
+    port = sl.port
+    context = _client_context(pki)
+    old = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+    old_certificate = old.getpeercert(binary_form=True)
+    old.sendall(b"GET /v1/old HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    first = old.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200"), first
+
+    cfg.write_text(cfg.read_text().replace(str(pki / "server.pem"), str(pki / "renewed.pem"))
+                   .replace(str(pki / "server.key"), str(pki / "renewed.key")))
+    os.kill(sl.pid, signal.SIGHUP)
+    sl.wait_stderr(lambda o: o.get("msg", "").startswith("SIGHUP: configuration reloaded"), 5, "the reload line")
+
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost") as new:
+        assert _pem(new.getpeercert(binary_form=True)) == (pki / "renewed.pem").read_text().strip()
+    assert _pem(old_certificate) == (pki / "server.pem").read_text().strip()
+
+    # The connection made before the reload keeps its session and finishes its stream.
+    data = first
+    while not data.endswith(b"0\r\n\r\n"):
+        more = old.recv(65536)
+        assert more, "the old TLS connection was cut by the reload"
+        data += more
+    assert _dechunk(data.partition(b"\r\n\r\n")[2]) == _expected()
+    old.close()
+
+
+def _pem(der: bytes) -> str:
+    return ssl.DER_cert_to_PEM_cert(der).strip()
