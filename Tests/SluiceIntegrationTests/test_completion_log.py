@@ -30,7 +30,7 @@ KEYS = ["ts", "request_id", "traceparent", "client", "route", "method", "path", 
         "error", "worker"]
 ENDS = {"complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect", "timeout_first_byte",
         "timeout_idle", "timeout_total", "client_write_timeout", "rejected_rate_limit", "rejected_bad_request",
-        "drain"}
+        "drain", "rejected_overload"}
 
 
 def chunk(data: bytes) -> bytes:

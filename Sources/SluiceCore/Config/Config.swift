@@ -270,6 +270,11 @@ public struct Limits: Sendable, Equatable {
     public var highWatermark = 65_536
     /// Bytes queued at which reading resumes; strictly below ``highWatermark`` (hysteresis).
     public var lowWatermark = 32_768
+    /// Open client connections (all workers) at which a new one is answered 503 and closed; 0 = no limit.
+    public var maxConnections = 0
+
+    /// Largest `max_connections`: far above what any fd limit allows.
+    public static let maximumConnections = 10_000_000
 
     /// Smallest allowed watermark; below this, pausing would thrash on every read.
     public static let minimumWatermark = 1024

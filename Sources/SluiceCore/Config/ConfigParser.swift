@@ -410,6 +410,13 @@ struct ConfigParser {
     }
 
     private mutating func limit(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        if name == ConfigLimitKey.maxConnections.rawValue {
+            let text = try single(values, for: name, expected: "N", usage: "max_connections 10000", line: line)
+            draft.limits.maxConnections = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.integer(text, in: 0...Limits.maximumConnections, what: name)
+            }
+            return
+        }
         let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 64k", line: line)
         let size = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
         switch ConfigLimitKey(rawValue: name) {
@@ -427,8 +434,8 @@ struct ConfigParser {
                 draft.limits.lowWatermark = Int(size)
                 draft.lowWatermarkLine = line.number
             }
-        case nil:
-            preconditionFailure("directive() only dispatches known limits keys")
+        case .maxConnections, nil:
+            preconditionFailure("directive() only dispatches known limits keys; max_connections is read above")
         }
     }
 

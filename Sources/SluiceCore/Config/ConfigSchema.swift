@@ -127,6 +127,8 @@ enum ConfigLimitKey: String, CaseIterable {
     case highWatermark = "high_watermark"
     /// Queue size that resumes reading (size).
     case lowWatermark = "low_watermark"
+    /// Open client connections at which new ones get a 503 (count, 0 = no limit).
+    case maxConnections = "max_connections"
 }
 
 /// Keys of the `log` block.

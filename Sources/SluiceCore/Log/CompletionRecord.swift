@@ -35,6 +35,8 @@ public struct CompletionRecord: Sendable {
         case rejectedBadRequest = "rejected_bad_request"
         /// Cut short because sluice was shutting down and the drain period ran out.
         case drain
+        /// Answered 503 at once: `max_connections` client connections were open.
+        case rejectedOverload = "rejected_overload"
 
         /// Position in `allCases`, used as a metrics array index without a search.
         public var ordinal: Int {
@@ -51,6 +53,7 @@ public struct CompletionRecord: Sendable {
             case .rejectedRateLimit: 9
             case .rejectedBadRequest: 10
             case .drain: 11
+            case .rejectedOverload: 12
             }
         }
     }

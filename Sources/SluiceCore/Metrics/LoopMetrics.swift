@@ -59,7 +59,8 @@ struct MetricsLayout: Sendable {
     static let activeConnections = 5
     static let activeStreams = 6
     static let queuedBytes = 7
-    static let scalarCount = 8
+    static let overloadRefusals = 8
+    static let scalarCount = 9
 
     let routeCount: Int
     let ruleCount: Int
@@ -167,6 +168,9 @@ public final class LoopMetrics: Sendable {
     /// Counts one pause of upstream reads because the client's queue reached its high watermark.
     @inline(__always)
     public func countBackpressurePause() { cells.add(MetricsLayout.backpressurePauses, 1) }
+
+    /// Counts a connection answered 503 because `max_connections` were open.
+    public func countOverloadRefusal() { cells.add(MetricsLayout.overloadRefusals, 1) }
 
     // MARK: Gauges (owning loop only; pass +1/-1 or a byte delta)
 

@@ -137,6 +137,9 @@ public final class MetricsRegistry: Sendable {
         out.family("sluice_backpressure_pauses_total", type: "counter",
                    help: "Times reads from an upstream were paused because the client was slower.")
         out.sample("sluice_backpressure_pauses_total", value: totals[MetricsLayout.backpressurePauses])
+        out.family("sluice_connections_refused_total", type: "counter",
+                   help: "Client connections answered 503 because max_connections were open.")
+        out.sample("sluice_connections_refused_total", value: totals[MetricsLayout.overloadRefusals])
 
         let gauges: [(String, String, Int)] = [
             ("sluice_active_connections", "Open client connections.", MetricsLayout.activeConnections),

@@ -1135,6 +1135,18 @@ final class ClientSession: TimerHeapElement {
         }
     }
 
+    /// Answered 503 at accept because `max_connections` were open; not counted among them.
+    private(set) var refusedOverCapacity = false
+
+    /// Refuses a connection accepted over `max_connections`: 503 with Retry-After, then a lingering close (so
+    /// the answer is not lost to a reset while the client's request is still arriving).
+    func refuseOverCapacity(limit: Int) {
+        refusedOverCapacity = true
+        loop.metrics.countOverloadRefusal()
+        respond(status: 503, type: "overloaded", message: "sluice has \(limit) client connections open (max_connections); retry shortly",
+                closeAfter: true, end: .rejectedOverload, extraFields: Array("Retry-After: 1\r\n".utf8))
+    }
+
     /// The process is draining: an idle keep-alive connection closes now; one with a request under way
     /// finishes its exchange (its response says `Connection: close` if its head is not out yet) and then closes.
     func beginDrain() {

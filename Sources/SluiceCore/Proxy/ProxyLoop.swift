@@ -46,6 +46,8 @@ public final class ProxyLoop {
     let metrics: LoopMetrics
     /// This loop's end of the completion-log queue; nil when no sink is configured.
     let completions: CompletionRing?
+    /// Client connections of all loops, for `max_connections`.
+    private let connections: ConnectionCount
 
     // MARK: loop thread only
     /// For new exchanges; sessions keep the one their exchange began with.
@@ -82,7 +84,8 @@ public final class ProxyLoop {
 
     /// Creates a loop that takes ownership of `listeners` (bound, listening, non-blocking sockets).
     init(index: Int, settings: ProxySettings, listeners: [(fd: Int32, tls: Bool)], metrics: LoopMetrics,
-                completions: CompletionRing?) throws(SystemError) {
+                completions: CompletionRing?, connections: ConnectionCount = ConnectionCount()) throws(SystemError) {
+        self.connections = connections
         self.index = index
         self.settings = settings
         self.metrics = metrics
@@ -268,6 +271,10 @@ public final class ProxyLoop {
             sessionCount += 1
             metrics.addActiveConnections(1)
             scheduleTimer(session, at: now + Int64(settings.timeouts.clientHeader > 0 ? settings.timeouts.clientHeader : 60_000))
+            if !connections.admit(limit: settings.maxConnections) {
+                // Over max_connections: a 503 at once, then a lingering close (the refusal is not counted).
+                session.refuseOverCapacity(limit: settings.maxConnections)
+            }
         }
     }
 
@@ -353,6 +360,7 @@ public final class ProxyLoop {
     }
 
     func sessionClosed(_ session: ClientSession) {
+        if !session.refusedOverCapacity { connections.release() }
         timers.remove(session)
         table.unregister(session.clientFD)
         sessionCount -= 1

@@ -160,6 +160,21 @@ struct BoundListener: Sendable {
     var fds: [Int32]
 }
 
+/// Open client connections over every loop, for `max_connections`: one atomic add per accept and per close.
+final class ConnectionCount: Sendable {
+    private let open = Atomic<Int>(0)
+
+    /// Counts a new connection; false (and not counted) when that would exceed `limit` (0 = no limit).
+    func admit(limit: Int) -> Bool {
+        let now = open.wrappingAdd(1, ordering: .relaxed).newValue
+        guard limit > 0 && now > limit else { return true }
+        open.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func release() { open.wrappingSubtract(1, ordering: .relaxed) }
+}
+
 /// How many loops have returned from `run`.
 final class StopCounter: Sendable {
     private let stopped = Atomic<Int>(0)
@@ -218,10 +233,11 @@ public enum ProxyServer {
         }
         var handoffs: [LoopHandoff] = []
         let stopped = StopCounter()
+        let connections = ConnectionCount()
         do {
             for worker in 0..<config.workers {
                 let loop = try ProxyLoop(index: worker, settings: settings, listeners: listeners.map { ($0.fds[worker], $0.tls) },
-                                         metrics: metrics.loop(worker), completions: queue?.producer(worker))
+                                         metrics: metrics.loop(worker), completions: queue?.producer(worker), connections: connections)
                 let handoff = LoopHandoff(loop)
                 handoffs.append(handoff)
                 try LoopThread.spawn(name: "sluice-w\(worker)") {

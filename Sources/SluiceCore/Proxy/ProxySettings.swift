@@ -55,6 +55,8 @@ public final class ProxySettings: Sendable {
     public let serverTLS: TLSContext?
     /// Milliseconds a TLS client has to finish its handshake.
     public let handshakeTimeout: Int
+    /// Open client connections at which new ones get a 503; 0 = no limit.
+    public let maxConnections: Int
 
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
@@ -76,6 +78,7 @@ public final class ProxySettings: Sendable {
                                       hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8)))
         }
         serverTLS = contexts.server
+        maxConnections = config.limits.maxConnections
         handshakeTimeout = config.tls?.handshakeTimeout ?? TLSServerConfig.defaultHandshakeTimeout
         self.upstreams = upstreams
         let routeSlots = metrics.routeSlots(for: config.routes.map(\.prefix))

@@ -227,6 +227,7 @@ sluice_exchanges_total{end="client_write_timeout"} 0
 sluice_exchanges_total{end="rejected_rate_limit"} 0
 sluice_exchanges_total{end="rejected_bad_request"} 0
 sluice_exchanges_total{end="drain"} 0
+sluice_exchanges_total{end="rejected_overload"} 0
 # HELP sluice_client_bytes_received_total Bytes read from clients.
 # TYPE sluice_client_bytes_received_total counter
 sluice_client_bytes_received_total 150
@@ -245,6 +246,9 @@ sluice_rate_limit_rejections_total{rule="per-key"} 1
 # HELP sluice_backpressure_pauses_total Times reads from an upstream were paused because the client was slower.
 # TYPE sluice_backpressure_pauses_total counter
 sluice_backpressure_pauses_total 1
+# HELP sluice_connections_refused_total Client connections answered 503 because max_connections were open.
+# TYPE sluice_connections_refused_total counter
+sluice_connections_refused_total 0
 # HELP sluice_active_connections Open client connections.
 # TYPE sluice_active_connections gauge
 sluice_active_connections 2
