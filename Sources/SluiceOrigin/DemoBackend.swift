@@ -1,6 +1,6 @@
 import Foundation
 import Glibc
-import Synchronization
+import SluiceCore
 
 /// A mock OpenAI-compatible backend for `sluice demo` and for tests.
 ///
@@ -22,7 +22,7 @@ public final class DemoBackend: Sendable {
 
     // MARK: Shared with the accept and connection threads
     private let listenFD: Int32
-    private let state: Mutex<LifecycleState>
+    private let state: Locked<LifecycleState>
     private let registry = DemoConnectionRegistry()
 
     /// Where the backend is in its life.
@@ -50,7 +50,7 @@ public final class DemoBackend: Sendable {
         self.listenFD = listener.fd
         self.port = listener.port
         self.tokenInterval = max(tokenInterval, .zero)
-        self.state = Mutex(.bound)
+        self.state = Locked(.bound)
     }
 
     /// Starts the accept thread and returns at once. Calling it again, or
@@ -149,7 +149,7 @@ public final class DemoBackend: Sendable {
 /// removes its fd here before closing it, and `shutdownAll` shuts fds down
 /// under the same lock, so it can never hit an fd number already reused.
 final class DemoConnectionRegistry: Sendable {
-    private let fds = Mutex<(stopped: Bool, open: Set<Int32>)>((false, []))
+    private let fds = Locked<(stopped: Bool, open: Set<Int32>)>((false, []))
 
     /// Records a new connection. Returns false once `shutdownAll` has run,
     /// in which case the caller closes the fd itself.

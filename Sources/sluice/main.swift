@@ -107,8 +107,9 @@ func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
 /// (recorded as `drain`), flush the completion log and exit 0. A second SIGTERM/SIGINT skips the wait.
 func drain(_ running: RunningProxy, signals: sigset_t, first: Int32) -> Never {
     let timeout = running.config.drainTimeout
-    OpLog.info("draining", ["signal": .int(Int(first)), "drain_timeout_ms": .int(timeout), "connections": .int(running.openConnections)])
+    // Readiness turns false before the line says so: whoever reads "draining" sees /readyz at 503.
     running.beginDrain()
+    OpLog.info("draining", ["signal": .int(Int(first)), "drain_timeout_ms": .int(timeout), "connections": .int(running.openConnections)])
     let deadline = Syscall.monotonicMilliseconds() + Int64(timeout)
     var signals = signals
     var wait = timespec(tv_sec: 0, tv_nsec: 20_000_000)

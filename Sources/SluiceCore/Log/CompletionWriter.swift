@@ -82,7 +82,7 @@ public final class CompletionWriter: Sendable {
     private let control: WriterControl
     /// Descriptors opened by `init`, handed to the thread by `start`.
     private let initialFDs: [Int32]
-    private let thread = Mutex<WriterThreadState>(.notStarted)
+    private let thread = Locked<WriterThreadState>(.notStarted)
 
     /// Opens the file sinks (append, created 0640). Throws if one cannot be opened, so a wrong
     /// path fails start-up instead of silently losing the audit log; a FIFO without a reader

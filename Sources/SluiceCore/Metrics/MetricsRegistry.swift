@@ -1,5 +1,3 @@
-import Synchronization
-
 /// All loops' metrics and what is needed to name them; renders `GET /metrics`.
 ///
 /// Created at start-up, before the loops; each loop takes its ``LoopMetrics`` with
@@ -18,7 +16,7 @@ public final class MetricsRegistry: Sendable {
     /// Source of `sluice_log_records_{written,dropped}_total`; nil when the completion log is off.
     public let logQueue: CompletionQueue?
     private let layout: MetricsLayout
-    private let names: Mutex<Names>
+    private let names: Locked<Names>
 
     /// The labels of the slots and the live rate limiter (replaced by a reload that changes the rules).
     private struct Names {
@@ -41,7 +39,7 @@ public final class MetricsRegistry: Sendable {
         self.layout = layout
         loops = (0..<workers).map { _ in LoopMetrics(layout: layout) }
         self.logQueue = logQueue
-        names = Mutex(Names())
+        names = Locked(Names())
         _ = routeSlots(for: routes)
         _ = useRateLimiter(rateLimiter, rules: rateLimitRules)
     }

@@ -79,7 +79,7 @@ public final class ProxyLoop {
     // MARK: any thread
     private let wakeup: WakeupFD
     private let stopRequested = Atomic<Bool>(false)
-    private let commands = Mutex<[Command]>([])
+    private let commands = Locked<[Command]>([])
     private let drainedFlag = Atomic<Bool>(false)
 
     /// Creates a loop that takes ownership of `listeners` (bound, listening, non-blocking sockets).

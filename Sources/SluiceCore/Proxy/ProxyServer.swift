@@ -13,7 +13,7 @@ public final class RunningProxy: Sendable {
     public let readiness: Readiness
     let loops: [LoopHandoff]
     let stoppedLoops: StopCounter
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// What a reload replaces.
     private struct State {
@@ -32,7 +32,7 @@ public final class RunningProxy: Sendable {
         self.readiness = readiness
         self.loops = loops
         self.stoppedLoops = stoppedLoops
-        state = Mutex(State(config: config, settings: settings, listeners: listeners))
+        state = Locked(State(config: config, settings: settings, listeners: listeners))
     }
 
     /// Bound public addresses, "host:port".

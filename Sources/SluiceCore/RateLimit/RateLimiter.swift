@@ -4,7 +4,7 @@ import Synchronization
 /// and LLM-token budgets, exact across threads.
 ///
 /// **Sharding.** State for a (rule, key) lives in one of `shards` shards, chosen by the key's
-/// hash; each shard is a `Mutex` around a table per rule. Every operation locks one shard at a
+/// hash; each shard is a `Locked` (pthread mutex) around a table per rule. Every operation locks one shard at a
 /// time, for O(1) amortised work (a dictionary lookup, a few integer operations and a bounded
 /// sweep; the table occasionally grows, like any dictionary), and never holds a lock across
 /// I/O or while taking another: there is no lock order to get wrong. One key's budget is
@@ -406,10 +406,10 @@ private enum RuleDecision {
 
 /// One lock's worth of state.
 private final class Shard: Sendable {
-    let state: Mutex<ShardState>
+    let state: Locked<ShardState>
 
     init(ruleCount: Int) {
-        state = Mutex(ShardState(tables: Array(repeating: KeyTable(), count: ruleCount)))
+        state = Locked(ShardState(tables: Array(repeating: KeyTable(), count: ruleCount)))
     }
 }
 
