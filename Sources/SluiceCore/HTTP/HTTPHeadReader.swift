@@ -12,6 +12,8 @@ struct HTTPFieldFacts: Sendable {
     private(set) var sawChunked = false
     /// Whether chunked is the last coding so far (RFC 9112 §6.3 rules 3 and 4).
     private(set) var chunkedIsFinal = false
+    /// A coding other than chunked was listed (legal in responses; a request gets 501).
+    private(set) var sawOtherCoding = false
     private(set) var connectionClose = false
     private(set) var connectionKeepAlive = false
     private(set) var hostCount = 0
@@ -136,6 +138,7 @@ struct HTTPFieldFacts: Sendable {
                 throw HTTPParseFailure(.unsupportedTransferEncoding, at: coding.lowerBound)
             }
             sawChunked = sawChunked || isChunked
+            sawOtherCoding = sawOtherCoding || !isChunked
             chunkedIsFinal = isChunked
         }
     }

@@ -54,6 +54,9 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
     /// Transfer-Encoding with an empty or non-token coding, parameters, chunked twice, or (in a request) a final coding
     /// other than chunked (RFC 9112 §6.3 rule 4).
     case unsupportedTransferEncoding
+    /// A request transfer coding other than chunked (`gzip, chunked`, `identity, chunked`): not implemented
+    /// (RFC 9112 §6.1), and an intermediary that forwards codings it does not decode invites a TE.TE desync.
+    case unimplementedTransferCoding
     /// Transfer-Encoding in an HTTP/1.0 message, whose framing RFC 9112 §6.1 says to treat as faulty.
     case transferEncodingInHTTP10
     /// An HTTP/1.1 request without Host (RFC 9112 §3.2).
@@ -86,6 +89,7 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
         case .requestLineTooLong: 414
         case .headTooLarge, .tooManyFields: 431
         case .unsupportedVersion: 505
+        case .unimplementedTransferCoding: 501
         default: 400
         }
     }
@@ -115,6 +119,7 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
         case .conflictingContentLength: "conflicting Content-Length values"
         case .contentLengthWithTransferEncoding: "message has both Content-Length and Transfer-Encoding"
         case .unsupportedTransferEncoding: "unsupported Transfer-Encoding"
+        case .unimplementedTransferCoding: "only the chunked transfer coding is implemented for requests"
         case .transferEncodingInHTTP10: "Transfer-Encoding in an HTTP/1.0 message"
         case .missingHost: "HTTP/1.1 request has no Host header"
         case .multipleHost: "request has more than one Host header"

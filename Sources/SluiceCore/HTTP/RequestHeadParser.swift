@@ -201,6 +201,7 @@ public struct RequestHeadParser: Sendable {
             guard facts.chunkedIsFinal else {
                 throw HTTPParseFailure(.unsupportedTransferEncoding, at: transferEncodingAt)
             }
+            guard !facts.sawOtherCoding else { throw HTTPParseFailure(.unimplementedTransferCoding, at: transferEncodingAt) }
             head.framing = .chunked
         } else if let contentLength = facts.contentLength {
             head.framing = .contentLength(contentLength)

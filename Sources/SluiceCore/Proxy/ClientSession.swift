@@ -192,6 +192,7 @@ final class ClientSession: TimerHeapElement {
     }
 
     static let maxRequestIDLength = 128
+    private static let rootPath: [UInt8] = [UInt8(ascii: "/")]
     /// How long a closing connection keeps discarding input so its last response is not reset away.
     static let lingerMilliseconds: Int64 = 2_000
     /// How much input a closing connection discards at most: enough for a body in flight behind a
@@ -430,7 +431,11 @@ final class ClientSession: TimerHeapElement {
             return rejectRequest(status: 405, type: "method_not_allowed", message: "CONNECT is not supported by this reverse proxy")
         }
         let pathRange = HeadRewriter.pathRange(of: head, in: buffer)
-        guard let index = buffer.withReadableSpan({ settings.routeIndex(forPath: $0.extracting(pathRange)) }) else {
+        // An absolute-form target without a path (`http://host`) asks for "/" (RFC 9112 §3.2.2).
+        let routed = buffer.withReadableSpan { source in
+            pathRange.isEmpty ? settings.routeIndex(forPath: Self.rootPath.span) : settings.routeIndex(forPath: source.extracting(pathRange))
+        }
+        guard let index = routed else {
             return rejectRequest(status: 404, type: "no_route", message: "no route matches this path")
         }
         routeIndex = index
@@ -451,7 +456,8 @@ final class ClientSession: TimerHeapElement {
         let written = buffer.withReadableSpan { source in
             HeadRewriter.writeRequestHead(into: out, source: source, head: head, pathRange: pathRange,
                                           clientIP: clientIP, requestID: requestID,
-                                          host: settings.upstreams[upstreamIndex].hostHeader, overTLS: clientTLS != nil)
+                                          host: settings.upstreams[upstreamIndex].hostHeader,
+                                          fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTLS != nil)
         }
         guard written else {
             return rejectRequest(status: 431, type: "header_too_large", message: "request head is too large to forward")

@@ -20,6 +20,19 @@ enum HeadRewriter {
         }
     }
 
+    /// The authority of an absolute-form target (`http://AUTHORITY/path`): between "://" and the path.
+    static func authorityRange(of head: RequestHead, pathRange: Range<Int>, in source: Span<UInt8>) -> Range<Int>? {
+        var index = head.target.lowerBound
+        while index + 2 < pathRange.lowerBound {
+            if source[index] == UInt8(ascii: ":") && source[index + 1] == UInt8(ascii: "/") && source[index + 2] == UInt8(ascii: "/") {
+                let start = index + 3
+                return start < pathRange.lowerBound ? start..<pathRange.lowerBound : nil
+            }
+            index += 1
+        }
+        return nil
+    }
+
     /// True for fields that describe one connection, not the message: never forwarded.
     static func isHopByHop(_ source: Span<UInt8>, _ name: Range<Int>, connectionTokens: [Range<Int>]) -> Bool {
         if fieldNameEquals(source, name, "connection") || fieldNameEquals(source, name, "keep-alive")
@@ -33,17 +46,29 @@ enum HeadRewriter {
 
     /// Writes `METHOD path HTTP/1.1`, the end-to-end fields, then X-Forwarded-For/-Proto/-Host and
     /// X-Request-Id. `host`, when given, replaces the client's Host (an https upstream's own name: hosted
-    /// APIs route and check by it); the client's stays in X-Forwarded-Host. `overTLS`: the client came over
-    /// TLS (X-Forwarded-Proto: https). Returns false when it does not fit in `out`.
+    /// APIs route and check by it); the client's stays in X-Forwarded-Host. An absolute-form target's
+    /// authority replaces the Host field (RFC 9112 §3.2.2), and a request without Host (HTTP/1.0) gets
+    /// `fallbackHost` (RFC 9112 §3.2: an HTTP/1.1 request must carry one). Content-Length goes out once, as
+    /// the parsed number (`005` and `5, 5` reach the upstream as `5`). `overTLS`: the client came over TLS
+    /// (X-Forwarded-Proto: https). Returns false when it does not fit in `out`.
     static func writeRequestHead(into out: ByteBuffer, source: Span<UInt8>, head: RequestHead, pathRange: Range<Int>,
-                                 clientIP: [UInt8], requestID: [UInt8], host: [UInt8]? = nil, overTLS: Bool = false) -> Bool {
+                                 clientIP: [UInt8], requestID: [UInt8], host: [UInt8]? = nil, fallbackHost: [UInt8] = [],
+                                 overTLS: Bool = false) -> Bool {
         var fits = out.append(source.extracting(head.methodRange)) && out.append(byte: 0x20)
         fits = fits && (pathRange.isEmpty ? out.append(byte: UInt8(ascii: "/")) : out.append(source.extracting(pathRange)))
         fits = fits && out.append(" HTTP/1.1\r\n")
+        let targetAuthority = head.targetForm == .absolute ? authorityRange(of: head, pathRange: pathRange, in: source) : nil
+        let replacesHost = host != nil || targetAuthority != nil
         if let host {
             fits = fits && out.append("Host: ") && host.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
+        } else if let targetAuthority {
+            fits = fits && out.append("Host: ") && out.append(source.extracting(targetAuthority)) && out.append("\r\n")
+        } else if head.hostField == nil {
+            fits = fits && out.append("Host: ") && fallbackHost.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
         }
-        var contentLengthWritten = false
+        if case .contentLength(let length) = head.framing {
+            fits = fits && out.append("Content-Length: ") && out.append(decimal: Int(length)) && out.append("\r\n")
+        }
         var forwardedFor = 0
         for field in head.fields {
             let name = field.name
@@ -52,15 +77,11 @@ enum HeadRewriter {
                 || fieldNameEquals(source, name, "x-request-id") {
                 continue
             }
-            if host != nil && fieldNameEquals(source, name, "host") { continue }
+            if replacesHost && fieldNameEquals(source, name, "host") { continue }
+            if fieldNameEquals(source, name, "content-length") { continue }  // written above, canonical
             if fieldNameEquals(source, name, "x-forwarded-for") {
                 forwardedFor += 1
                 continue
-            }
-            if fieldNameEquals(source, name, "content-length") {
-                // Identical duplicates were accepted by the parser; the upstream sees one.
-                if contentLengthWritten { continue }
-                contentLengthWritten = true
             }
             fits = fits && writeField(into: out, source: source, field)
         }
@@ -152,6 +173,7 @@ enum ErrorResponse {
         case 503: "Service Unavailable"
         case 504: "Gateway Timeout"
         case 505: "HTTP Version Not Supported"
+        case 501: "Not Implemented"
         default: "Error"
         }
     }
@@ -162,6 +184,7 @@ enum ErrorResponse {
         case 414: "uri_too_long"
         case 431: "header_too_large"
         case 505: "version_not_supported"
+        case 501: "not_implemented"
         default: "bad_request"
         }
     }

@@ -13,6 +13,8 @@ public final class ProxySettings: Sendable {
         public var tlsHost: String
         /// The Host field an https upstream gets: its own name (and port when not 443).
         public var hostHeader: [UInt8]?
+        /// `host[:port]` of the upstream: the Host of a request that came without one (HTTP/1.0).
+        public var authority: [UInt8]
     }
 
     public struct Route: Sendable {
@@ -75,7 +77,8 @@ public final class ProxySettings: Sendable {
             upstreams.append(Upstream(name: upstream.name, address: address, display: "\(address)",
                                       maxIdleConnections: upstream.maxIdleConnections, tls: tls,
                                       tlsHost: upstream.tls?.serverName ?? upstream.host,
-                                      hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8)))
+                                      hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8),
+                                      authority: Array(Self.authority(upstream).utf8)))
         }
         serverTLS = contexts.server
         maxConnections = config.limits.maxConnections

@@ -60,6 +60,7 @@ struct FieldValuesTests {
             case .requestLineTooLong: 414
             case .headTooLarge, .tooManyFields: 431
             case .unsupportedVersion: 505
+            case .unimplementedTransferCoding: 501
             default: 400
             }
             #expect(error.status == expected, "\(error)")
