@@ -131,6 +131,16 @@ func drain(_ running: RunningProxy, signals: sigset_t, first: Int32) -> Never {
     exit(0)
 }
 
+// SLUICE_LOG_LEVEL=debug shows per-connection detail (rejected requests, failed TLS handshakes); the
+// default, info, keeps stderr to start-up, signals and trouble.
+if let text = getenv("SLUICE_LOG_LEVEL").map({ String(cString: $0) }) {
+    guard let level = OpLog.Level(name: text) else {
+        printToStderr("sluice: SLUICE_LOG_LEVEL must be debug, info, warn or error, got '\(text)'")
+        exit(2)
+    }
+    OpLog.minimumLevel = level
+}
+
 let command: CommandLineCommand
 do { command = try CommandLineCommand.parse(Array(CommandLine.arguments.dropFirst())) } catch {
     printToStderr("sluice: \(error.description)\n\n\(CommandLineCommand.helpText)")

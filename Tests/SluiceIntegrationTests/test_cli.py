@@ -5,11 +5,12 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import time
 
 from origin import unused_port
-from rawhttp import get
-from sluice_proc import Sluice, run_cli
+from rawhttp import RawConn, get
+from sluice_proc import SLUICE_BIN, Sluice, run_cli
 
 GOOD_CONFIG = """\
 # a complete config
@@ -208,3 +209,20 @@ def test_address_in_use(tmp_path):
         assert not any(o.get("msg") == "ready" for o in objs)
     finally:
         busy.close()
+
+
+def test_log_level_debug_shows_rejections_and_a_bad_level_is_refused(stack):
+    origin = stack.origin()
+    quiet = stack.proxy(origin)
+    loud = stack.sluice(["--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{origin.port}"],
+                        env=dict(os.environ, SLUICE_LOG_LEVEL="debug"))
+    for sl in (quiet, loud):
+        with RawConn(sl.port) as c:
+            c.send(b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert c.read_response().status == 400
+    line = loud.wait_stderr(lambda o: o.get("msg") == "request rejected", 5, "the debug line")
+    assert line["level"] == "debug" and line["status"] == 400
+    assert not [o for o in quiet.log_objects() if o.get("level") == "debug"]
+    bad = subprocess.run([SLUICE_BIN, "--version"], env=dict(os.environ, SLUICE_LOG_LEVEL="verbose"),
+                         capture_output=True, timeout=10)
+    assert bad.returncode == 2 and b"SLUICE_LOG_LEVEL must be debug, info, warn or error" in bad.stderr

@@ -16,6 +16,12 @@ public enum OpLog {
         }
 
         public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+
+        /// The level spelled `name` (debug, info, warn, error), or nil.
+        public init?(name: String) {
+            guard let level = [Level.debug, .info, .warn, .error].first(where: { $0.name == name }) else { return nil }
+            self = level
+        }
     }
 
     /// A JSON value for a field.

@@ -54,12 +54,15 @@ public struct RequestTap: Sendable {
     /// Reads the next piece of the body.
     public mutating func observe(_ bytes: Span<UInt8>) {
         capture.append(bytes)
-        guard !overLimit, !scanner.isFailed else { return }
+        guard !overLimit else { return }
         guard bytes.count <= maxBodyBytes - bodyBytes else {
             overLimit = true
             return
         }
         bodyBytes += bytes.count
+        // Counted before this check, so that a malformed body passes the cap however it was split (found by fuzzing:
+        // it did only when the bytes over the cap came in the piece that also failed the scanner).
+        guard !scanner.isFailed else { return }
         var offset = 0
         while offset < bytes.count {
             switch scanner.next(bytes.extracting(offset...)) {
