@@ -30,6 +30,14 @@ let package = Package(
             // requests a fresh process serves do not pay the dynamic linker's lookups.
             linkerSettings: [.unsafeFlags(["-Xlinker", "-z", "-Xlinker", "now"])]
         ),
+        // libFuzzer targets, one per parser; `fuzz/run.sh` builds them with `--sanitize fuzzer`. Each main.swift
+        // holds only the entry point, so a plain `swift build` links them as programs that do nothing.
+        .target(name: "SluiceFuzzSupport", dependencies: ["SluiceCore"]),
+        .executableTarget(name: "SluiceFuzzRequest", dependencies: ["SluiceFuzzSupport"]),
+        .executableTarget(name: "SluiceFuzzResponse", dependencies: ["SluiceFuzzSupport"]),
+        .executableTarget(name: "SluiceFuzzChunked", dependencies: ["SluiceFuzzSupport"]),
+        .executableTarget(name: "SluiceFuzzTap", dependencies: ["SluiceFuzzSupport"]),
+        .executableTarget(name: "SluiceFuzzConfig", dependencies: ["SluiceFuzzSupport"]),
         .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
     ],
     swiftLanguageModes: [.v6]

@@ -92,6 +92,18 @@ struct RequestTapTests {
         }
     }
 
+    @Test("a malformed body over the cap passes it in any split")
+    func malformedBodyOverCap() {
+        // Found by SluiceFuzzTap: once the scanner had failed, later pieces were no longer counted, so the verdict
+        // depended on where the body was split.
+        let body = Support.bytes("data: {}\n\n")
+        var tap = RequestTap(maxBodyBytes: 3)
+        for feeding in Support.feedings(body.count) {
+            #expect(Self.run(&tap, body, cuts: feeding.cuts) == (nil, nil), "\(feeding.name)")
+            #expect(tap.exceededLimit, "\(feeding.name)")
+        }
+    }
+
     @Test("captures the first bytes of the body, whatever the cap")
     func capture() {
         let body = Support.bytes(#"{"model":"gpt-4o","stream":true}"#)
