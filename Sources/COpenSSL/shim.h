@@ -13,9 +13,6 @@ static inline int sluice_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version
 static inline int sluice_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {
     return (int)SSL_set_tlsext_host_name(ssl, name);
 }
-static inline long sluice_SSL_CTX_disable_session_cache(SSL_CTX *ctx) {
-    return SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-}
 static inline uint64_t sluice_SSL_OP_IGNORE_UNEXPECTED_EOF(void) { return SSL_OP_IGNORE_UNEXPECTED_EOF; }
 static inline uint64_t sluice_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline long sluice_SSL_MODE_ENABLE_PARTIAL_WRITE(void) { return SSL_MODE_ENABLE_PARTIAL_WRITE; }
