@@ -78,7 +78,8 @@ public enum CommandLineCommand: Sendable, Equatable {
                           'log' block's 'file'; the directory must exist
           --log-stdout    also write completion records to stdout (the default only
                           when no log file is set)
-          --admin ADDR    serve GET /metrics (Prometheus) on ADDR, e.g. 127.0.0.1:9901;
+          --admin ADDR    serve GET /metrics (Prometheus), /healthz and /readyz on ADDR,
+                          e.g. 127.0.0.1:9901;
                           replaces the 'admin' block's 'listen'; must not be a public
                           listener (default: no admin listener)
           -h, --help      print this help and exit
