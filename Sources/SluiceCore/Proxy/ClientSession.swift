@@ -69,8 +69,8 @@ final class ClientSession: TimerHeapElement {
     unowned(unsafe) let loop: ProxyLoop
     private var client: FileDescriptor?
     let clientFD: Int32
-    /// The TLS session of a `listen ... tls` connection; nil on plain listeners.
-    private let clientTLS: TLSEngine?
+    /// Plain, or TLS on a `listen ... tls` connection.
+    private let clientTransport: Transport
     /// The client's IP as ASCII, for X-Forwarded-For.
     private let clientIP: [UInt8]
     private var clientReadable = true
@@ -178,8 +178,8 @@ final class ClientSession: TimerHeapElement {
     /// Takes ownership of an accepted, non-blocking client socket; `tls` when the listener terminates TLS.
     init(loop: ProxyLoop, fd: consuming FileDescriptor, peer: SocketAddress, tls: TLSEngine? = nil) {
         self.loop = loop
-        clientTLS = tls
         clientFD = fd.rawValue
+        clientTransport = Transport(fd: fd.rawValue, tls: tls)
         client = .some(fd)
         clientIP = Array(peer.hostString.utf8)
         acceptedAt = loop.now
@@ -309,23 +309,16 @@ final class ClientSession: TimerHeapElement {
         guard buffer.writableCount > 0 else { return false }
         let space = buffer.writableCount
         let result: IOResult<Int>
-        if let tls = clientTLS {
-            do { result = try TLSTransport.read(tls, fd: clientFD, into: buffer) } catch {
-                if !tls.isEstablished {
-                    OpLog.debug("TLS handshake with a client failed", ["client": .string(String(decoding: clientIP, as: UTF8.self)),
-                                                                        "error": .string(error.description)])
-                }
-                close()
-                return false
+        do { result = try clientTransport.read(into: buffer) } catch {
+            if let tls = clientTransport.tls, !tls.isEstablished {
+                OpLog.debug("TLS handshake with a client failed", ["client": .string(String(decoding: clientIP, as: UTF8.self)),
+                                                                    "error": .string(error.description)])
             }
-            // Handshake progress or a key update may have unblocked output waiting for the peer.
-            if tls.hasPendingOutput { clientWritable = true }
-        } else {
-            do { result = try buffer.read(from: clientFD) } catch {
-                close()
-                return false
-            }
+            close()
+            return false
         }
+        // TLS handshake progress or a key update may have unblocked output waiting for the peer.
+        if clientTransport.hasPendingOutput { clientWritable = true }
         switch result {
         case .wouldBlock:
             clientReadable = false
@@ -337,10 +330,8 @@ final class ClientSession: TimerHeapElement {
             clientEndOfStream()
             return false
         case .processed(let count):
-            // A short read means the socket is drained (nginx ngx_recv.c); with a hang-up pending we
-            // keep reading so the EOF itself is seen. TLS reads go on until the socket says EAGAIN:
-            // a short read of plaintext says nothing about the ciphertext behind it.
-            if count < space && !clientHangup && clientTLS == nil { clientReadable = false }
+            // With a hang-up pending we keep reading so the EOF itself is seen.
+            if count < space && !clientHangup && clientTransport.shortReadDrainsSocket { clientReadable = false }
             lastClientRead = loop.now
             loop.metrics.addClientBytesReceived(count)
             if phase == .idle {
@@ -457,7 +448,7 @@ final class ClientSession: TimerHeapElement {
             HeadRewriter.writeRequestHead(into: out, source: source, head: head, pathRange: pathRange,
                                           clientIP: clientIP, requestID: requestID,
                                           host: settings.upstreams[upstreamIndex].hostHeader,
-                                          fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTLS != nil)
+                                          fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTransport.tls != nil)
         }
         guard written else {
             return rejectRequest(status: 431, type: "header_too_large", message: "request head is too large to forward")
@@ -597,27 +588,16 @@ final class ClientSession: TimerHeapElement {
         guard let connection = upstream, connection.connected, connection.writable else { return false }
         let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
         let bodyReady = headRemaining == 0 ? requestSendEnd : 0
-        guard headRemaining > 0 || bodyReady > 0 || connection.tls?.hasPendingOutput == true else { return false }
+        guard headRemaining > 0 || bodyReady > 0 || connection.transport.hasPendingOutput else { return false }
         let result: IOResult<Int>
-        if let tls = connection.tls {
-            do {
-                result = try TLSTransport.write(tls, fd: connection.rawFD, upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining),
-                                                clientIn, 0..<bodyReady)
-            } catch {
-                switch error {
-                case .socket(let error): upstreamWriteFailed(error)
-                case .tls(let reason): upstreamTLSFailed(reason)
-                }
-                return false
+        do {
+            result = try connection.transport.write(upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining), clientIn, 0..<bodyReady)
+        } catch {
+            switch error {
+            case .socket(let error): upstreamWriteFailed(error)
+            case .tls(let reason): upstreamTLSFailed(reason)
             }
-        } else {
-            do {
-                result = try writePair(connection.rawFD, upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining),
-                                       clientIn, 0..<bodyReady)
-            } catch {
-                upstreamWriteFailed(error)
-                return false
-            }
+            return false
         }
         guard case .processed(let written) = result else {
             connection.writable = false
@@ -633,7 +613,7 @@ final class ClientSession: TimerHeapElement {
             releaseIfEmpty(&clientIn)
             updateClientPause()
         }
-        if written < headRemaining + bodyReady || connection.tls?.hasPendingOutput == true { connection.writable = false }
+        if written < headRemaining + bodyReady || connection.transport.hasPendingOutput { connection.writable = false }
         // Only a request on a reused connection can need its head again (see `replay`).
         if !connection.reused, let head = upstreamOut, upstreamHeadSent == head.readableCount {
             loop.bufferPool.give(head)
@@ -698,24 +678,16 @@ final class ClientSession: TimerHeapElement {
         }
         let space = buffer.writableCount
         let result: IOResult<Int>
-        if let tls = connection.tls {
-            do { result = try TLSTransport.read(tls, fd: connection.rawFD, into: buffer) } catch {
-                releaseIfEmpty(&upstreamIn)
-                switch error {
-                case .socket(let error): upstreamEndOfStream(error: error)
-                case .tls(let reason): upstreamTLSFailed(reason)
-                }
-                return false
+        do { result = try connection.transport.read(into: buffer) } catch {
+            releaseIfEmpty(&upstreamIn)
+            switch error {
+            case .socket(let error): upstreamEndOfStream(error: error)
+            case .tls(let reason): upstreamTLSFailed(reason)
             }
-            // The handshake may have finished: the request waiting for it can go now.
-            connection.writable = true
-        } else {
-            do { result = try buffer.read(from: connection.rawFD) } catch {
-                releaseIfEmpty(&upstreamIn)
-                upstreamEndOfStream(error: error)
-                return false
-            }
+            return false
         }
+        // A TLS handshake may have finished: the request waiting for it can go now.
+        if connection.tls != nil { connection.writable = true }
         switch result {
         case .wouldBlock:
             connection.readable = false
@@ -727,7 +699,7 @@ final class ClientSession: TimerHeapElement {
             upstreamEndOfStream(error: nil)
             return false
         case .processed(let count):
-            if count < space && !connection.hangup && connection.tls == nil { connection.readable = false }
+            if count < space && !connection.hangup && connection.transport.shortReadDrainsSocket { connection.readable = false }
             lastUpstreamRead = loop.now
             loop.metrics.addUpstreamBytesReceived(count)
             processResponseBytes()
@@ -957,18 +929,9 @@ final class ClientSession: TimerHeapElement {
         guard clientWritable, phase != .closed else { return false }
         let headCount = clientOut?.readableCount ?? 0
         let bodyCount = responseSendEnd
-        let tlsPending = clientTLS?.hasPendingOutput ?? false
-        guard headCount + bodyCount > 0 || tlsPending else { return false }
+        guard headCount + bodyCount > 0 || clientTransport.hasPendingOutput else { return false }
         let result: IOResult<Int>
-        do throws(TLSTransport.Failure) {
-            if let tls = clientTLS {
-                result = try TLSTransport.write(tls, fd: clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
-            } else {
-                do throws(SystemError) {
-                    result = try writePair(clientFD, clientOut, 0..<headCount, upstreamIn, 0..<bodyCount)
-                } catch { throw .socket(error) }
-            }
-        } catch {
+        do { result = try clientTransport.write(clientOut, 0..<headCount, upstreamIn, 0..<bodyCount) } catch {
             if phase == .lingering { close() } else { abort(reason: "client write failed: \(error.description)", end: .clientAbort) }
             return false
         }
@@ -990,7 +953,7 @@ final class ClientSession: TimerHeapElement {
             responseSendEnd -= bodyWritten
             releaseIfEmpty(&upstreamIn)
         }
-        if written < headCount + bodyCount || clientTLS?.hasPendingOutput == true { clientWritable = false }
+        if written < headCount + bodyCount || clientTransport.hasPendingOutput { clientWritable = false }
         updateUpstreamPause()
         if case .body(.dechunked) = response, upstreamIn != nil { processResponseBytes() }
         finishIfFlushed()
@@ -998,7 +961,7 @@ final class ClientSession: TimerHeapElement {
     }
 
     private var clientOutputPending: Bool {
-        (clientOut?.readableCount ?? 0) + responseSendEnd > 0 || clientTLS?.hasPendingOutput == true
+        (clientOut?.readableCount ?? 0) + responseSendEnd > 0 || clientTransport.hasPendingOutput
     }
 
     /// Ends the exchange once its response is complete and fully written.
@@ -1107,11 +1070,8 @@ final class ClientSession: TimerHeapElement {
         phase = .lingering
         lingerStartedAt = loop.now
         lingerDiscarded = 0
-        if let tls = clientTLS {
-            // close_notify: the clean end of the response (an aborted one gets none, see `abort`).
-            tls.close()
-            _ = try? TLSTransport.flush(tls, fd: clientFD)
-        }
+        // close_notify: the clean end of the response (an aborted one gets none, see `abort`).
+        clientTransport.closeNotify()
         Syscall.shutdownWrite(clientFD)
         clientIn?.clear()
         releaseIfEmpty(&clientIn)
@@ -1440,7 +1400,7 @@ final class ClientSession: TimerHeapElement {
     private func nextDeadline() -> Int64 {
         switch phase {
         case .idle:
-            if let tls = clientTLS, !tls.isEstablished {
+            if let tls = clientTransport.tls, !tls.isEstablished {
                 return min(deadline(acceptedAt, settings.handshakeTimeout), deadline(acceptedAt, timeouts.clientHeader))
             }
             return requestsServed == 0 ? deadline(acceptedAt, timeouts.clientHeader) : deadline(idleSince, timeouts.clientKeepAlive)
@@ -1488,7 +1448,7 @@ final class ClientSession: TimerHeapElement {
         func expired(_ start: Int64, _ limit: Int) -> Bool { deadline(start, limit) <= now }
         switch phase {
         case .idle:
-            if let tls = clientTLS, !tls.isEstablished {
+            if let tls = clientTransport.tls, !tls.isEstablished {
                 OpLog.debug("TLS handshake with a client timed out", ["client": .string(String(decoding: clientIP, as: UTF8.self))])
             }
             close()

@@ -8,8 +8,8 @@ final class UpstreamConnection {
     let upstreamIndex: Int
     /// The settings whose upstream table `upstreamIndex` indexes: after a reload the connection is not pooled.
     let settings: ProxySettings
-    /// The TLS session to an `https` upstream; nil for `http`.
-    let tls: TLSEngine?
+    /// Plain for `http`, TLS for `https`.
+    let transport: Transport
     /// Connect finished (SO_ERROR checked).
     var connected = false
     /// Edge-triggered readiness: true until a read or write returns EAGAIN.
@@ -25,14 +25,17 @@ final class UpstreamConnection {
     var idleSince: Int64 = 0
 
     init(fd: consuming FileDescriptor, upstreamIndex: Int, settings: ProxySettings, tls: TLSEngine?) {
-        self.tls = tls
         rawFD = fd.rawValue
+        transport = Transport(fd: fd.rawValue, tls: tls)
         self.fd = .some(fd)
         self.upstreamIndex = upstreamIndex
         self.settings = settings
     }
 
     var isOpen: Bool { fd != nil }
+
+    /// The TLS session to an `https` upstream; nil for `http`.
+    var tls: TLSEngine? { transport.tls }
 
     /// TCP connected and, for https, the handshake done: the connect timeout no longer applies.
     var isEstablished: Bool { connected && (tls?.isEstablished ?? true) }

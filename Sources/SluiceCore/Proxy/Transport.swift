@@ -1,8 +1,8 @@
-/// Moves ciphertext between a socket and a `TLSEngine`, so the session reads and writes plaintext as it does on a
-/// plain socket: the same buffers, queues and watermarks, and an upstream read written to the client in the same
-/// turn (each `write` is encrypted and sent at once). Loop thread only.
-enum TLSTransport {
-    /// Why a TLS read or write stopped the connection.
+/// How a session reads and writes one of its sockets: plain, or through a `TLSEngine`. The session sees plaintext
+/// either way, with the same buffers, queues and watermarks, and an upstream read written to the client in the same
+/// turn (each TLS `write` is encrypted and sent at once). A value the session keeps per side; loop thread only.
+struct Transport {
+    /// Why a read or write stopped the connection.
     enum Failure: Error {
         /// The socket failed.
         case socket(SystemError)
@@ -17,8 +17,42 @@ enum TLSTransport {
         }
     }
 
+    let fd: Int32
+    /// The TLS session over `fd`; nil on a plain connection.
+    let tls: TLSEngine?
+
+    /// Ciphertext (a handshake message, an alert, a record) is waiting for the socket to take it.
+    var hasPendingOutput: Bool { tls?.hasPendingOutput ?? false }
+
+    /// A read that filled less than the space offered means the socket is drained (nginx ngx_recv.c). Not so over
+    /// TLS: a short read of plaintext says nothing about the ciphertext behind it, so TLS reads go on until EAGAIN.
+    var shortReadDrainsSocket: Bool { tls == nil }
+
+    /// Reads into `buffer`'s free space. `.processed(0)` is the end of the stream (the socket's EOF, or TLS
+    /// close_notify); `.wouldBlock` means the socket has nothing more for now. Over TLS the handshake runs here.
+    func read(into buffer: ByteBuffer) throws(Failure) -> IOResult<Int> {
+        if let tls { return try Self.read(tls, fd: fd, into: buffer) }
+        do throws(SystemError) { return try buffer.read(from: fd) } catch { throw .socket(error) }
+    }
+
+    /// Writes `first[firstRange]` then `second[secondRange]` (readable-relative ranges) in one call; returns the
+    /// plaintext bytes taken. A result short of the input means the socket is full (or a handshake waits for the peer).
+    func write(_ first: ByteBuffer?, _ firstRange: Range<Int>, _ second: ByteBuffer?, _ secondRange: Range<Int>) throws(Failure) -> IOResult<Int> {
+        if let tls { return try Self.write(tls, fd: fd, first, firstRange, second, secondRange) }
+        do throws(SystemError) { return try writePair(fd, first, firstRange, second, secondRange) } catch { throw .socket(error) }
+    }
+
+    /// Sends TLS close_notify, the clean end of a response, as far as the socket takes it now; nothing on plain.
+    func closeNotify() {
+        guard let tls else { return }
+        tls.close()
+        _ = try? Self.flush(tls, fd: fd)
+    }
+
+    // MARK: - TLS
+
     /// Sends the engine's pending ciphertext. Returns false if some is left because the socket is full.
-    static func flush(_ engine: TLSEngine, fd: Int32) throws(Failure) -> Bool {
+    private static func flush(_ engine: TLSEngine, fd: Int32) throws(Failure) -> Bool {
         while engine.hasPendingOutput {
             let result = engine.withPendingOutput { (output) -> Result<IOResult<Int>, SystemError> in
                 do throws(SystemError) {
@@ -36,10 +70,8 @@ enum TLSTransport {
         return true
     }
 
-    /// Reads plaintext into `buffer`'s free space, pulling ciphertext from the socket as needed (the handshake
-    /// runs here too). `.processed(0)` is the end of the stream (close_notify or the socket's EOF);
-    /// `.wouldBlock` means the socket has nothing more for now.
-    static func read(_ engine: TLSEngine, fd: Int32, into buffer: ByteBuffer) throws(Failure) -> IOResult<Int> {
+    /// Reads plaintext, pulling ciphertext from the socket as needed.
+    private static func read(_ engine: TLSEngine, fd: Int32, into buffer: ByteBuffer) throws(Failure) -> IOResult<Int> {
         while true {
             let step = buffer.withWritableRawBytes { engine.read(into: $0) }
             switch step {
@@ -70,11 +102,9 @@ enum TLSTransport {
         }
     }
 
-    /// Encrypts `first[firstRange]` then `second[secondRange]` (readable-relative ranges) and sends the records;
-    /// returns the plaintext bytes taken. Takes nothing while earlier ciphertext is still unsent, so OpenSSL
-    /// never holds more than one buffer of it: the session's queue is where waiting bytes stay. A result short of
-    /// the input means the socket is full (or the handshake waits for the peer).
-    static func write(_ engine: TLSEngine, fd: Int32, _ first: ByteBuffer?, _ firstRange: Range<Int>,
+    /// Encrypts and sends; takes nothing while earlier ciphertext is still unsent, so OpenSSL never holds more
+    /// than one buffer of it: the session's queue is where waiting bytes stay.
+    private static func write(_ engine: TLSEngine, fd: Int32, _ first: ByteBuffer?, _ firstRange: Range<Int>,
                       _ second: ByteBuffer?, _ secondRange: Range<Int>) throws(Failure) -> IOResult<Int> {
         guard try flush(engine, fd: fd) else { return .wouldBlock }
         var taken = 0
