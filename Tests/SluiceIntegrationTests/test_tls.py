@@ -398,3 +398,27 @@ def test_sighup_loads_a_renewed_certificate_for_new_connections_only(stack, pki)
 
 def _pem(der: bytes) -> str:
     return ssl.DER_cert_to_PEM_cert(der).strip()
+
+
+def test_plain_http_to_a_tls_listener_gets_a_readable_400_and_nothing_is_forwarded(stack, pki):
+    origin = stack.origin(_plain_sse_handler)
+    sl = stack.sluice(["--config", str(_tls_config(stack, pki, f"http://127.0.0.1:{origin.port}"))])
+    # curl reads the answer as HTTP: the operator sees why, not "empty reply from server".
+    result = subprocess.run(["curl", "-sS", "--max-time", "5", "-D", "-", f"http://127.0.0.1:{sl.port}/v1/plain"],
+                            capture_output=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), result.stdout
+    assert b"Connection: close" in head and b"X-Request-Id: " in head
+    assert json.loads(body)["error"]["type"] == "plain_http_to_tls_listener"
+    # A POST with a body still in flight gets the answer too (the close lingers, no reset eats it).
+    with socket.create_connection(("127.0.0.1", sl.port), timeout=5) as raw:
+        raw.sendall(b"POST /v1/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100_000)
+        answer = b""
+        while more := raw.recv(65536):
+            answer += more
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    # The listener still speaks TLS to the next client, and the origin saw none of the plain requests.
+    _, body, _, _ = _stream_over_tls(sl.port, pki, "/v1/after")
+    assert body == _expected()
+    assert [r.target for r in origin.requests] == ["/v1/after"]

@@ -313,6 +313,10 @@ final class ClientSession: TimerHeapElement {
             if let tls = clientTransport.tls, !tls.isEstablished {
                 OpLog.debug("TLS handshake with a client failed", ["client": .string(String(decoding: clientIP, as: UTF8.self)),
                                                                     "error": .string(error.description)])
+                if tls.peerSentPlainHTTP {
+                    answerPlainHTTPOnTLSListener()
+                    return false
+                }
             }
             close()
             return false
@@ -1076,6 +1080,19 @@ final class ClientSession: TimerHeapElement {
         clientIn?.clear()
         releaseIfEmpty(&clientIn)
         if clientHangup { close() }
+    }
+
+    /// `http://` used on an https port gets a 400 it can read, in plain text, instead of a silent close (as nginx
+    /// answers). One best-effort write: the connection closes after it either way, lingering so the answer is not
+    /// destroyed by a reset while the rest of the request is unread.
+    private func answerPlainHTTPOnTLSListener() {
+        mintRequestID()
+        let out = loop.bufferPool.take()
+        ErrorResponse.write(into: out, status: 400, type: "plain_http_to_tls_listener",
+                            message: "this listener speaks HTTPS; send the request with https://", requestID: requestID, close: true)
+        out.withReadableRawBytes(from: 0, to: out.readableCount) { _ = try? Syscall.write(clientFD, $0, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        loop.bufferPool.give(out)
+        lingerAndClose()
     }
 
     private func discardLingeringInput() -> Bool {

@@ -16,7 +16,7 @@ public enum TLSStep: Equatable, Sendable {
 
 /// One TLS connection as a state machine over memory: ciphertext goes in and out through a fixed-size OpenSSL
 /// BIO pair (no allocation per record, and a bound on what OpenSSL holds), plaintext through `read` and `write`.
-/// It never touches a socket: the proxy moves the ciphertext (`TLSTransport`), and tests wire two engines
+/// It never touches a socket: the proxy moves the ciphertext (`Transport`), and tests wire two engines
 /// together. Owned by one loop thread.
 ///
 /// Raw pointers appear here because OpenSSL's interface is pointers; they never leave the calls below.
@@ -26,6 +26,11 @@ public final class TLSEngine {
     private let network: OpaquePointer
     /// Set by the first failure; every later call repeats it.
     private var failure: String?
+    /// A server that has not yet seen a byte from its client: the first one tells TLS from plain HTTP.
+    private var awaitingFirstByte = false
+    /// The client's first bytes were a plain-HTTP request line, not a TLS record (`http://` used on an https
+    /// port). The engine failed without answering, so the caller may answer in plain text instead.
+    public private(set) var peerSentPlainHTTP = false
 
     /// Each direction of the BIO pair holds this much ciphertext: one full TLS record and its overhead, so a
     /// record is always written whole and a peer's record always fits.
@@ -35,6 +40,7 @@ public final class TLSEngine {
     public convenience init(server context: TLSContext) throws(TLSError) {
         try self.init(context: context)
         SSL_set_accept_state(ssl)
+        awaitingFirstByte = true
     }
 
     /// A client-side connection to `host`: SNI is sent when `host` is a name (RFC 6066 forbids IP literals), and
@@ -86,6 +92,15 @@ public final class TLSEngine {
     public func received(_ count: Int) {
         var space: UnsafeMutablePointer<CChar>?
         _ = BIO_nwrite(network, &space, Int32(count))
+        guard awaitingFirstByte, count > 0, let space else { return }
+        awaitingFirstByte = false
+        // A TLS record starts with its content type (22 for a ClientHello; 0x80 for an SSLv2-style hello), a
+        // request line with a method token: upper-case ASCII for every registered method.
+        let first = UInt8(bitPattern: space[0])
+        if first >= UInt8(ascii: "A") && first <= UInt8(ascii: "Z") {
+            peerSentPlainHTTP = true
+            failure = "the client sent plain HTTP to a TLS listener"
+        }
     }
 
     /// Lends the ciphertext waiting to go to the peer (possibly only its first part: the pair is a ring);

@@ -162,16 +162,35 @@ struct TLSEngineTests {
         #expect(buffer.withUnsafeMutableBytes { client.read(into: $0) } == .closed)
     }
 
-    @Test("garbage from the peer fails the handshake")
-    func garbage() throws {
+    @Test("a plain-HTTP request line or other garbage fails the handshake; only a request line is called plain HTTP",
+          arguments: [
+              ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true),
+              ("POST /v1/chat/completions HTTP/1.1\r\n", true),
+              ("OPTIONS * HTTP/1.1\r\n", true),
+              ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true),
+              ("\u{17}\u{03}\u{03}\u{00}\u{05}hello", false),  // an application-data record before any handshake
+              ("get / http/1.1\r\n", false),  // not a method token as any client sends it
+              ("\r\n\r\n\r\n", false),
+          ])
+    func garbage(input: String, plainHTTP: Bool) throws {
         let server = try TLSEngine(server: TestPKI.server())
-        let junk = Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8)
+        let junk = Array(input.utf8)
         server.withReceiveSpace { space in space.copyBytes(from: junk) }
         server.received(junk.count)
         var buffer = [UInt8](repeating: 0, count: 64)
         guard case .failed = buffer.withUnsafeMutableBytes({ server.read(into: $0) }) else {
-            Issue.record("plain HTTP was not rejected")
+            Issue.record("garbage was not rejected")
             return
         }
+        #expect(server.peerSentPlainHTTP == plainHTTP)
+    }
+
+    @Test("a real ClientHello, even arriving a byte at a time, is not taken for plain HTTP")
+    func clientHelloIsNotPlainHTTP() throws {
+        let client = try TLSEngine(client: TestPKI.client(), host: "localhost")
+        let server = try TLSEngine(server: TestPKI.server())
+        let result = converse(client: client, server: server, clientSends: Array("ping".utf8), serverSends: [], piece: 1)
+        #expect(result.serverGot == Array("ping".utf8))
+        #expect(!server.peerSentPlainHTTP)
     }
 }
