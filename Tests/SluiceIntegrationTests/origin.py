@@ -329,7 +329,7 @@ class Origin:
 
     def __init__(self, handler: Handler = echo_handler, *, backlog: int = 128,
                  sndbuf: Optional[int] = None, rcvbuf: Optional[int] = None,
-                 send_100_continue: bool = True, read_body: bool = True):
+                 send_100_continue: bool = True, read_body: bool = True, bind: tuple[str, int] = ("127.0.0.1", 0)):
         self.handler = handler
         self.sndbuf = sndbuf
         self.send_100_continue = send_100_continue
@@ -350,7 +350,7 @@ class Origin:
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
         if rcvbuf:
             self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind(bind)
         self.lsock.listen(backlog)
         self.port = self.lsock.getsockname()[1]
         self._threads: list[threading.Thread] = []

@@ -195,16 +195,21 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
     public var port: UInt16
     /// Idle keep-alive connections kept per worker; 0 disables pooling.
     public var maxIdleConnections: Int
+    /// Milliseconds between lookups of a host name; 0 looks it up only at start-up and reload.
+    public var resolveInterval: Int
     /// Verification settings of an `https` upstream; nil for `http`.
     public var tls: TLSClientConfig?
 
     /// Default ``maxIdleConnections``: 64 idle sockets per worker per upstream.
     public static let defaultMaxIdleConnections = 64
+    /// Default ``resolveInterval``: a hosted API that moves is followed within half a minute.
+    public static let defaultResolveInterval = 30_000
 
     /// Creates an upstream from its parts; no validation.
     public init(
         name: String, scheme: UpstreamScheme, host: String, port: UInt16,
         maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections,
+        resolveInterval: Int = UpstreamConfig.defaultResolveInterval,
         tls: TLSClientConfig? = nil
     ) {
         self.name = name
@@ -212,6 +217,7 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
         self.host = host
         self.port = port
         self.maxIdleConnections = maxIdleConnections
+        self.resolveInterval = resolveInterval
         self.tls = tls ?? (scheme == .https ? TLSClientConfig() : nil)
     }
 

@@ -130,7 +130,8 @@ extension ConfigDraft {
             resolvedUpstreams.append(
                 UpstreamConfig(
                     name: upstream.name, scheme: server.scheme, host: server.host, port: server.port,
-                    maxIdleConnections: upstream.maxIdle, tls: server.scheme == .https ? upstream.tls : nil))
+                    maxIdleConnections: upstream.maxIdle, resolveInterval: upstream.resolveInterval,
+                    tls: server.scheme == .https ? upstream.tls : nil))
         }
         let resolvedRateLimits = try resolveRateLimits(file: file)
         let names = Set(upstreams.map(\.name))

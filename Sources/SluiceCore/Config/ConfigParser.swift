@@ -9,6 +9,7 @@ struct ConfigDraft: Equatable {
         var line: Int
         var server: ConfigValues.Server?
         var maxIdle = UpstreamConfig.defaultMaxIdleConnections
+        var resolveInterval = UpstreamConfig.defaultResolveInterval
         var tls = TLSClientConfig()
         /// Line of the first `tls_*` key, for "only for https" errors; 0 when none.
         var tlsLine = 0
@@ -459,6 +460,9 @@ struct ConfigParser {
         case ConfigUpstreamTLSKey.verify.rawValue:
             let text = try single(values, for: name, expected: "on or off", usage: "tls_verify off", line: line)
             draft.upstreams[index].tls.verify = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
+        case "resolve_interval":
+            let text = try single(values, for: name, expected: "DURATION or off", usage: "resolve_interval 30s", line: line)
+            draft.upstreams[index].resolveInterval = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
         default:  // "max_idle"
             let text = try single(values, for: name, expected: "N", usage: "max_idle 64", line: line)
             draft.upstreams[index].maxIdle = try value(line) { () throws(ConfigValueError) in

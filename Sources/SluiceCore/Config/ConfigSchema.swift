@@ -22,7 +22,7 @@ enum ConfigBlockKind: String, CaseIterable {
         switch self {
         case .timeouts: ConfigTimeoutKey.allCases.map(\.rawValue)
         case .limits: ConfigLimitKey.allCases.map(\.rawValue)
-        case .upstream: ["server", "max_idle"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
+        case .upstream: ["server", "max_idle", "resolve_interval"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
                 + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit"]

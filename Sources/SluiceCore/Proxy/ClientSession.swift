@@ -123,6 +123,8 @@ final class ClientSession: TimerHeapElement {
     private var closeAfterResponse = false
     private var upstreamReusable = true
     private var replayed = false
+    /// Connects begun for this exchange: a refused or timed-out one moves on to the upstream's next address.
+    private var connectAttempts = 0
     private var requestID: [UInt8] = []
     private var requestsServed = 0
 
@@ -230,9 +232,10 @@ final class ClientSession: TimerHeapElement {
             guard connection.writable || connection.hangup else { return }
             let error = Syscall.pendingError(connection.rawFD)
             guard error == 0 else {
-                upstreamFailed(status: 502, type: "upstream_unreachable",
-                               message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect", errno: error).description)",
-                               end: .upstreamError)
+                settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
+                connectFailed(status: 502, type: "upstream_unreachable",
+                              message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect to \(connection.address)", errno: error).description)",
+                              end: .upstreamError)
                 return drive()
             }
             connection.connected = true
@@ -407,6 +410,7 @@ final class ClientSession: TimerHeapElement {
         closeAfterResponse = !head.keepAlive || clientIsHTTP10 || loop.isDraining
         upstreamReusable = true
         replayed = false
+        connectAttempts = 0
         requestBodyBytes = 0
         requestSendEnd = 0
         upstreamHeadSent = 0
@@ -576,15 +580,35 @@ final class ClientSession: TimerHeapElement {
             return
         }
         connectStartedAt = loop.now
+        connectAttempts += 1
         do {
             let connection = try loop.openUpstream(upstreamIndex, of: settings)
             connection.session = self
             upstream = connection
             if connection.connected { requestSentAt = requestIsComplete ? loop.now : 0 }
         } catch {
-            upstreamFailed(status: 502, type: "upstream_unreachable",
-                           message: "cannot connect to upstream \(upstreamDisplay): \(error.description)", end: .upstreamError)
+            connectFailed(status: 502, type: "upstream_unreachable",
+                          message: "cannot connect to upstream \(upstreamDisplay): \(error.description)", end: .upstreamError)
         }
+    }
+
+    /// At most this many connects per exchange (nginx's proxy_next_upstream_tries, bounded by default here).
+    static let maxConnectAttempts = 3
+
+    /// A connect was refused, failed or timed out (and its address marked down). Nothing of the request has gone
+    /// out, so the upstream's next address gets it (as nginx's proxy_next_upstream error timeout does), as long as
+    /// there is one not yet tried for this exchange; otherwise the client gets the error.
+    private func connectFailed(status: Int, type: String, message: String, end: CompletionRecord.End) {
+        let addressCount = settings.upstreams[upstreamIndex].addresses.count
+        guard connectAttempts < min(Self.maxConnectAttempts, addressCount), phase == .exchange else {
+            return upstreamFailed(status: status, type: type, message: message, end: end)
+        }
+        OpLog.warn("upstream connect failed; trying its next address", ["upstream": .string(settings.upstreams[upstreamIndex].name),
+                                                                        "error": .string(message)])
+        upstreamReusable = false
+        closeUpstream()
+        upstreamReusable = true
+        connectUpstream()
     }
 
     /// Writes the request head and framed body bytes to the upstream; returns true if it wrote.
@@ -1477,8 +1501,10 @@ final class ClientSession: TimerHeapElement {
                 return abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
             }
             if let connection = upstream, !connection.isEstablished, expired(connectStartedAt, timeouts.upstreamConnect) {
-                return upstreamFailed(status: 504, type: "upstream_timeout",
-                                      message: "connecting to upstream \(upstreamDisplay) timed out after \(timeouts.upstreamConnect) ms", end: .timeoutConnect)
+                settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
+                return connectFailed(status: 504, type: "upstream_timeout",
+                                     message: "connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
+                                     end: .timeoutConnect)
             }
             if response == .awaitingHead && expired(requestSentAt, timeouts.upstreamFirstByte) {
                 return upstreamFailed(status: 504, type: "upstream_timeout",

@@ -370,10 +370,11 @@ public final class ProxyLoop {
 
     // MARK: - Upstream connections
 
-    /// Opens a non-blocking connection to upstream `upstreamIndex` of `settings` and registers it.
+    /// Opens a non-blocking connection to upstream `upstreamIndex` of `settings`, at the next of its addresses,
+    /// and registers it.
     func openUpstream(_ upstreamIndex: Int, of settings: ProxySettings) throws(SystemError) -> UpstreamConnection {
         let upstream = settings.upstreams[upstreamIndex]
-        let address = upstream.address
+        let address = upstream.addresses.next(now: now)
         var tls: TLSEngine?
         if let context = upstream.tls {
             // Creating an SSL fails only when memory does.
@@ -385,8 +386,12 @@ public final class ProxyLoop {
         let fd = try Syscall.tcpSocket(family: address.family)
         let raw = fd.rawValue
         Syscall.setNoDelay(raw)
-        let state = try Syscall.connect(raw, address)
-        let connection = UpstreamConnection(fd: fd, upstreamIndex: upstreamIndex, settings: settings, tls: tls)
+        let state: IOResult<Void>
+        do { state = try Syscall.connect(raw, address) } catch {
+            upstream.addresses.connectFailed(to: address, now: now)
+            throw SystemError(call: "connect to \(address)", errno: error.errno)
+        }
+        let connection = UpstreamConnection(fd: fd, address: address, upstreamIndex: upstreamIndex, settings: settings, tls: tls)
         if case .wouldBlock = state {
             connection.readable = false
             connection.writable = false

@@ -14,6 +14,8 @@ public final class RunningProxy: Sendable {
     let loops: [LoopHandoff]
     let stoppedLoops: StopCounter
     private let state: Locked<State>
+    /// Ends the resolver thread (`refreshUpstreamAddressesUntilStopped`).
+    private let resolverStopping = Atomic<Bool>(false)
 
     /// What a reload replaces.
     private struct State {
@@ -124,10 +126,43 @@ public final class RunningProxy: Sendable {
         return (config, kept)
     }
 
+    /// The resolver thread's life: every quarter second, the upstream names of the settings in force whose
+    /// `resolve_interval` came due are looked up again (getaddrinfo blocks, so never on a loop). Loops use new
+    /// addresses from their next connect on; connections already open are left alone.
+    func refreshUpstreamAddressesUntilStopped() {
+        while !resolverStopping.load(ordering: .acquiring) {
+            Syscall.sleep(milliseconds: 250)
+            refreshUpstreamAddresses(now: Syscall.monotonicMilliseconds())
+        }
+    }
+
+    /// One pass of the resolver, logging what changed; a failing name is logged once per failure streak.
+    func refreshUpstreamAddresses(now: Int64) {
+        let settings = state.withLock { $0.settings }
+        for upstream in settings.upstreams {
+            let fields: (String, [SocketAddress]) -> KeyValuePairs<String, OpLog.Value> = { host, addresses in
+                ["upstream": .string(upstream.name), "host": .string(host), "addresses": .strings(addresses.map(\.description))]
+            }
+            switch upstream.addresses.refresh(now: now) {
+            case .notDue, .unchanged, .failed(_, first: false):
+                break
+            case .changed(let addresses):
+                OpLog.info("upstream addresses changed", fields(upstream.addresses.host, addresses))
+            case .recovered(let addresses):
+                OpLog.info("upstream name resolves again", fields(upstream.addresses.host, addresses))
+            case .failed(let error, first: true):
+                OpLog.warn("upstream name lookup failed; its last addresses stay in use",
+                           ["upstream": .string(upstream.name), "error": .string(error),
+                            "addresses": .strings(upstream.addresses.all.map(\.description))])
+            }
+        }
+    }
+
     /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
     /// `milliseconds` for them, then flushes the completion log. Returns false if something did not finish.
     public func stop(within milliseconds: Int) -> Bool {
         readiness.startDraining()
+        resolverStopping.store(true, ordering: .releasing)
         loops.forEach { $0.loop.requestStop() }
         let deadline = Syscall.monotonicMilliseconds() + Int64(milliseconds)
         while stoppedLoops.count < loops.count && Syscall.monotonicMilliseconds() < deadline {
@@ -248,8 +283,12 @@ public enum ProxyServer {
         } catch {
             throw StartError(error.description)
         }
-        return RunningProxy(config: config, settings: settings, listeners: listeners, admin: admin, completionWriter: writer,
-                            metrics: metrics, readiness: readiness, loops: handoffs, stoppedLoops: stopped)
+        let running = RunningProxy(config: config, settings: settings, listeners: listeners, admin: admin, completionWriter: writer,
+                                   metrics: metrics, readiness: readiness, loops: handoffs, stoppedLoops: stopped)
+        do { try LoopThread.spawn(name: "sluice-resolver") { running.refreshUpstreamAddressesUntilStopped() } } catch {
+            throw StartError(error.description)
+        }
+        return running
     }
 
     /// Binds `address` once per worker (SO_REUSEPORT; a port 0 is resolved by the first bind and reused by the others).

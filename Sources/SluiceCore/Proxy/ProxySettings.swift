@@ -4,8 +4,9 @@
 public final class ProxySettings: Sendable {
     public struct Upstream: Sendable {
         public var name: String
-        public var address: SocketAddress
-        /// "host:port" for logs and error bodies.
+        /// What the host name stands for now, kept current by the resolver thread.
+        public var addresses: UpstreamAddresses
+        /// "host:port" as configured, for logs and error bodies.
         public var display: String
         public var maxIdleConnections: Int
         /// For an `https` upstream: the context and the name sent as SNI and verified.
@@ -63,18 +64,23 @@ public final class ProxySettings: Sendable {
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
 
-    /// Resolves upstream host names (blocking getaddrinfo: start-up and reload only, never on a loop) and
+    /// Resolves upstream host names (blocking getaddrinfo: start-up and reload only, never on a loop; later
+    /// lookups are the resolver thread's, see `RunningProxy.refreshUpstreamAddresses`) and
     /// names the routes' and rules' metrics slots in `metrics`. The rate limiter of `previous` is kept, budgets
     /// and all, when the rules did not change; otherwise the new rules start with full budgets.
     public init(config: Config, previous: ProxySettings? = nil, metrics: MetricsRegistry) throws(StartError) {
         var upstreams: [Upstream] = []
         let contexts = try Self.tlsContexts(config)
         for (upstream, tls) in zip(config.upstreams, contexts.upstreams) {
-            let address: SocketAddress
-            do { address = try SocketAddress.resolve(host: upstream.host, port: upstream.port) } catch {
+            let addresses: UpstreamAddresses
+            do {
+                addresses = try UpstreamAddresses(host: upstream.host, port: upstream.port, refreshInterval: upstream.resolveInterval,
+                                                  now: Syscall.monotonicMilliseconds())
+            } catch {
                 throw StartError("upstream '\(upstream.name)': \(error.description)")
             }
-            upstreams.append(Upstream(name: upstream.name, address: address, display: "\(address)",
+            let host = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
+            upstreams.append(Upstream(name: upstream.name, addresses: addresses, display: "\(host):\(upstream.port)",
                                       maxIdleConnections: upstream.maxIdleConnections, tls: tls,
                                       tlsHost: upstream.tls?.serverName ?? upstream.host,
                                       hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8),

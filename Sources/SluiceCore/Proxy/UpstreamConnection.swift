@@ -5,6 +5,8 @@ final class UpstreamConnection {
     // MARK: loop thread only
     var fd: FileDescriptor?
     let rawFD: Int32
+    /// The address it connected to: one of the upstream's.
+    let address: SocketAddress
     let upstreamIndex: Int
     /// The settings whose upstream table `upstreamIndex` indexes: after a reload the connection is not pooled.
     let settings: ProxySettings
@@ -24,8 +26,9 @@ final class UpstreamConnection {
     /// When it entered the pool (loop milliseconds).
     var idleSince: Int64 = 0
 
-    init(fd: consuming FileDescriptor, upstreamIndex: Int, settings: ProxySettings, tls: TLSEngine?) {
+    init(fd: consuming FileDescriptor, address: SocketAddress, upstreamIndex: Int, settings: ProxySettings, tls: TLSEngine?) {
         rawFD = fd.rawValue
+        self.address = address
         transport = Transport(fd: fd.rawValue, tls: tls)
         self.fd = .some(fd)
         self.upstreamIndex = upstreamIndex

@@ -1,7 +1,7 @@
 import Glibc
 
 /// An IPv4 or IPv6 socket address, stored inline (no allocation).
-public struct SocketAddress: Sendable, CustomStringConvertible {
+public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
     private var storage: sockaddr_storage
     private var length: socklen_t
 
@@ -34,26 +34,50 @@ public struct SocketAddress: Sendable, CustomStringConvertible {
         }
     }
 
-    /// Resolves a host name or literal with getaddrinfo (start-up only: it blocks). Prefers the first address returned.
+    /// Resolves a host name or literal with getaddrinfo (it blocks: start-up, or a thread of its own). Prefers the
+    /// first address returned.
     public static func resolve(host: String, port: UInt16) throws(SystemError) -> SocketAddress {
-        if let numeric = SocketAddress(numericHost: host, port: port) { return numeric }
+        try resolveAll(host: host, port: port)[0]
+    }
+
+    /// Every address `host` has, in getaddrinfo's order (RFC 6724 preference), without repeats; a literal is its
+    /// own only address. Blocks like `resolve`.
+    /// - Throws: when the name does not resolve (the error names it and says why).
+    public static func resolveAll(host: String, port: UInt16) throws(SystemError) -> [SocketAddress] {
+        if let numeric = SocketAddress(numericHost: host, port: port) { return [numeric] }
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_family = AF_UNSPEC
         var result: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &result)
-        guard status == 0, let first = result else {
+        guard status == 0, result != nil else {
             throw SystemError(call: "getaddrinfo(\(host)): \(String(cString: gai_strerror(status)))", errno: 0)
         }
         defer { freeaddrinfo(result) }
-        var storage = sockaddr_storage()
-        withUnsafeMutableBytes(of: &storage) { target in
-            target.copyMemory(from: UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(first.pointee.ai_addrlen)))
+        var addresses: [SocketAddress] = []
+        var entry = result
+        while let current = entry {
+            var storage = sockaddr_storage()
+            withUnsafeMutableBytes(of: &storage) { target in
+                target.copyMemory(from: UnsafeRawBufferPointer(start: current.pointee.ai_addr, count: Int(current.pointee.ai_addrlen)))
+            }
+            let address = SocketAddress(storage: storage, length: current.pointee.ai_addrlen)
+            if !addresses.contains(address) { addresses.append(address) }
+            entry = current.pointee.ai_next
         }
-        return SocketAddress(storage: storage, length: first.pointee.ai_addrlen)
+        guard !addresses.isEmpty else { throw SystemError(call: "getaddrinfo(\(host)): no address", errno: 0) }
+        return addresses
     }
 
     public var family: Int32 { Int32(storage.ss_family) }
+
+    /// The same family, address and port (sockaddr_storage's padding is not compared).
+    public static func == (lhs: SocketAddress, rhs: SocketAddress) -> Bool {
+        guard lhs.length == rhs.length else { return false }
+        return withUnsafeBytes(of: lhs.storage) { left in
+            withUnsafeBytes(of: rhs.storage) { right in memcmp(left.baseAddress!, right.baseAddress!, Int(lhs.length)) == 0 }
+        }
+    }
 
     public var port: UInt16 {
         withUnsafeBytes(of: storage) { raw in

@@ -94,6 +94,8 @@ import Testing
         Case("server with path", "upstream a {\n  server http://h:1/v1\n}\n", line: 2, "must not have a path, query or fragment, found '/v1'"),
         Case("bad upstream name", "upstream a/b {\n}\n", line: 1, "bad upstream name 'a/b'"),
         Case("max_idle negative", "upstream a {\n  max_idle -1\n}\n", line: 2, "max_idle must be a whole number from 0 to 65536, got '-1'"),
+        Case("resolve_interval without unit", "upstream a {\n  server http://h:1\n  resolve_interval 30\n}\n", line: 3, "duration needs a unit: '30'"),
+        Case("resolve_interval twice a value", "upstream a {\n  resolve_interval 1s 2s\n}\n", line: 2, "resolve_interval"),
         Case("high watermark too big", "limits {\n  high_watermark 100m\n}\n", line: 2, "high_watermark must be from 1k to 64m"),
         Case("low watermark too small", "limits {\n  low_watermark 512\n}\n", line: 2, "low_watermark must be from 1k to 64m", "got '512'"),
         Case("workers zero", "workers 0\n", line: 1, "workers must be a whole number from 1 to 256, got '0'"),

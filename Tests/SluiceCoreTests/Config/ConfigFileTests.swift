@@ -116,9 +116,11 @@ import Testing
             upstream one {
                 server https://[2001:db8::1]
                 max_idle 0
+                resolve_interval 5s
             }
             upstream two {
                 server http://b.example:81/
+                resolve_interval off
             }
             route / {
                 upstream one
@@ -157,8 +159,8 @@ import Testing
         #expect(config.timeouts == global)
         #expect(config.limits == Limits(maxRequestBody: 0, highWatermark: 2048, lowWatermark: 1024))
         #expect(config.upstreams == [
-            UpstreamConfig(name: "one", scheme: .https, host: "2001:db8::1", port: 443, maxIdleConnections: 0),
-            UpstreamConfig(name: "two", scheme: .http, host: "b.example", port: 81, maxIdleConnections: 64),
+            UpstreamConfig(name: "one", scheme: .https, host: "2001:db8::1", port: 443, maxIdleConnections: 0, resolveInterval: 5_000),
+            UpstreamConfig(name: "two", scheme: .http, host: "b.example", port: 81, maxIdleConnections: 64, resolveInterval: 0),
         ])
         var api = global
         api.upstreamFirstByte = 1_000
