@@ -35,6 +35,9 @@ func serve(_ config: Config) -> RunningProxy {
     warnAboutUnverifiedUpstreams(config)
     let running: RunningProxy
     do { running = try ProxyServer.start(config: config) } catch {
+        if let file = error.file, error.line > 0 {
+            fail("cannot start", ["file": .string(file), "line": .int(error.line), "error": .string(error.description)])
+        }
         fail("cannot start", ["error": .string(error.description)])
     }
     var sinks: [String] = []
@@ -97,7 +100,12 @@ func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
     do {
         for kept in try running.reload(config) { OpLog.warn("reload: setting needs a restart", ["setting": .string(kept)]) }
     } catch {
-        OpLog.error("SIGHUP: reload failed; the running configuration stays", ["error": .string(error.description)])
+        if let file = error.file, error.line > 0 {
+            OpLog.error("SIGHUP: reload failed; the running configuration stays",
+                        ["file": .string(file), "line": .int(error.line), "error": .string(error.description)])
+        } else {
+            OpLog.error("SIGHUP: reload failed; the running configuration stays", ["error": .string(error.description)])
+        }
         return
     }
     OpLog.info("SIGHUP: configuration reloaded, completion log reopened", ["listeners": .strings(running.listeners), "routes": .json(routesJSON(running.config))])
@@ -160,7 +168,7 @@ case .check(let path):
     }
     // Certificates and keys are read as a start would read them: a check that passes means they load.
     do { _ = try ProxySettings.tlsContexts(config) } catch {
-        printToStderr("\(path): \(error.description)")
+        printToStderr(error.located(orIn: path))
         exit(1)
     }
     print("\(path): ok")

@@ -48,6 +48,9 @@ public struct Config: Sendable, Equatable {
     public var tlsListeners: Set<ListenAddress>
     /// The `tls` block; required when ``tlsListeners`` is not empty.
     public var tls: TLSServerConfig?
+    /// Where the keys that name files and cipher lists were written (`tls.certificate`,
+    /// `upstream.NAME.tls_ca_file`, ...), for errors found only when OpenSSL loads them; empty without a file.
+    public var keyLines: [String: Int] = [:]
 
     /// Five minutes: long enough for a reasoning model's answer, short of common grace periods' ceilings.
     public static let defaultDrainTimeout = 300_000

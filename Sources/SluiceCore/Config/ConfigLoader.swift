@@ -181,7 +181,7 @@ extension ConfigDraft {
                 lowWatermarkLine > 0 ? lowWatermarkLine : highWatermarkLine,
                 "low_watermark (\(limits.lowWatermark) bytes) must be below high_watermark (\(limits.highWatermark) bytes)")
         }
-        return Config(
+        var config = Config(
             workers: workers ?? Config.defaultWorkerCount(),
             listeners: listeners,
             upstreams: resolvedUpstreams,
@@ -196,6 +196,10 @@ extension ConfigDraft {
             drainTimeout: drainTimeout,
             tlsListeners: tlsListeners,
             tls: try resolveTLS(file: file))
+        config.keyLines = keyLines
+        if let tls { config.keyLines["tls"] = tls.line }
+        for upstream in upstreams { config.keyLines["upstream.\(upstream.name)"] = upstream.line }
+        return config
     }
 
     /// The `tls` block as server settings; a `listen ... tls` needs the block, and the block needs

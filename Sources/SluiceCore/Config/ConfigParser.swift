@@ -85,6 +85,9 @@ struct ConfigDraft: Equatable {
     /// Listeners written `listen ADDRESS tls`.
     var tlsListeners: Set<ListenAddress> = []
     var tls: TLS?
+    /// Lines of the keys naming files and cipher lists, for errors found only when they are loaded (see
+    /// ``Config/keyLines``).
+    var keyLines: [String: Int] = [:]
     /// Whether ``listeners`` came from `--listen` (for messages about line-0 listeners).
     var listenersFromFlag = false
     var timeouts = Timeouts()
@@ -336,6 +339,7 @@ struct ConfigParser {
     private mutating func tls(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         guard var block = draft.tls else { preconditionFailure("tls keys come only inside the tls block") }
         defer { draft.tls = block }
+        draft.keyLines["tls.\(name)"] = line.number
         switch ConfigTLSKey(rawValue: name) {
         case .certificate:
             block.certificate = try single(values, for: name, expected: "PATH", usage: "certificate /etc/sluice/tls/chain.pem", line: line)
@@ -444,8 +448,9 @@ struct ConfigParser {
     static let maximumIdleConnections = 65_536
 
     private mutating func upstream(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
-        if ConfigUpstreamTLSKey(rawValue: name) != nil && draft.upstreams[index].tlsLine == 0 {
-            draft.upstreams[index].tlsLine = line.number
+        if ConfigUpstreamTLSKey(rawValue: name) != nil {
+            if draft.upstreams[index].tlsLine == 0 { draft.upstreams[index].tlsLine = line.number }
+            draft.keyLines["upstream.\(draft.upstreams[index].name).\(name)"] = line.number
         }
         switch name {
         case "server":

@@ -323,7 +323,22 @@ public enum ProxyServer {
 /// Why the proxy could not start, in words for the start-up error line.
 public struct StartError: Error, CustomStringConvertible {
     public let description: String
-    init(_ description: String) { self.description = description }
+    /// The config file and line to blame (a certificate that does not load, a cipher list OpenSSL rejects);
+    /// nil when no line is (an address in use).
+    public let file: String?
+    public let line: Int
+
+    init(_ description: String, file: String? = nil, line: Int = 0) {
+        self.description = description
+        self.file = file
+        self.line = line
+    }
+
+    /// `FILE:LINE: what` when a line is known, else `fallback: what`: the form of ``ConfigError``.
+    public func located(orIn fallback: String) -> String {
+        if let file, line > 0 { return "\(file):\(line): \(description)" }
+        return "\(file ?? fallback): \(description)"
+    }
 }
 
 /// Moves a loop built on the main thread to the thread that will own it.

@@ -126,18 +126,36 @@ public final class ProxySettings: Sendable {
 
     /// Builds the TLS contexts `config` asks for: the listeners' (certificate and key loaded and matched) and one
     /// per https upstream. `sluice check` calls it too, so bad files are found before a start or a reload.
+    /// - Throws: a `StartError` at the line of the key whose file or list failed (the block's line when no one
+    ///   key is to blame).
     public static func tlsContexts(_ config: Config) throws(StartError) -> (server: TLSContext?, upstreams: [TLSContext?]) {
-        do throws(TLSError) {
-            // The certificate is loaded only when a listener uses it.
-            let server = config.tlsListeners.isEmpty ? nil : try config.tls.map { (tls) throws(TLSError) in try TLSContext.server(tls) }
-            var upstreams: [TLSContext?] = []
-            for upstream in config.upstreams {
-                upstreams.append(try upstream.tls.map { (tls) throws(TLSError) in try TLSContext.client(tls) })
-            }
-            return (server, upstreams)
-        } catch {
-            throw StartError("tls: \(error.description)")
+        func failure(_ error: TLSError, block: String) -> StartError {
+            let line = error.key.flatMap { config.keyLines["\(block).\($0)"] } ?? config.keyLines[block] ?? 0
+            return StartError("\(block == "tls" ? "tls" : block.replacing(".", with: " ")): \(error.description)",
+                              file: config.sourcePath, line: line)
         }
+        var server: TLSContext?
+        // The certificate is loaded only when a listener uses it.
+        if let tls = config.tls, !config.tlsListeners.isEmpty {
+            do throws(TLSError) { server = try TLSContext.server(tls) } catch { throw failure(error, block: "tls") }
+        }
+        var upstreams: [TLSContext?] = []
+        for upstream in config.upstreams {
+            guard let tls = upstream.tls else {
+                upstreams.append(nil)
+                continue
+            }
+            do throws(TLSError) {
+                // OpenSSL accepts a directory that is not there and fails every handshake later: say so now.
+                if tls.verify, let directory = tls.caDirectory, !Syscall.isDirectory(directory) {
+                    throw TLSError("tls_ca_dir \(directory) is not a readable directory", key: "tls_ca_dir")
+                }
+                upstreams.append(try TLSContext.client(tls))
+            } catch {
+                throw failure(error, block: "upstream.\(upstream.name)")
+            }
+        }
+        return (server, upstreams)
     }
 
     /// The route whose prefix starts `path`, longest first.

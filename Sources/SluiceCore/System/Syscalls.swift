@@ -264,6 +264,12 @@ extension Syscall {
         return true
     }
 
+    /// Whether `path` names a directory (following links); start-up and reload only.
+    public static func isDirectory(_ path: String) -> Bool {
+        var status = stat()
+        return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+    }
+
     /// Sleeps the calling thread (admin and writer threads only, never a loop).
     public static func sleep(milliseconds: Int) {
         var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)

@@ -3,13 +3,19 @@ import COpenSSL
 /// Why a TLS context could not be built or a TLS connection failed, in words for logs and 502 bodies.
 public struct TLSError: Error, CustomStringConvertible, Sendable {
     public let description: String
+    /// The configuration key whose value failed (`certificate`, `key`, `ciphers`, `ciphersuites`, `tls_ca_file`,
+    /// `tls_ca_dir`), so the error can point at its line; nil when no one key is to blame.
+    public let key: String?
 
-    init(_ description: String) { self.description = description }
+    init(_ description: String, key: String? = nil) {
+        self.description = description
+        self.key = key
+    }
 
     /// `what`, followed by the first reason on OpenSSL's error queue (which is then cleared).
-    static func openSSL(_ what: String) -> TLSError {
+    static func openSSL(_ what: String, key: String? = nil) -> TLSError {
         let reason = TLSError.drainErrorQueue()
-        return TLSError(reason.isEmpty ? what : "\(what): \(reason)")
+        return TLSError(reason.isEmpty ? what : "\(what): \(reason)", key: key)
     }
 
     /// The first error on this thread's OpenSSL queue as text (library and reason), then clears the queue.
@@ -100,20 +106,20 @@ public final class TLSContext: @unchecked Sendable {
         let context = TLSContext(raw: ctx, isServer: true)
         try context.applyCommon(minVersion: config.minVersion)
         if let ciphers = config.ciphers, SSL_CTX_set_cipher_list(ctx, ciphers) != 1 {
-            throw TLSError.openSSL("tls ciphers '\(ciphers)' selects no usable cipher")
+            throw TLSError.openSSL("tls ciphers '\(ciphers)' selects no usable cipher", key: "ciphers")
         }
         if let suites = config.ciphersuites, SSL_CTX_set_ciphersuites(ctx, suites) != 1 {
-            throw TLSError.openSSL("tls ciphersuites '\(suites)' selects no usable ciphersuite")
+            throw TLSError.openSSL("tls ciphersuites '\(suites)' selects no usable ciphersuite", key: "ciphersuites")
         }
         guard SSL_CTX_use_certificate_chain_file(ctx, config.certificateFile) == 1 else {
-            throw TLSError.openSSL("cannot load the certificate chain from \(config.certificateFile)")
+            throw TLSError.openSSL("cannot load the certificate chain from \(config.certificateFile)", key: "certificate")
         }
-        let mismatch = TLSError("the private key in \(config.keyFile) does not match the certificate in \(config.certificateFile)")
+        let mismatch = TLSError("the private key in \(config.keyFile) does not match the certificate in \(config.certificateFile)", key: "key")
         guard SSL_CTX_use_PrivateKey_file(ctx, config.keyFile, SSL_FILETYPE_PEM) == 1 else {
             // OpenSSL 3 compares the key with the certificate while loading it.
             let reason = TLSError.drainErrorQueue()
             if reason == "key values mismatch" { throw mismatch }
-            throw TLSError("cannot load the private key from \(config.keyFile)" + (reason.isEmpty ? "" : ": \(reason)"))
+            throw TLSError("cannot load the private key from \(config.keyFile)" + (reason.isEmpty ? "" : ": \(reason)"), key: "key")
         }
         guard SSL_CTX_check_private_key(ctx) == 1 else {
             ERR_clear_error()
@@ -136,7 +142,9 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nil)
             if config.caFile != nil || config.caDirectory != nil {
                 guard SSL_CTX_load_verify_locations(ctx, config.caFile, config.caDirectory) == 1 else {
-                    throw TLSError.openSSL("cannot load trusted CAs from \(config.caFile ?? config.caDirectory ?? "")")
+                    // Only a file fails here: OpenSSL reads a directory lazily (see `ProxySettings.tlsContexts`).
+                    throw TLSError.openSSL("cannot load trusted CAs from \(config.caFile ?? config.caDirectory ?? "")",
+                                           key: config.caFile != nil ? "tls_ca_file" : "tls_ca_dir")
                 }
             } else if SSL_CTX_set_default_verify_paths(ctx) != 1 {
                 throw TLSError.openSSL("cannot load the system's trusted CAs")

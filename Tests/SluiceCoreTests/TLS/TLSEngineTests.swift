@@ -132,23 +132,38 @@ struct TLSEngineTests {
         #expect(result.serverGot == [9])
     }
 
-    @Test("a key that does not match the certificate names both files")
+    @Test("a key that does not match the certificate names both files, blaming the key")
     func keyMismatch() {
         #expect {
             try TestPKI.server("server", key: "other")
         } throws: { error in
-            let text = (error as? TLSError)?.description ?? ""
+            guard let error = error as? TLSError else { return false }
+            let text = error.description
             return text.contains(TestPKI.path("other.key")) && text.contains(TestPKI.path("server.pem")) && text.contains("does not match")
+                && error.key == "key"
         }
     }
 
-    @Test("missing files are named")
-    func missingFiles() {
+    @Test("a file or list that does not load is named, with the key to blame", arguments: [
+        (TLSServerConfig(certificateFile: "/nonexistent/cert.pem", keyFile: "server.key"), "/nonexistent/cert.pem", "certificate"),
+        (TLSServerConfig(certificateFile: "server.pem", keyFile: "/nonexistent/key.pem"), "/nonexistent/key.pem", "key"),
+        (TLSServerConfig(certificateFile: "server.pem", keyFile: "server.key", ciphers: "NO-SUCH"), "NO-SUCH", "ciphers"),
+        (TLSServerConfig(certificateFile: "server.pem", keyFile: "server.key", ciphersuites: "TLS_NONE"), "TLS_NONE", "ciphersuites"),
+    ])
+    func unloadable(config: TLSServerConfig, named: String, key: String) {
+        var config = config
+        // Relative names are the test PKI's files.
+        if !config.certificateFile.hasPrefix("/") { config.certificateFile = TestPKI.path(config.certificateFile) }
+        if !config.keyFile.hasPrefix("/") { config.keyFile = TestPKI.path(config.keyFile) }
         #expect {
-            try TLSContext.server(TLSServerConfig(certificateFile: "/nonexistent/cert.pem", keyFile: TestPKI.path("server.key")))
+            try TLSContext.server(config)
         } throws: { error in
-            ((error as? TLSError)?.description ?? "").contains("/nonexistent/cert.pem")
+            guard let error = error as? TLSError else { return false }
+            return error.description.contains(named) && error.key == key
         }
+        #expect {
+            try TLSContext.client(TLSClientConfig(caFile: "/nonexistent/ca.pem"))
+        } throws: { error in (error as? TLSError)?.key == "tls_ca_file" }
     }
 
     @Test("close_notify ends the peer's reads cleanly")
