@@ -361,6 +361,11 @@ _TAIL = "upstream o {\n    server http://127.0.0.1:9\n}\nroute / {\n    upstream
 _TLS_HEAD = "listen 127.0.0.1:0 tls\ntls {\n    certificate PKI/server.pem\n    key PKI/server.key\n"
 
 
+def _upstream_with(scheme: str, key_line: str) -> str:
+    """A config whose one upstream has `key_line` on its line 4."""
+    return f"listen 127.0.0.1:0\nupstream o {{\n    server {scheme}://127.0.0.1:9\n    {key_line}\n}}\nroute / {{\n    upstream o\n}}\n"
+
+
 @pytest.mark.parametrize("text, line, message", [
     pytest.param("listen 127.0.0.1:0 tls\n" + _TAIL, 1, "needs a 'tls { certificate PATH  key PATH }' block", id="no-block"),
     pytest.param("listen 127.0.0.1:0 tsl\n" + _TAIL, 1, "unexpected 'tsl' after the address", id="tsl"),
@@ -369,11 +374,9 @@ _TLS_HEAD = "listen 127.0.0.1:0 tls\ntls {\n    certificate PKI/server.pem\n    
     pytest.param(_TLS_HEAD + "    min_version 1.1\n}\n" + _TAIL, 5, "min_version must be 1.2 or 1.3, got '1.1'",
                  id="min-version"),
     pytest.param(_TLS_HEAD + "    handshake_timeout soon\n}\n" + _TAIL, 5, "bad duration 'soon'", id="handshake-timeout"),
-    pytest.param("listen 127.0.0.1:0\nupstream o {\n    server http://127.0.0.1:9\n    tls_verify off\n}\n"
-                 "route / {\n    upstream o\n}\n", 4, "tls_* settings apply to https upstreams; upstream 'o' is http://",
+    pytest.param(_upstream_with("http", "tls_verify off"), 4, "tls_* settings apply to https upstreams; upstream 'o' is http://",
                  id="tls-key-on-http"),
-    pytest.param("listen 127.0.0.1:0\nupstream o {\n    server https://127.0.0.1:9\n    tls_verify maybe\n}\n"
-                 "route / {\n    upstream o\n}\n", 4, "tls_verify must be on, off, true, false, yes or no, got 'maybe'",
+    pytest.param(_upstream_with("https", "tls_verify maybe"), 4, "tls_verify must be on, off, true, false, yes or no, got 'maybe'",
                  id="tls-verify"),
     pytest.param("listen 127.0.0.1:0 tls\ntls {\n    certificate /nonexistent/cert.pem\n    key PKI/server.key\n}\n" + _TAIL,
                  3, "/nonexistent/cert.pem", id="certificate-file"),
@@ -382,12 +385,8 @@ _TLS_HEAD = "listen 127.0.0.1:0 tls\ntls {\n    certificate PKI/server.pem\n    
     pytest.param(_TLS_HEAD + "    ciphers NO-SUCH-CIPHER\n}\n" + _TAIL, 5, "NO-SUCH-CIPHER", id="ciphers"),
     pytest.param("listen 127.0.0.1:0 tls\ntls {\n    certificate PKI/server.pem\n    key /nonexistent/key.pem\n}\n" + _TAIL,
                  4, "/nonexistent/key.pem", id="key-file"),
-    pytest.param("listen 127.0.0.1:0\nupstream o {\n    server https://127.0.0.1:9\n    tls_ca_file /nonexistent/ca.pem\n}\n"
-                 "route / {\n    upstream o\n}\n", 4, "/nonexistent/ca.pem",
-                 id="ca-file"),
-    pytest.param("listen 127.0.0.1:0\nupstream o {\n    server https://127.0.0.1:9\n    tls_ca_dir /nonexistent/cas\n}\n"
-                 "route / {\n    upstream o\n}\n", 4, "/nonexistent/cas",
-                 id="ca-dir"),
+    pytest.param(_upstream_with("https", "tls_ca_file /nonexistent/ca.pem"), 4, "/nonexistent/ca.pem", id="ca-file"),
+    pytest.param(_upstream_with("https", "tls_ca_dir /nonexistent/cas"), 4, "/nonexistent/cas", id="ca-dir"),
 ])
 def test_tls_config_errors_name_file_and_line(tmp_path, pki, text, line, message):
     cfg = tmp_path / "bad.conf"
