@@ -72,6 +72,9 @@ upstream llm {{
 route / {{
     upstream llm
 }}
+admin {{
+    listen 127.0.0.1:0
+}}
 """)
     return path
 
@@ -103,6 +106,8 @@ def test_every_address_takes_connections_and_a_refused_one_moves_to_the_next(sta
     # then passed over, so it cost one refused connect in all, not one every other request.
     retries = [o for o in sl.log_objects() if o.get("msg") == "upstream connect failed; trying its next address"]
     assert len(retries) == 1 and "127.0.0.3" in retries[0]["error"], retries
+    _, _, metrics = sl.scrape()
+    assert 'sluice_upstream_retries_total{reason="connect_failed"} 1' in metrics.splitlines()
 
 
 def test_when_every_address_refuses_the_client_gets_a_502_naming_the_last(stack, tmp_path):

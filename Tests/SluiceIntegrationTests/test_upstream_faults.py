@@ -180,9 +180,10 @@ def _first_then_second(sl, method: str, raw_second: bytes):
 @pytest.mark.parametrize("method", ["GET", "DELETE"])
 def test_reused_connection_closed_without_answer_retries_bodyless_request_once(stack, how, method):
     origin = stack.origin(_closes_on_reuse(how))
-    sl, log = logged_proxy(stack, origin)
+    sl, log = logged_proxy(stack, origin, admin="127.0.0.1:0")
     r = _first_then_second(sl, method, request_bytes(method, "/two"))
     assert r.status == 200 and r.body == b"answer to /two ", f"{r.status_line} {r.body[:200]!r}"
+    assert 'sluice_upstream_retries_total{reason="replay"} 1' in sl.scrape()[2].splitlines()
     # /two reached the reused connection (conn 0), which closed, and then a fresh one (conn 1), which answered.
     assert [(h.conn_id, h.method, h.target) for h in origin.heads] == \
         [(0, "GET", "/one"), (0, method, "/two"), (1, method, "/two")]

@@ -60,7 +60,9 @@ struct MetricsLayout: Sendable {
     static let activeStreams = 6
     static let queuedBytes = 7
     static let overloadRefusals = 8
-    static let scalarCount = 9
+    static let upstreamReplays = 9
+    static let upstreamConnectRetries = 10
+    static let scalarCount = 11
 
     let routeCount: Int
     let ruleCount: Int
@@ -171,6 +173,12 @@ public final class LoopMetrics: Sendable {
 
     /// Counts a connection answered 503 because `max_connections` were open.
     public func countOverloadRefusal() { cells.add(MetricsLayout.overloadRefusals, 1) }
+
+    /// Counts a request sent again on a fresh connection because the pooled one it met had been closed.
+    public func countUpstreamReplay() { cells.add(MetricsLayout.upstreamReplays, 1) }
+
+    /// Counts a connect that failed or timed out and moved on to the upstream's next address.
+    public func countUpstreamConnectRetry() { cells.add(MetricsLayout.upstreamConnectRetries, 1) }
 
     // MARK: Gauges (owning loop only; pass +1/-1 or a byte delta)
 

@@ -608,6 +608,7 @@ final class ClientSession: TimerHeapElement {
         upstreamReusable = false
         closeUpstream()
         upstreamReusable = true
+        loop.metrics.countUpstreamConnectRetry()
         connectUpstream()
     }
 
@@ -683,7 +684,7 @@ final class ClientSession: TimerHeapElement {
         closeUpstream()
         upstreamHeadSent = 0
         upstreamReusable = true
-        loop.countReplay()
+        loop.metrics.countUpstreamReplay()
         connectUpstream()
     }
 

@@ -74,7 +74,6 @@ public final class ProxyLoop {
     /// Some listener is out of epoll after an accept failure.
     private var acceptPaused = false
     private(set) var sessionCount = 0
-    private(set) var replayCount = 0
 
     // MARK: any thread
     private let wakeup: WakeupFD
@@ -454,8 +453,6 @@ public final class ProxyLoop {
         table.unregister(connection.rawFD)
         connection.fd = nil
     }
-
-    func countReplay() { replayCount += 1 }
 
     /// Lends a reset pair of head parsers.
     func takeParsers() -> HeadParsers {
