@@ -20,7 +20,7 @@ public struct Config: Sendable, Equatable {
     /// (``upstreamIndex(named:)`` turns the name into an index once, at boot).
     public var upstreams: [UpstreamConfig]
     /// Routes sorted longest prefix first (stable for equal lengths), so that the first match
-    /// in ``route(forPath:)`` is the most specific one. Re-sorted whenever assigned.
+    /// (`ProxySettings.routeIndex(forPath:)`) is the most specific one. Re-sorted whenever assigned.
     public var routes: [RouteConfig] {
         didSet { Self.sortLongestPrefixFirst(&routes) }
     }
@@ -89,24 +89,6 @@ public struct Config: Sendable, Equatable {
         self.sourcePath = sourcePath
         self.rateLimits = rateLimits
         self.trustedProxies = trustedProxies
-    }
-
-    /// Index into ``routes`` of the route serving `path` (the request-target's bytes as
-    /// received), or nil when no prefix matches.
-    ///
-    /// Matching is a plain byte-prefix test, first match wins; because ``routes`` is sorted
-    /// longest first, that is the longest matching prefix. No allocation, no `String` is built
-    /// from `path`, so it is safe on the per-request path.
-    public func routeIndex(forPath path: some Collection<UInt8>) -> Int? {
-        for index in routes.indices where path.starts(with: routes[index].prefix.utf8) {
-            return index
-        }
-        return nil
-    }
-
-    /// The route serving `path`, or nil when none matches. See ``routeIndex(forPath:)``.
-    public func route(forPath path: some Collection<UInt8>) -> RouteConfig? {
-        routeIndex(forPath: path).map { routes[$0] }
     }
 
     /// Index into ``upstreams`` of the upstream called `name`, or nil. Meant for boot time

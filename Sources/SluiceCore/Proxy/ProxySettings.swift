@@ -93,7 +93,7 @@ public final class ProxySettings: Sendable {
         let routeSlots = metrics.routeSlots(for: config.routes.map(\.prefix))
         var routes = zip(config.routes, routeSlots).map { route, slot in
             Route(prefix: Array(route.prefix.utf8),
-                  upstreamIndex: config.upstreams.firstIndex { $0.name == route.upstream } ?? 0,
+                  upstreamIndex: config.upstreamIndex(named: route.upstream) ?? 0,
                   timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
                   captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes,
                   limits: route.limits, chargesTokens: route.limits.contains { config.rateLimits[$0].tokens != nil },
