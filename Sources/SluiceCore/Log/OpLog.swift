@@ -80,21 +80,9 @@ public enum OpLog {
 
     /// Appends `text` as a JSON string literal (RFC 8259 §7 escaping).
     public static func appendQuoted(_ text: String, to line: inout String) {
-        line += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": line += "\\\""
-            case "\\": line += "\\\\"
-            case "\n": line += "\\n"
-            case "\r": line += "\\r"
-            case "\t": line += "\\t"
-            case let control where control.value < 0x20 || control.value == 0x7F:
-                let hex = String(control.value, radix: 16)
-                line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: line.unicodeScalars.append(scalar)
-            }
-        }
-        line += "\""
+        var quoted: [UInt8] = []
+        JSONBytes.appendString(text, to: &quoted)
+        line += String(decoding: quoted, as: UTF8.self)
     }
 
     /// RFC 3339 UTC with milliseconds.
