@@ -72,7 +72,9 @@ def stack(tmp_path):
     finally:
         dead = st.close()
     # A sluice that crashed during the test is a failure even if every assertion passed.
-    assert not dead, f"sluice died during the test: {dead}; stderr tail: {st.sluices[0].stderr_lines[-3:]}"
+    # The tail is long enough to hold the crashed thread of a Swift backtrace, which is what says where.
+    tail = "\n".join(st.sluices[0].stderr_lines[-60:])
+    assert not dead, f"sluice died during the test: {dead}; stderr tail:\n{tail}"
     # The spec: every stderr line is a JSON object. Checked after every test.
     for s in st.sluices:
         s.log_objects()

@@ -56,11 +56,11 @@ def _named_handler(label: bytes, stream_seconds: float = 0.0):
     return handler
 
 
-def _config(stack, port: int, *, resolve_interval: str = "1s", extra: str = "") -> Path:
+def _config(stack, port: int, *, resolve_interval: str = "1s", extra: str = "", workers: int = 2) -> Path:
     stack._n += 1
     path = stack.tmp_path / f"resolver{stack._n}.conf"
     path.write_text(f"""listen 127.0.0.1:0
-workers 2
+workers {workers}
 timeouts {{
     upstream_connect 1s
 }}
@@ -128,7 +128,8 @@ def test_a_moved_name_is_followed_and_open_streams_stay_where_they_are(stack, tm
     new = _second_origin(_named_handler(b"new"), old.port)
     try:
         names.set("127.0.0.1")
-        sl = stack.sluice(["--config", str(_config(stack, old.port))], launcher=names.launcher)
+        # One worker: the connection the first request leaves pooled is the one the request after the move meets.
+        sl = stack.sluice(["--config", str(_config(stack, old.port, workers=1))], launcher=names.launcher)
         assert _get(sl.port) == (200, b"old")
 
         streamed: dict = {}
@@ -139,10 +140,12 @@ def test_a_moved_name_is_followed_and_open_streams_stay_where_they_are(stack, tm
         reader = threading.Thread(target=stream)
         reader.start()
         old.wait_for(lambda: any(r.target == "/stream" for r in old.requests), 5, "the stream request")
+        assert _get(sl.port) == (200, b"old")  # leaves an idle connection to the old address in the pool
         names.set("127.0.0.2")
         changed = sl.wait_stderr(lambda o: o.get("msg") == "upstream addresses changed", 5, "the address change")
         assert changed["upstream"] == "llm" and changed["host"] == NAME
         assert changed["addresses"] == [f"127.0.0.2:{old.port}"]
+        # The idle connection to the old address is dropped, not reused: the request goes to the new one.
         assert _get(sl.port) == (200, b"new")
         reader.join(10)
         # The stream that was open before the move finished from the old backend, byte for byte.

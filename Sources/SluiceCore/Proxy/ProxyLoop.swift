@@ -373,6 +373,7 @@ public final class ProxyLoop {
     /// and registers it.
     func openUpstream(_ upstreamIndex: Int, of settings: ProxySettings) throws(SystemError) -> UpstreamConnection {
         let upstream = settings.upstreams[upstreamIndex]
+        let generation = upstream.addresses.generation
         let address = upstream.addresses.next(now: now)
         var tls: TLSEngine?
         if let context = upstream.tls {
@@ -391,6 +392,7 @@ public final class ProxyLoop {
             throw SystemError(call: "connect to \(address)", errno: error.errno)
         }
         let connection = UpstreamConnection(fd: fd, address: address, upstreamIndex: upstreamIndex, settings: settings, tls: tls)
+        connection.addressGeneration = generation
         if case .wouldBlock = state {
             connection.readable = false
             connection.writable = false
@@ -410,11 +412,21 @@ public final class ProxyLoop {
     /// replaced `settings` (the pools then hold the new settings' upstreams).
     func takePooledUpstream(_ upstreamIndex: Int, of settings: ProxySettings) -> UpstreamConnection? {
         guard settings === self.settings else { return nil }
+        let addresses = settings.upstreams[upstreamIndex].addresses
+        let generation = addresses.generation
         // Most recently used first: it is the least likely to have been closed by the server.
         while let connection = pools[upstreamIndex].popLast() {
             if connection.hangup || !connection.isOpen {
                 closeUpstream(connection)
                 continue
+            }
+            if connection.addressGeneration != generation {
+                // The name moved since: a connection to an address it no longer has is not reused.
+                guard addresses.contains(connection.address) else {
+                    closeUpstream(connection)
+                    continue
+                }
+                connection.addressGeneration = generation
             }
             connection.reused = true
             connection.writable = true

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// The addresses an upstream's host name stands for, kept current by the resolver thread while the loops connect
 /// to them in turn. A name with several addresses (a hosted API behind anycast or DNS round robin, a headless
 /// Kubernetes Service) spreads new connections over all of them, and a connect that fails moves to the next.
@@ -9,6 +11,9 @@ public final class UpstreamAddresses: Sendable {
     /// Milliseconds between lookups; 0 resolves once, at start-up or reload.
     public let refreshInterval: Int
     private let state: Locked<State>
+    /// Bumped whenever the addresses change, so a loop can tell with one atomic load that a pooled connection's
+    /// address needs checking (see `ProxyLoop.takePooledUpstream`).
+    private let changes = Atomic<Int>(0)
 
     private struct State {
         var addresses: [SocketAddress]
@@ -56,6 +61,12 @@ public final class UpstreamAddresses: Sendable {
 
     public var count: Int { state.withLock { $0.addresses.count } }
 
+    /// How many times the addresses changed; any thread.
+    var generation: Int { changes.load(ordering: .acquiring) }
+
+    /// Whether `address` is still one of the name's.
+    func contains(_ address: SocketAddress) -> Bool { state.withLock { $0.addresses.contains(address) } }
+
     /// The address the next new connection goes to: the next in turn whose last connect did not fail in the past
     /// `downMilliseconds`, or, when every one failed, simply the next in turn (a backend that came back is found).
     func next(now: Int64) -> SocketAddress {
@@ -86,7 +97,8 @@ public final class UpstreamAddresses: Sendable {
         guard refreshInterval > 0, state.withLock({ now >= $0.nextRefresh }) else { return .notDue }
         let result: Result<[SocketAddress], SystemError>
         do throws(SystemError) { result = .success(try lookup(host, port)) } catch { result = .failure(error) }
-        return state.withLock { state in
+        var replaced = false
+        let refreshed = state.withLock { state -> Refresh in
             state.nextRefresh = now + Int64(refreshInterval)
             switch result {
             case .failure(let error):
@@ -102,8 +114,11 @@ public final class UpstreamAddresses: Sendable {
                 }
                 state.addresses = addresses
                 state.cursor = 0
+                replaced = true
                 return recovered ? .recovered(addresses) : .changed(addresses)
             }
         }
+        if replaced { changes.add(1, ordering: .releasing) }
+        return refreshed
     }
 }

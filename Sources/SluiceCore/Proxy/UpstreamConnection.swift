@@ -7,6 +7,8 @@ final class UpstreamConnection {
     let rawFD: Int32
     /// The address it connected to: one of the upstream's.
     let address: SocketAddress
+    /// The upstream's address generation when `address` was last known to be one of its addresses.
+    var addressGeneration = 0
     let upstreamIndex: Int
     /// The settings whose upstream table `upstreamIndex` indexes: after a reload the connection is not pooled.
     let settings: ProxySettings

@@ -24,6 +24,18 @@ public final class Locked<Value>: @unchecked Sendable {
     }
 
     /// Runs `body` with the value while holding the lock (any thread; not reentrant).
+    ///
+    /// Why a non-throwing overload beside the typed-throws one: Swift 6.3's optimizer miscompiles the typed-throws
+    /// version, specialized with `E == Never`, when `Result` is returned indirectly (a `SocketAddress`): the caller's
+    /// `self` register came back clobbered and the loop crashed on its next method call (release builds only; found
+    /// by the allocation test, which runs the release binary). Non-throwing bodies resolve here instead.
+    public func withLock<Result>(_ body: (inout Value) -> Result) -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body(&value)
+    }
+
+    /// Runs a throwing `body` with the value while holding the lock (any thread; not reentrant).
     public func withLock<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

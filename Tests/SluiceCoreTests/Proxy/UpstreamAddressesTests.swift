@@ -47,6 +47,24 @@ import Testing
         }
     }
 
+    @Test func theGenerationCountsChangesOnly() throws {
+        let upstream = try UpstreamAddresses(host: "localhost", port: 8000, refreshInterval: 1_000, now: 0)
+        let a = Self.addresses("127.0.0.1"), b = Self.addresses("127.0.0.2")
+        let answers: [[SocketAddress]?] = [a, a, b, nil, b, a]
+        var generations: [Int] = []
+        for (index, answer) in answers.enumerated() {
+            _ = upstream.refresh(now: Int64(index + 1) * 1_000) { (_, _) throws(SystemError) -> [SocketAddress] in
+                guard let answer else { throw SystemError(call: "lookup failed", errno: 0) }
+                return answer
+            }
+            generations.append(upstream.generation)
+        }
+        // "localhost" may already be 127.0.0.1: the first refresh changes nothing then.
+        let first = generations[0]
+        #expect(generations == [first, first, first + 1, first + 1, first + 1, first + 2])
+        #expect(upstream.contains(a[0]) && !upstream.contains(b[0]))
+    }
+
     @Test func aLiteralIsNeverLookedUpAgain() throws {
         let upstream = try UpstreamAddresses(host: "127.0.0.1", port: 8000, refreshInterval: 1_000, now: 0)
         var lookups = 0
