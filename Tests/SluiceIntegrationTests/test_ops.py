@@ -182,7 +182,8 @@ def test_idle_process_drains_at_once(stack):
     signalled = time.monotonic()
     os.kill(sl.pid, signal.SIGINT)
     assert sl.wait_exit(5) == 0
-    assert time.monotonic() - signalled < 1.0
+    # "At once" against a drain_timeout of 300 s; the margin is for the sanitizer builds on a loaded machine.
+    assert time.monotonic() - signalled < 3.0
 
 
 def test_reload_moves_new_requests_and_keeps_running_streams(stack):
