@@ -73,8 +73,9 @@ def stack(tmp_path):
         dead = st.close()
     # A sluice that crashed during the test is a failure even if every assertion passed.
     # The tail is long enough to hold the crashed thread of a Swift backtrace, which is what says where.
-    tail = "\n".join(st.sluices[0].stderr_lines[-60:])
-    assert not dead, f"sluice died during the test: {dead}; stderr tail:\n{tail}"
+    if dead:
+        tail = "\n".join(line for s in st.sluices for line in s.stderr_lines[-60:])
+        raise AssertionError(f"sluice died during the test: {dead}; stderr tail:\n{tail}")
     # The spec: every stderr line is a JSON object. Checked after every test.
     for s in st.sluices:
         s.log_objects()
