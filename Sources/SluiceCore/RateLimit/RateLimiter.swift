@@ -45,6 +45,8 @@ public final class RateLimiter: Sendable {
     private let untracked = Atomic<Int>(0)
     private let k0: UInt64
     private let k1: UInt64
+    /// Per rule, how a header value becomes key material (decided once, not per request).
+    private let headerForms: [HeaderKeyForm]
 
     /// Creates a limiter for `rules`.
     /// - Parameters:
@@ -62,16 +64,21 @@ public final class RateLimiter: Sendable {
         self.buckets = rules.map(RuleBuckets.init)
         self.shards = (0..<shards).map { _ in Shard(ruleCount: rules.count) }
         self.counters = rules.map { _ in RuleCounters() }
+        self.headerForms = rules.map { rule in
+            if case .header(let name) = rule.key { HeaderKeyForm(headerName: name) } else { .trimmed }
+        }
         (k0, k1) = seed
     }
 
     // MARK: Keys
 
     /// The key of a request carrying `value` in the header of `key header NAME` rule `rule`.
-    /// The value is hashed as received (case-sensitive, as API keys are).
-    public func headerKey(rule: Int, value: some Sequence<UInt8>) -> RateLimitKey {
+    /// The value is hashed case-sensitively, as API keys are, after ``HeaderKeyForm``'s
+    /// normalisation: OWS trimmed and, for `Authorization`/`Proxy-Authorization`, the scheme's case
+    /// and the whitespace after it made canonical, so every spelling of one credential is one key.
+    public func headerKey(rule: Int, value: some Collection<UInt8>) -> RateLimitKey {
         var hasher = hasher(rule: rule, tag: .headerValue)
-        hasher.append(value)
+        headerForms[rule].forEachByte(of: value) { hasher.append(byte: $0) }
         return RateLimitKey(rawValue: hasher.finalize())
     }
 
