@@ -252,11 +252,12 @@ public final class ProxyLoop {
             let session: ClientSession
             if listener.tls {
                 // settings.serverTLS exists whenever a listener terminates TLS (the config requires the block).
-                guard let context = settings.serverTLS, let engine = try? TLSEngine(server: context) else {
+                // The engine allocates OpenSSL's state only when the client's first byte arrives (`Transport.read`).
+                guard let context = settings.serverTLS else {
                     _ = Glibc.close(rawClient)
                     continue
                 }
-                session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer, tls: engine)
+                session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer, tls: TLSEngine(server: context))
             } else {
                 session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer)
             }

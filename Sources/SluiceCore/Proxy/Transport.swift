@@ -72,6 +72,14 @@ struct Transport {
 
     /// Reads plaintext, pulling ciphertext from the socket as needed.
     private static func read(_ engine: TLSEngine, fd: Int32, into buffer: ByteBuffer) throws(Failure) -> IOResult<Int> {
+        if !engine.isStarted {
+            // A server engine gets its OpenSSL state (about 55 KB) only when the client's first byte is in the
+            // socket: a bare connect costs no more than on a plain listener (issue 12, item 5).
+            let first: IOResult<Int>
+            do throws(SystemError) { first = try Syscall.peekByte(fd) } catch { throw .socket(error) }
+            guard case .processed(1) = first else { return first }
+            guard engine.start() else { throw .tls("cannot create a TLS connection (out of memory)") }
+        }
         while true {
             let step = buffer.withWritableRawBytes { engine.read(into: $0) }
             switch step {
