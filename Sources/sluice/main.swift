@@ -38,6 +38,7 @@ func serve(_ config: Config) -> RunningProxy {
         if let file = error.file, error.line > 0 {
             fail("cannot start", ["file": .string(file), "line": .int(error.line), "error": .string(error.description)])
         }
+        if let address = error.address { fail("cannot start", ["address": .string(address), "error": .string(error.description)]) }
         fail("cannot start", ["error": .string(error.description)])
     }
     var sinks: [String] = []
@@ -47,7 +48,10 @@ func serve(_ config: Config) -> RunningProxy {
                          "tls_listeners": .strings(running.tlsListeners),
                          "admin": running.admin.map { .string($0) } ?? .json("null"),
                          "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
-                         "completion_log": .strings(sinks)])
+                         "completion_log": .strings(sinks),
+                         // The same reading ProxySettings made: start-up has already raised the soft limit.
+                         "max_connections": .int(config.effectiveMaxConnections(openFileLimit: Syscall.openFileLimit())),
+                         "open_file_limit": .int(Syscall.openFileLimit())])
     return running
 }
 
@@ -103,6 +107,9 @@ func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
         if let file = error.file, error.line > 0 {
             OpLog.error("SIGHUP: reload failed; the running configuration stays",
                         ["file": .string(file), "line": .int(error.line), "error": .string(error.description)])
+        } else if let address = error.address {
+            OpLog.error("SIGHUP: reload failed; the running configuration stays",
+                        ["address": .string(address), "error": .string(error.description)])
         } else {
             OpLog.error("SIGHUP: reload failed; the running configuration stays", ["error": .string(error.description)])
         }

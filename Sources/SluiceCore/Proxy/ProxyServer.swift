@@ -72,7 +72,11 @@ public final class RunningProxy: Sendable {
                 for address in config.listeners {
                     let tls = config.tlsListeners.contains(address)
                     guard !state.listeners.contains(where: { $0.address == address && $0.tls == tls }) else { continue }
-                    added.append(try ProxyServer.bind(address, tls: tls, workers: loops.count))
+                    // The same address with TLS switched: this process holds the socket, so the new listener
+                    // shares it (a second bind would fail, as for anyone else) and no connection is refused.
+                    added.append(try ProxyServer.bind(address, tls: tls, workers: loops.count,
+                                                      sharing: state.listeners.first { $0.address == address },
+                                                      ownListeners: state.listeners + added))
                 }
                 let settings: ProxySettings
                 settings = try ProxySettings(config: config, previous: state.settings, metrics: metrics)
@@ -229,7 +233,8 @@ public enum ProxyServer {
         var listeners: [BoundListener] = []
         do throws(StartError) {
             for address in config.listeners {
-                listeners.append(try bind(address, tls: config.tlsListeners.contains(address), workers: config.workers))
+                listeners.append(try bind(address, tls: config.tlsListeners.contains(address), workers: config.workers,
+                                          ownListeners: listeners))
             }
         } catch {
             listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
@@ -263,7 +268,12 @@ public enum ProxyServer {
         var admin: String?
         if let address = config.admin {
             do { admin = try AdminServer.start(address: address, metrics: metrics, readiness: readiness) } catch {
-                throw StartError("admin listener \(address): \(error.description)")
+                listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+                guard error.errno == EADDRINUSE else {
+                    throw StartError("admin listener \(address): \(error.description)", address: address.description)
+                }
+                throw StartError("admin listener \(address): the address is in use by another process (bind: EADDRINUSE); "
+                                 + "stop it or choose another address", address: address.description)
             }
         }
         var handoffs: [LoopHandoff] = []
@@ -291,24 +301,48 @@ public enum ProxyServer {
         return running
     }
 
-    /// Binds `address` once per worker (SO_REUSEPORT; a port 0 is resolved by the first bind and reused by the others).
-    static func bind(_ address: ListenAddress, tls: Bool, workers: Int) throws(StartError) -> BoundListener {
+    /// Binds `address` with one socket that no other process can share, and gives every worker its own
+    /// descriptor of it (`Syscall.exclusiveListeningSocket` says why not SO_REUSEPORT). A port 0 is resolved
+    /// by the bind.
+    /// - Parameters:
+    ///   - sharing: this process's listener on the same address (a reload that switches TLS): its socket is
+    ///     shared, not bound again.
+    ///   - ownListeners: the listeners this process already holds, so that an address one of them overlaps
+    ///     (`0.0.0.0:8080` next to `127.0.0.1:8080`) is not blamed on another process.
+    /// - Throws: `StartError` naming the address; an address in use says that another process holds it.
+    static func bind(_ address: ListenAddress, tls: Bool, workers: Int, sharing existing: BoundListener? = nil,
+                     ownListeners: [BoundListener] = []) throws(StartError) -> BoundListener {
         var fds: [Int32] = []
         do throws(SystemError) {
-            let host = address.host == "*" ? "0.0.0.0" : address.host
-            var socketAddress = try SocketAddress.resolve(host: host, port: address.port)
-            for worker in 0..<workers {
-                let fd: FileDescriptor
-                do { fd = try Syscall.listeningSocket(socketAddress) } catch {
-                    throw SystemError(call: "listen on \(address)", errno: error.errno)
-                }
-                if worker == 0 { socketAddress = try Syscall.localAddress(fd.rawValue) }
-                fds.append(fd.releaseRawValue())
+            let socketAddress: SocketAddress
+            let first: Int32
+            if let existing {
+                first = existing.fds[0]
+                socketAddress = try Syscall.localAddress(first)
+            } else {
+                let host = address.host == "*" ? "0.0.0.0" : address.host
+                let resolved = try SocketAddress.resolve(host: host, port: address.port)
+                let fd = try Syscall.exclusiveListeningSocket(resolved)
+                socketAddress = try Syscall.localAddress(fd.rawValue)
+                first = fd.releaseRawValue()
+                fds.append(first)
+            }
+            while fds.count < workers {
+                fds.append(try Syscall.duplicate(first).releaseRawValue())
             }
             return BoundListener(address: address, tls: tls, bound: socketAddress.description, fds: fds)
         } catch {
             fds.forEach { _ = Glibc.close($0) }
-            throw StartError(error.description)
+            guard error.errno == EADDRINUSE else { throw StartError("listen on \(address): \(error.description)", address: address.description) }
+            let wildcards: Set<String> = ["*", "0.0.0.0", "::"]
+            if let own = ownListeners.first(where: { own in
+                own.address.port == address.port && (wildcards.contains(own.address.host) || wildcards.contains(address.host))
+            }) {
+                throw StartError("listen on \(address): the port is held by this process's listener \(own.address); a wildcard and a "
+                                 + "specific address cannot share a port, and moving between them needs a restart", address: address.description)
+            }
+            throw StartError("listen on \(address): the address is in use by another process (bind: EADDRINUSE); "
+                             + "stop it or choose another address", address: address.description)
         }
     }
 
@@ -327,11 +361,14 @@ public struct StartError: Error, CustomStringConvertible {
     /// nil when no line is (an address in use).
     public let file: String?
     public let line: Int
+    /// The listen or admin address that could not be bound, for the error line's `address` field.
+    public let address: String?
 
-    init(_ description: String, file: String? = nil, line: Int = 0) {
+    init(_ description: String, file: String? = nil, line: Int = 0, address: String? = nil) {
         self.description = description
         self.file = file
         self.line = line
+        self.address = address
     }
 
     /// `FILE:LINE: what` when a line is known, else `fallback: what`: the form of ``ConfigError``.

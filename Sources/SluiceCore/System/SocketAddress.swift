@@ -113,3 +113,19 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         }
     }
 }
+
+extension SocketAddress {
+    /// Whether only this host can connect to the address: 127.0.0.0/8, `::1`, or `::ffff:127.0.0.0/104`.
+    /// A wildcard (`0.0.0.0`, `::`) is not: it listens on every interface.
+    public var isLoopback: Bool {
+        withUnsafeBytes(of: storage) { raw in
+            if family == AF_INET {
+                return withUnsafeBytes(of: raw.load(as: sockaddr_in.self).sin_addr) { $0[0] == 127 }
+            }
+            guard family == AF_INET6 else { return false }
+            let bytes = withUnsafeBytes(of: raw.load(as: sockaddr_in6.self).sin6_addr) { Array($0) }
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }
+            return bytes[0..<10].allSatisfy { $0 == 0 } && bytes[10] == 0xff && bytes[11] == 0xff && bytes[12] == 127
+        }
+    }
+}

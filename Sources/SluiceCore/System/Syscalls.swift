@@ -213,64 +213,13 @@ public func writePair(_ fd: Int32, _ first: ByteBuffer?, _ firstRange: Range<Int
 }
 
 extension Syscall {
-    /// A listening TCP socket with SO_REUSEPORT, so every loop can have its own socket on the same
-    /// address and the kernel spreads connections over them.
-    public static func listeningSocket(_ address: SocketAddress, backlog: Int32 = 4096) throws(SystemError) -> FileDescriptor {
-        let fd = try tcpSocket(family: address.family)
-        try setOption(fd.rawValue, level: SOL_SOCKET, name: SO_REUSEADDR, value: 1)
-        try setOption(fd.rawValue, level: SOL_SOCKET, name: SO_REUSEPORT, value: 1)
-        if address.family == AF_INET6 {
-            try setOption(fd.rawValue, level: Int32(IPPROTO_IPV6), name: IPV6_V6ONLY, value: 1)
-        }
-        try bind(fd.rawValue, address)
-        try listen(fd.rawValue, backlog: backlog)
-        return fd
-    }
-}
-
-extension Syscall {
-    /// Switches a socket to blocking mode (the admin thread blocks in accept and read).
-    public static func setBlocking(_ fd: Int32) {
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
-    }
-
-    /// Bounds how long a blocking read or write on `fd` may wait.
-    public static func setIOTimeout(_ fd: Int32, seconds: Int) {
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
-        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    /// Accepts on a blocking listener; nil after a failure (the caller backs off).
-    public static func acceptBlocking(_ fd: Int32) -> FileDescriptor? {
-        while true {
-            let client = accept4(fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
-            if client >= 0 { return FileDescriptor(rawValue: client) }
-            if Glibc.errno == EINTR || Glibc.errno == ECONNABORTED { continue }
-            return nil
-        }
-    }
-
-    /// Writes all of `bytes` to a blocking socket; false when the peer went away or timed out.
-    @discardableResult
-    public static func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + offset, $0.count - offset, Int32(MSG_NOSIGNAL)) }
-            if written < 0 && Glibc.errno == EINTR { continue }
-            guard written > 0 else { return false }
-            offset += written
-        }
-        return true
-    }
-
     /// Whether `path` names a directory (following links); start-up and reload only.
     public static func isDirectory(_ path: String) -> Bool {
         var status = stat()
         return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
     }
 
-    /// Sleeps the calling thread (admin and writer threads only, never a loop).
+    /// Sleeps the calling thread (writer, resolver and signal threads only, never a loop).
     public static func sleep(milliseconds: Int) {
         var request = timespec(tv_sec: milliseconds / 1000, tv_nsec: (milliseconds % 1000) * 1_000_000)
         var remaining = timespec()
