@@ -12,10 +12,42 @@ enum WriterSyscall {
         return fd
     }
 
-    /// Is `fd` a regular file (where a write never waits for a reader)?
-    static func isRegularFile(_ fd: Int32) -> Bool {
+    /// The write(2) the writer uses for records; a seam so tests can make a sink fail partway.
+    typealias WriteFunction = @Sendable (_ fd: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int
+
+    /// write(2) itself.
+    static let systemWrite: WriteFunction = { fd, bytes, count in Glibc.write(fd, bytes, count) }
+
+    /// fstat(2): the file's identity, link count and size and whether it is a regular file; nil
+    /// on failure.
+    static func status(fd: Int32) -> (identity: FileIdentity, links: UInt64, size: Int64, regular: Bool)? {
         var info = stat()
-        return fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        guard fstat(fd, &info) == 0 else { return nil }
+        return (FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)), UInt64(info.st_nlink),
+                Int64(info.st_size), (info.st_mode & S_IFMT) == S_IFREG)
+    }
+
+    /// stat(2) of `path`: its identity, or nil with errno set.
+    static func identity(path: String) -> FileIdentity? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
+    /// True when the regular file open as `fd` (named `path`) is not empty and its last byte is
+    /// not a newline: a run that ended mid-write (a full disk, a crash) left a partial record,
+    /// and the next record must not be glued to it. Reads through a separate read-only open of
+    /// `path` (the sink is write-only), checked to be the same file; false when it cannot tell.
+    static func endsInsideALine(fd: Int32, path: String) -> Bool {
+        guard let own = status(fd: fd), own.regular, own.size > 0 else { return false }
+        let reader = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
+        guard reader >= 0 else { return false }
+        defer { close(reader) }
+        guard let theirs = status(fd: reader), theirs.identity == own.identity else { return false }
+        var last: UInt8 = 0
+        var count: Int
+        repeat { count = pread(reader, &last, 1, off_t(own.size - 1)) } while count < 0 && errno == EINTR
+        return count == 1 && last != UInt8(ascii: "\n")
     }
 
     /// True if a write to `fd` would not block now (or the fd is in error, which the write reports).
@@ -62,22 +94,55 @@ struct SinkState {
     /// When to retry after an error; nil when the sink is healthy.
     var retryAt: Int64?
 
+    // MARK: Regular files only (issue 12, item 13)
+
+    /// The file ends inside a line (found on open, or a fragment that could not be cut): a `\n`
+    /// goes out before the next record, so no record is ever glued to a fragment.
+    var lineBreakPending = false
+    /// The open file's identity, compared with the path's at most once per check interval.
+    var identity: FileIdentity?
+    var lastIdentityCheck: Int64 = 0
+    /// When the path was first seen gone while the open file still had a name (``LogFileFate/movedAway``).
+    var movedAwaySince: Int64?
+    /// Records written since the last identity check: the most a deletion can have lost.
+    var recordsSinceCheck = 0
+    /// Partial records cut from the file (or left as a fragment) since the last warning about it.
+    var partialRecords = 0
+    var partialBytes = 0
+    var lastPartialWarning: Int64 = Int64.min / 2
+
     var ownsFD: Bool { if case .file = sink { true } else { false } }
+
+    var path: String? { if case .file(let path) = sink { path } else { nil } }
 
     init(sink: CompletionSink, fd: Int32) {
         self.sink = sink
         self.fd = fd
-        classify()
+        classify(now: WriterClock.milliseconds())
     }
 
-    mutating func classify() {
+    /// Takes stock of a freshly opened descriptor: its kind, its identity, and whether it ends
+    /// inside a line (warned here, once per open; the `\n` is written before the next record).
+    mutating func classify(now: Int64) {
         guard fd >= 0 else { return }
-        regularFile = WriterSyscall.isRegularFile(fd)
+        let status = WriterSyscall.status(fd: fd)
+        regularFile = status?.regular ?? false
         boundedWrites = !regularFile
+        identity = regularFile ? status?.identity : nil
+        lastIdentityCheck = now
+        movedAwaySince = nil
+        recordsSinceCheck = 0
+        lineBreakPending = false
+        if regularFile, let path, WriterSyscall.endsInsideALine(fd: fd, path: path) {
+            lineBreakPending = true
+            OpLog.warn("completion log file does not end with a newline (a partial record from an earlier run); "
+                       + "starting on a new line", ["sink": .string(sink.name)])
+        }
     }
 }
 
-/// File sinks: opening, reopening and syncing, on the writer thread.
+/// File sinks: opening, reopening, following the path, cutting partial records and syncing, on
+/// the writer thread.
 extension WriterLoop {
     // MARK: Files
 
@@ -86,30 +151,37 @@ extension WriterLoop {
     /// rotated file loses nothing) and is retried.
     func reopenFiles(_ now: Int64) {
         var allReopened = true
-        for index in sinks.indices {
-            guard case .file(let path) = sinks[index].sink else { continue }
-            let fd = WriterSyscall.openForAppend(path)
-            guard fd >= 0 else {
-                sinks[index].lastError = errno
-                sinks[index].failures += 1
-                warn(sink: index, now: now, message: "completion log reopen failed")
-                allReopened = false
-                continue
-            }
-            let old = sinks[index].fd
-            if old >= 0 {
-                if options.fsyncIntervalMilliseconds > 0 && sinks[index].unsynced && sinks[index].regularFile { _ = fsync(old) }
-                close(old)
-            }
-            sinks[index].fd = fd
-            sinks[index].unsynced = false
-            sinks[index].lastSync = now
-            sinks[index].retryAt = nil
-            sinks[index].blockedSince = nil
-            sinks[index].classify()
+        for index in sinks.indices where sinks[index].ownsFD {
+            if !reopen(sink: index, now: now, failure: "completion log reopen failed") { allReopened = false }
         }
         reopenPending = !allReopened
         nextReopenAttempt = now + Int64(options.retryIntervalMilliseconds)
+    }
+
+    /// Opens `sink`'s path again and swaps the descriptor; returns false (old descriptor kept,
+    /// warning `failure`) when the open fails.
+    @discardableResult
+    func reopen(sink index: Int, now: Int64, failure: String) -> Bool {
+        guard let path = sinks[index].path else { return true }
+        let fd = WriterSyscall.openForAppend(path)
+        guard fd >= 0 else {
+            sinks[index].lastError = errno
+            sinks[index].failures += 1
+            warn(sink: index, now: now, message: failure)
+            return false
+        }
+        let old = sinks[index].fd
+        if old >= 0 {
+            if options.fsyncIntervalMilliseconds > 0 && sinks[index].unsynced && sinks[index].regularFile { _ = fsync(old) }
+            close(old)
+        }
+        sinks[index].fd = fd
+        sinks[index].unsynced = false
+        sinks[index].lastSync = now
+        sinks[index].retryAt = nil
+        sinks[index].blockedSince = nil
+        sinks[index].classify(now: now)
+        return true
     }
 
     /// Opens file sinks that have no descriptor yet (a FIFO without a reader at start-up, or a
@@ -122,13 +194,113 @@ extension WriterLoop {
                 sinks[index].fd = fd
                 sinks[index].retryAt = nil
                 sinks[index].failures = 0
-                sinks[index].classify()
+                sinks[index].classify(now: now)
             } else {
                 sinks[index].lastError = errno
                 sinks[index].failures += 1
                 sinks[index].retryAt = now + Int64(options.retryIntervalMilliseconds)
                 warn(sink: index, now: now, message: "completion log sink cannot be opened")
             }
+        }
+    }
+
+    /// Follows each regular file sink's path, as `tail -F` does: at most once per
+    /// ``CompletionWriterOptions/fileCheckIntervalMilliseconds``, compares the path's identity
+    /// with the open file's, and reopens the path when the file was deleted or replaced (at once)
+    /// or moved away and not replaced (after ``CompletionWriterOptions/movedAwayGraceMilliseconds``).
+    /// Acts only at a record boundary, so a record is never split between two files.
+    func followFilePaths(_ now: Int64) {
+        let interval = Int64(options.fileCheckIntervalMilliseconds)
+        guard interval > 0 else { return }
+        for index in sinks.indices {
+            guard let path = sinks[index].path, sinks[index].fd >= 0, sinks[index].regularFile,
+                  let identity = sinks[index].identity, now - sinks[index].lastIdentityCheck >= interval,
+                  atRecordBoundary(sink: index) else { continue }
+            sinks[index].lastIdentityCheck = now
+            let links = WriterSyscall.status(fd: sinks[index].fd)?.links ?? 1
+            let current = WriterSyscall.identity(path: path)
+            let missing = current == nil && (errno == ENOENT || errno == ENOTDIR)
+            let fate = LogFileFate.classify(open: identity, openLinks: links, path: current, pathMissing: missing)
+            let records = sinks[index].recordsSinceCheck
+            sinks[index].recordsSinceCheck = 0
+            switch fate {
+            case .same, .unknown:
+                sinks[index].movedAwaySince = nil
+                continue
+            case .movedAway:
+                let since = sinks[index].movedAwaySince ?? now
+                sinks[index].movedAwaySince = since
+                guard now - since >= Int64(options.movedAwayGraceMilliseconds) else { continue }
+            case .deleted, .replaced:
+                break
+            }
+            let what: String = switch fate {
+            case .deleted: "deleted"
+            case .replaced: "replaced"
+            default: "moved away and not replaced"
+            }
+            guard reopen(sink: index, now: now, failure: "completion log file \(what), and reopening its path failed") else { continue }
+            // A deleted file took with it what was written since the last look (at most `records`:
+            // the deletion happened somewhere in that interval).
+            OpLog.warn("completion log file \(what); reopened its path",
+                       ["sink": .string(sinks[index].sink.name), "fate": .string(what),
+                        "records_since_last_check": .int(records), "records_lost_at_most": .int(fate == .deleted ? records : 0)])
+        }
+    }
+
+    /// True when sink `index` has written no byte of an unfinished record of the batch.
+    func atRecordBoundary(sink index: Int) -> Bool {
+        let written = sinks[index].written
+        return batchCount == 0 || written == 0 || written >= batch.count || batch[written - 1] == UInt8(ascii: "\n")
+    }
+
+    /// After a write to a regular file failed partway through a record (ENOSPC, EIO, EFBIG),
+    /// cuts the file back to the end of the last whole record and rewinds the batch to it, so the
+    /// file never ends inside a record; the record is written whole on a later retry. When the
+    /// fragment cannot be cut (truncation failed, or another process appended after it), it is
+    /// left on a line of its own: the next record starts after a `\n`.
+    func cutPartialRecord(sink index: Int, now: Int64) {
+        let written = sinks[index].written
+        let boundary = batch.withUnsafeBytes { RecordBoundary.lastEnd(in: $0, before: written) }
+        let partial = written - boundary
+        guard sinks[index].regularFile, partial > 0 else { return }
+        let fd = sinks[index].fd
+        let offset = Int64(lseek(fd, 0, SEEK_CUR))
+        let size = WriterSyscall.status(fd: fd)?.size ?? -1
+        var cut = false
+        if let length = RecordBoundary.truncationLength(partialBytes: partial, offset: offset, fileSize: size) {
+            var result: Int32
+            repeat { result = ftruncate(fd, off_t(length)) } while result < 0 && errno == EINTR
+            cut = result == 0
+        }
+        if !cut { sinks[index].lineBreakPending = true }
+        sinks[index].written = boundary
+        sinks[index].partialRecords += 1
+        sinks[index].partialBytes += partial
+        guard now - sinks[index].lastPartialWarning >= Int64(options.warningIntervalMilliseconds) else { return }
+        OpLog.warn(cut ? "completion log write failed mid-record; the partial record was cut from the file and will be retried whole"
+                       : "completion log write failed mid-record and the fragment could not be cut; the record will be retried on a new line",
+                   ["sink": .string(sinks[index].sink.name), "error": .string(WriterSyscall.errorText(sinks[index].lastError)),
+                    "partial_records": .int(sinks[index].partialRecords), "partial_bytes": .int(sinks[index].partialBytes)])
+        sinks[index].lastPartialWarning = now
+        sinks[index].partialRecords = 0
+        sinks[index].partialBytes = 0
+    }
+
+    /// Writes the `\n` a file ending inside a line needs before the next record. Returns 0 when
+    /// done (or not needed), else the errno of the failed write.
+    func writeLineBreakIfPending(sink index: Int) -> Int32 {
+        guard sinks[index].lineBreakPending else { return 0 }
+        var newline = UInt8(ascii: "\n")
+        while true {
+            let result = options.writeFunction(sinks[index].fd, &newline, 1)
+            if result == 1 {
+                sinks[index].lineBreakPending = false
+                sinks[index].unsynced = true
+                return 0
+            }
+            let code = result < 0 ? errno : ENOSPC
+            if code != EINTR { return code }
         }
     }
 

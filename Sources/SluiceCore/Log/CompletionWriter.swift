@@ -40,15 +40,27 @@ public struct CompletionWriterOptions: Sendable {
     public var retryIntervalMilliseconds: Int
     /// Least time between two warnings of the same kind on stderr.
     public var warningIntervalMilliseconds: Int
+    /// How often a file sink's path is compared with the open file (`tail -F`), so a deleted or
+    /// replaced log is noticed and reopened; 0 never. A stat and an fstat per file per check.
+    public var fileCheckIntervalMilliseconds: Int
+    /// How long a file moved away and not replaced keeps receiving records (they are in the moved
+    /// file, nothing is lost) before its path is created again; long enough for a rotator to
+    /// create the new file itself and send SIGHUP.
+    public var movedAwayGraceMilliseconds: Int
+    /// The write(2) used for records; tests inject one that fails partway.
+    var writeFunction: WriterSyscall.WriteFunction = WriterSyscall.systemWrite
 
     public init(fsyncIntervalMilliseconds: Int = 1000, wakeIntervalMilliseconds: Int = 20, batchRecords: Int = 1024,
-                batchBytes: Int = 1 << 20, retryIntervalMilliseconds: Int = 200, warningIntervalMilliseconds: Int = 10_000) {
+                batchBytes: Int = 1 << 20, retryIntervalMilliseconds: Int = 200, warningIntervalMilliseconds: Int = 10_000,
+                fileCheckIntervalMilliseconds: Int = 1000, movedAwayGraceMilliseconds: Int = 5000) {
         self.fsyncIntervalMilliseconds = fsyncIntervalMilliseconds
         self.wakeIntervalMilliseconds = wakeIntervalMilliseconds
         self.batchRecords = batchRecords
         self.batchBytes = batchBytes
         self.retryIntervalMilliseconds = retryIntervalMilliseconds
         self.warningIntervalMilliseconds = warningIntervalMilliseconds
+        self.fileCheckIntervalMilliseconds = fileCheckIntervalMilliseconds
+        self.movedAwayGraceMilliseconds = movedAwayGraceMilliseconds
     }
 }
 
@@ -68,7 +80,10 @@ public struct CompletionLogError: Error, CustomStringConvertible, Sendable {
 /// ``CompletionQueue/writtenCount`` once every sink has all of it. A sink that fails
 /// (ENOSPC, EPIPE, EIO) or stops taking bytes (a full pipe, a FIFO nobody reads) holds the batch
 /// back and is retried; the loops are unaffected, since they only ever touch their ring: the
-/// records pile up there and are then dropped and counted. Failures and drops are reported on
+/// records pile up there and are then dropped and counted. A file never keeps a partial record:
+/// one cut short by a failed write is truncated away and retried whole, a file found ending
+/// inside a line gets a `\n` first, and a log file deleted or replaced under the writer is
+/// noticed within ``CompletionWriterOptions/fileCheckIntervalMilliseconds`` and reopened. Failures and drops are reported on
 /// stderr through ``OpLog``, each kind at most once per ``CompletionWriterOptions/warningIntervalMilliseconds``.
 ///
 /// Lifecycle: `init` (opens the sinks, may throw) → ``start()`` → any number of ``reopen()`` →

@@ -53,6 +53,7 @@ final class WriterLoop {
             // Between batches only: a batch is never split across the old and the new file.
             if reopenPending && batchCount == 0 && now >= nextReopenAttempt { reopenFiles(now) }
             reopenMissingFiles(now)
+            followFilePaths(now)
 
             var drainedFull = false
             if batchCount == 0 {
@@ -119,9 +120,11 @@ final class WriterLoop {
         let total = batch.count
         var written = sinks[index].written
         var progress = Progress.done
-        var failure: Int32 = 0
+        var failure = writeLineBreakIfPending(sink: index)
+        if failure != 0 { progress = .failed }
+        let writeBytes = options.writeFunction
         batch.withUnsafeBytes { bytes in
-            while written < total {
+            while written < total && failure == 0 {
                 var length = total - written
                 if bounded {
                     guard WriterSyscall.writable(fd) else {
@@ -130,7 +133,7 @@ final class WriterLoop {
                     }
                     length = WriterSyscall.pipeChunkLength(bytes, from: written, upTo: length)
                 }
-                let result = Glibc.write(fd, bytes.baseAddress! + written, length)
+                let result = writeBytes(fd, bytes.baseAddress! + written, length)
                 if result > 0 {
                     written += result
                     continue
@@ -146,7 +149,11 @@ final class WriterLoop {
                 return
             }
         }
-        if written > sinks[index].written { sinks[index].unsynced = true }
+        if written > sinks[index].written {
+            sinks[index].unsynced = true
+            let from = sinks[index].written
+            sinks[index].recordsSinceCheck += batch.withUnsafeBytes { RecordBoundary.count(in: $0, from: from, to: written) }
+        }
         sinks[index].written = written
         switch progress {
         case .done:
@@ -164,6 +171,7 @@ final class WriterLoop {
         case .failed:
             sinks[index].lastError = failure
             sinks[index].failures += 1
+            cutPartialRecord(sink: index, now: now)
             sinks[index].retryAt = now + Int64(options.retryIntervalMilliseconds)
             warn(sink: index, now: now, message: "completion log sink write failed")
         }
