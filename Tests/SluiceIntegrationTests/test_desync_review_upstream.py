@@ -1,0 +1,250 @@
+"""Issue 12's upstream-side and lifecycle items, over raw sockets against the real binary with an origin that
+records the exact bytes it parses (the request-side desync items are in test_desync_review.py).
+
+- Item 7: 1xx heads that do not fit the client queue are never cut or glued to the next head.
+- Item 9: only idempotent methods are replayed when a pooled connection closes without answering.
+- Item 12: SIGTERM right after many clients sent their requests: every accepted request is answered (200, or 503
+  with `Connection: close`) and logged once; no client sees an empty EOF.
+- X-Request-Id: an upstream's own X-Request-Id reaches the client unchanged; the record logs both ids.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from origin import respond
+from rawhttp import RawConn, request_bytes
+from sluice_proc import read_jsonl, wait_records
+
+
+def logged_proxy(stack, origin, **kw):
+    """sluice in front of `origin` with a completion log file; returns (sluice, log path)."""
+    log = stack.tmp_path / f"completions{stack._n}.jsonl"
+    sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})],
+                            log={"file": str(log), "stdout": "off"}, **kw)
+    return sl, log
+
+
+# -- item 7: 1xx heads larger than the client queue -------------------------------------------------------
+
+HINTS = 10
+LINKS_PER_HINT = 3
+
+
+def hint_head(i: int) -> bytes:
+    """A 103 of about 12 KiB: three Link fields of 4 KiB, each naming its head and field."""
+    links = b"".join(b"Link: </assets/h%02d-l%d-%s.css>; rel=preload; as=style\r\n" % (i, j, b"x" * 4000)
+                     for j in range(LINKS_PER_HINT))
+    return b"HTTP/1.1 103 Early Hints\r\n" + links + b"\r\n"
+
+
+def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
+    """Item 7: ten 103 heads of 12 KiB each (each under the 64 KiB head limit, together more than the client
+    queue), then a 200, to a client that reads nothing at first. A head that did not fit used to be written in
+    part (`_ = writeResponseHead`) and the next one glued to it. Every 103 the client gets is whole and exactly as
+    sent, then the 200 and its body; or the exchange is aborted (closed without a final response) with only whole
+    heads before the end."""
+    final = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nfinal body!"
+
+    def handler(conn, req):
+        for i in range(HINTS):
+            conn.send(hint_head(i))
+        conn.send(final)
+
+    origin = stack.origin(handler)
+    sl = stack.proxy(origin)
+    with RawConn(sl.port, rcvbuf=4096, timeout=10) as c:
+        c.send(request_bytes("GET", "/hints"))
+        # Read nothing until the origin's writes stop making progress (or it has sent everything): by then
+        # sluice's client queue holds what it could not write.
+        origin.wait_for(lambda: origin.connections, 5, "the upstream connection")
+        up = origin.connections[0]
+        total = sum(len(hint_head(i)) for i in range(HINTS)) + len(final)
+        last, since = -1, time.monotonic()
+        deadline = time.monotonic() + 5
+        while up.bytes_sent < total and time.monotonic() < deadline:
+            if up.bytes_sent != last:
+                last, since = up.bytes_sent, time.monotonic()
+            elif time.monotonic() - since > 0.3:
+                break
+            time.sleep(0.02)
+        heads = []
+        while True:
+            try:
+                r = c.read_head(timeout=10)
+            except ConnectionError:
+                # Aborted: allowed, as long as what came before the close was whole heads (a write cut by the
+                # close may leave a prefix of the next head, never another head's bytes).
+                rest = bytes(c.buf)
+                want = hint_head(len(heads)) if len(heads) < HINTS else final
+                assert want.startswith(rest), f"bytes after head {len(heads)} are not a prefix of it: {rest[:200]!r}"
+                return
+            if r.status == 103:
+                i = len(heads)
+                assert i < HINTS, f"more 103 heads than the origin sent: {r.head_raw[:200]!r}"
+                assert r.head_raw == hint_head(i), \
+                    f"103 head {i} differs from what the origin sent (cut or glued): {r.head_raw[:120]!r}...{r.head_raw[-120:]!r}"
+                heads.append(r)
+                continue
+            break
+        assert r.status == 200, r.status_line
+        c.buf[:0] = r.head_raw
+        fr = c.read_response(timeout=10)
+        assert fr.body == b"final body!" and fr.complete
+        assert len(heads) == HINTS, f"{len(heads)} of {HINTS} 103 heads arrived before the final response"
+
+
+# -- item 9: replay only idempotent methods ----------------------------------------------------------------
+
+def _closes_on_reuse(conn, req):
+    """Answers the first request of each connection (keep-alive); a second request on the same connection is read
+    and the connection closed without an answer (as test_upstream_faults.py)."""
+    if len(conn.requests) > 1:
+        conn.close()
+        return False
+    if req.method == "HEAD":
+        conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+    else:
+        respond(conn, 200, b"answer to " + req.target.encode() + b" " + req.body)
+
+
+@pytest.mark.parametrize("method,replayed", [
+    ("POST", False), ("PATCH", False),
+    ("GET", True), ("HEAD", True), ("PUT", True), ("DELETE", True), ("OPTIONS", True),
+])
+def test_replay_only_idempotent_methods(stack, method, replayed):
+    """Item 9: a pooled connection that closes without answering. A bodyless request of an idempotent method
+    (RFC 9110 §9.2.2) is replayed once on a new connection; `POST` / `PATCH` with `Content-Length: 0` used to be
+    replayed too, so the origin ran them twice: now 502, and the origin saw them once."""
+    origin = stack.origin(_closes_on_reuse)
+    sl, log = logged_proxy(stack, origin)
+    headers = [("Content-Length", "0")] if method in ("POST", "PATCH", "PUT") else []
+    with RawConn(sl.port) as c:
+        c.send(request_bytes("GET", "/one"))
+        assert c.read_response().status == 200
+        c.send(request_bytes(method, "/two", headers))
+        r = c.read_response(method, timeout=10)
+    seen = [(h.conn_id, h.method, h.target) for h in origin.heads]
+    if replayed:
+        assert r.status == 200, f"{r.status_line} {r.body[:200]!r}"
+        assert seen == [(0, "GET", "/one"), (0, method, "/two"), (1, method, "/two")], seen
+    else:
+        assert r.status == 502 and r.json()["error"]["type"] == "upstream_bad_response", \
+            f"{method} with Content-Length: 0 was not refused: {r.status_line}; origin saw {seen}"
+        assert seen == [(0, "GET", "/one"), (0, method, "/two")], f"{method} replayed: {seen}"
+    recs = wait_records(log, 2)
+    assert [(x["path"], x["status"]) for x in recs] == [("/one", 200), ("/two", 200 if replayed else 502)], recs
+
+
+# -- item 12: drain with requests already sent ---------------------------------------------------------------
+
+def _slow_echo(conn, req):
+    conn.sleep(0.2)
+    respond(conn, 200, b"answer to " + req.target.encode())
+
+
+def _drain_round(stack, origin, rnd: int, clients: int) -> list[str]:
+    """`clients` connections each send a whole GET, then SIGTERM at once; returns what went wrong."""
+    log = stack.tmp_path / f"drain{rnd}.jsonl"
+    sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})], workers=2,
+                            log={"file": str(log), "stdout": "off"})
+    conns = []
+    for i in range(clients):
+        c = RawConn(sl.port, timeout=10)
+        c.send(request_bytes("GET", f"/d{rnd}/{i}", [("X-Request-Id", f"drain-{rnd}-{i}")]))
+        conns.append(c)
+    os.kill(sl.pid, signal.SIGTERM)
+    problems, answered = [], []
+    deadline = time.monotonic() + 15
+    for i, c in enumerate(conns):
+        try:
+            r = c.read_response(timeout=max(0.01, deadline - time.monotonic()))
+        except ConnectionError:
+            if c.ended == "reset" and not c.buf:
+                continue  # not accepted before the listeners closed: the client knows it was not served
+            problems.append(f"client {i}: {'empty EOF' if not c.buf else 'cut response'} "
+                            f"({c.ended}, {len(c.buf)} bytes)")
+            continue
+        except TimeoutError:
+            problems.append(f"client {i}: left open without an answer")
+            continue
+        finally:
+            c.close()
+        if not r.complete:
+            problems.append(f"client {i}: {r.status} body cut")
+        elif r.status == 200 and r.body == f"answer to /d{rnd}/{i}".encode():
+            answered.append(i)
+        elif r.status == 503 and "close" in (r.header("connection") or "").lower():
+            answered.append(i)
+        else:
+            problems.append(f"client {i}: {r.status_line} {r.header('connection')} {r.body[:80]!r}")
+    code = sl.wait_exit(20)
+    if code is None:
+        problems.append("sluice still running 20 s after SIGTERM")
+    recs = read_jsonl(log)
+    ids = [x["request_id"] for x in recs]
+    for i in answered:
+        n = ids.count(f"drain-{rnd}-{i}")
+        if n != 1:
+            problems.append(f"client {i}: answered but {n} completion records")
+    return problems
+
+
+def test_drain_answers_requests_already_sent(stack):
+    """Item 12: 50 clients each send a whole GET, then SIGTERM at once (the origin answers after 200 ms). Drain
+    used to close a just-accepted connection whose request had arrived but was not read yet: an empty EOF and no
+    record. Every client gets a complete answer (200, or 503 with Connection: close) or a reset (never accepted),
+    and each answered client has exactly one completion record. The race depends on timing: several rounds."""
+    origin = stack.origin(_slow_echo)
+    for rnd in range(4):
+        problems = _drain_round(stack, origin, rnd, 50)
+        assert not problems, f"round {rnd}: " + "; ".join(problems[:10]) + f" ({len(problems)} problems)"
+
+
+# -- X-Request-Id from the upstream ----------------------------------------------------------------------------
+
+def _rid_handler(conn, req):
+    """Answers with the X-Request-Id the test asks for in X-Reply-Id: `none`, `echo` (the one received), or a value."""
+    want = req.header("x-reply-id")
+    headers = [] if want == "none" else [("X-Request-Id", req.header("x-request-id") if want == "echo" else want)]
+    respond(conn, 200, b"ok", headers)
+
+
+@pytest.mark.parametrize("client_id", ["client-rid-7", None], ids=["client-id", "minted-id"])
+def test_upstream_request_id_passes_through_and_both_are_logged(stack, client_id):
+    """An upstream's own `X-Request-Id` used to be replaced by sluice's. The client gets exactly the upstream's
+    value; the record's request_id is the id sluice forwarded (the client's, or the one it minted) and its
+    upstream_request_id the upstream's."""
+    origin = stack.origin(_rid_handler)
+    sl, log = logged_proxy(stack, origin)
+    headers = [("X-Reply-Id", "upstream-abc-123")] + ([("X-Request-Id", client_id)] if client_id else [])
+    with RawConn(sl.port) as c:
+        c.send(request_bytes("GET", "/rid", headers))
+        r = c.read_response()
+    sent = origin.requests[0].values("x-request-id")
+    assert len(sent) == 1 and (client_id is None or sent == [client_id]), sent
+    assert r.values("x-request-id") == ["upstream-abc-123"], f"client got X-Request-Id {r.values('x-request-id')}"
+    rec = wait_records(log, 1)[0]
+    assert rec["request_id"] == sent[0], rec
+    assert rec.get("upstream_request_id") == "upstream-abc-123", rec
+
+
+@pytest.mark.parametrize("reply", ["none", "echo"])
+def test_request_id_when_upstream_has_none_or_echoes_it(stack, reply):
+    """The X-Request-Id guard: a response without one gets the id sluice forwarded upstream; an upstream that
+    echoes that id gives exactly one field, and the record has no separate upstream_request_id (absent or null)."""
+    origin = stack.origin(_rid_handler)
+    sl, log = logged_proxy(stack, origin)
+    with RawConn(sl.port) as c:
+        c.send(request_bytes("GET", "/rid", [("X-Reply-Id", reply)]))
+        r = c.read_response()
+    sent = origin.requests[0].values("x-request-id")
+    assert len(sent) == 1 and sent[0].strip(), sent
+    assert r.values("x-request-id") == sent, f"client got {r.values('x-request-id')}, upstream was sent {sent}"
+    rec = wait_records(log, 1)[0]
+    assert rec["request_id"] == sent[0], rec
+    assert rec.get("upstream_request_id") is None, rec
