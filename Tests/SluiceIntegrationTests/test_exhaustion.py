@@ -5,10 +5,12 @@ from __future__ import annotations
 import select
 import shutil
 import socket
+import threading
 import time
 
 import pytest
 
+from origin import respond
 from rawhttp import RawConn, get, request_bytes
 from sluice_proc import wait_records, write_routes_config
 
@@ -44,7 +46,15 @@ def test_slowloris_head_is_cut_at_the_header_timeout(stack):
 
 
 def test_max_connections_answers_503_at_once_and_recovers(stack):
-    origin = stack.origin()
+    # The held connections are mid-exchange: an idle one would be closed to make room instead (test_admission.py).
+    release = threading.Event()
+
+    def handler(conn, req):
+        if req.target.startswith("/held/") and req.target != "/held/again":
+            release.wait(10)
+        respond(conn, 200, req.target.encode())
+
+    origin = stack.origin(handler)
     log = stack.tmp_path / "completions.jsonl"
     sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})], workers=2,
                             limits={"max_connections": 3}, log={"file": str(log)}, admin="127.0.0.1:0")
@@ -52,7 +62,7 @@ def test_max_connections_answers_503_at_once_and_recovers(stack):
     try:
         for i, c in enumerate(held):
             c.send(request_bytes("GET", f"/held/{i}"))
-            assert c.read_response().status == 200  # kept alive: each still counts
+        origin.wait_for(lambda: len(origin.heads) == 3, 5, "the three held requests at the origin")
         started = time.monotonic()
         with RawConn(sl.port) as extra:
             extra.send(request_bytes("GET", "/extra"))
@@ -64,6 +74,9 @@ def test_max_connections_answers_503_at_once_and_recovers(stack):
             assert extra.closed_within(3), "the refused connection stayed open"
         assert took < 0.5, f"the 503 took {took:.2f} s"
         assert "/extra" not in [h.target for h in origin.heads]
+        release.set()
+        for c in held:
+            assert c.read_response().status == 200  # kept alive: each still counts
         # A held connection is still served, and closing one makes room for a new one.
         held[0].send(request_bytes("GET", "/held/again"))
         assert held[0].read_response().status == 200
@@ -76,6 +89,7 @@ def test_max_connections_answers_503_at_once_and_recovers(stack):
             assert time.monotonic() < deadline, "no room after a connection closed"
             time.sleep(0.05)
     finally:
+        release.set()
         for c in held:
             c.close()
     records = wait_records(log, 6)

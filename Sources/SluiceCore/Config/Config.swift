@@ -261,8 +261,10 @@ public struct Limits: Sendable, Equatable {
     public var highWatermark = 65_536
     /// Bytes queued at which reading resumes; strictly below ``highWatermark`` (hysteresis).
     public var lowWatermark = 32_768
-    /// Open client connections (all workers) at which a new one is answered 503 and closed; 0 = no limit.
-    public var maxConnections = 0
+    /// Open client connections (all workers) at which a new one first closes the oldest idle one, or is answered
+    /// 503 and closed when none is idle; 0 = no limit; nil (`auto`, the default) = derived from the open-file
+    /// limit by ``ConnectionLimit/defaultMaxConnections(openFileLimit:workers:listeners:pooledPerWorker:)``.
+    public var maxConnections: Int?
 
     /// Largest `max_connections`: far above what any fd limit allows.
     public static let maximumConnections = 10_000_000

@@ -417,6 +417,11 @@ struct ConfigParser {
     private mutating func limit(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         if name == ConfigLimitKey.maxConnections.rawValue {
             let text = try single(values, for: name, expected: "N", usage: "max_connections 10000", line: line)
+            // `auto` states the default: derived from the open-file limit at start-up and on each reload.
+            guard text != "auto" else {
+                draft.limits.maxConnections = nil
+                return
+            }
             draft.limits.maxConnections = try value(line) { () throws(ConfigValueError) in
                 try ConfigValues.integer(text, in: 0...Limits.maximumConnections, what: name)
             }

@@ -62,7 +62,8 @@ struct MetricsLayout: Sendable {
     static let overloadRefusals = 8
     static let upstreamReplays = 9
     static let upstreamConnectRetries = 10
-    static let scalarCount = 11
+    static let idleEvictions = 11
+    static let scalarCount = 12
 
     let routeCount: Int
     let ruleCount: Int
@@ -173,6 +174,9 @@ public final class LoopMetrics: Sendable {
 
     /// Counts a connection answered 503 because `max_connections` were open.
     public func countOverloadRefusal() { cells.add(MetricsLayout.overloadRefusals, 1) }
+
+    /// Counts an idle client connection closed to make room for a new one at `max_connections`.
+    public func countIdleEviction() { cells.add(MetricsLayout.idleEvictions, 1) }
 
     /// Counts a request sent again on a fresh connection because the pooled one it met had been closed.
     public func countUpstreamReplay() { cells.add(MetricsLayout.upstreamReplays, 1) }

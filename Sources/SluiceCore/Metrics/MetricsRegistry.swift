@@ -138,6 +138,9 @@ public final class MetricsRegistry: Sendable {
         out.family("sluice_connections_refused_total", type: "counter",
                    help: "Client connections answered 503 because max_connections were open.")
         out.sample("sluice_connections_refused_total", value: totals[MetricsLayout.overloadRefusals])
+        out.family("sluice_connections_evicted_total", type: "counter",
+                   help: "Idle client connections closed to make room for a new one because max_connections were open.")
+        out.sample("sluice_connections_evicted_total", value: totals[MetricsLayout.idleEvictions])
         out.family("sluice_upstream_retries_total", type: "counter",
                    help: "Requests sent again before any response byte: on a fresh connection after a pooled one was found closed (replay), or to the next address after a connect failed (connect_failed).")
         out.sample("sluice_upstream_retries_total", labels: ["reason": "replay"], value: totals[MetricsLayout.upstreamReplays])

@@ -74,6 +74,8 @@ public final class ProxyLoop {
     /// Some listener is out of epoll after an accept failure.
     private var acceptPaused = false
     private(set) var sessionCount = 0
+    /// Client connections with no request under way, oldest first: at `max_connections` the oldest makes room.
+    private var idle = IdleConnections<ClientSession>()
 
     // MARK: any thread
     private let wakeup: WakeupFD
@@ -271,11 +273,56 @@ public final class ProxyLoop {
             sessionCount += 1
             metrics.addActiveConnections(1)
             scheduleTimer(session, at: now + Int64(settings.timeouts.clientHeader > 0 ? settings.timeouts.clientHeader : 60_000))
-            if !connections.admit(limit: settings.maxConnections) {
-                // Over max_connections: a 503 at once, then a lingering close (the refusal is not counted).
-                session.refuseOverCapacity(limit: settings.maxConnections)
+            let limit = settings.maxConnections
+            // At max_connections an idle connection makes room (the evicted one's slot is free before the second
+            // admit); only with none idle on this loop is the new one refused: a 503 at once, then a lingering
+            // close (the refusal is not counted). Another loop may take the freed slot first; then it is a 503.
+            if connections.admit(limit: limit) || (evictIdleConnection(limit: limit) && connections.admit(limit: limit)) {
+                idle.append(rawClient, session, now: now)
+            } else {
+                session.refuseOverCapacity(limit: limit)
             }
         }
+    }
+
+    /// Idle connections looked at per accept, at most: entries that went stale are dropped on the way, so the
+    /// cost per accept stays bounded however the list was left.
+    private static let evictionCandidatesPerAccept = 16
+
+    /// Closes this loop's oldest idle client connection to make room under `limit`; false when none is idle.
+    /// A connection with a request under way (head partly read, exchange, lingering) is never one: those left the
+    /// idle phase, and a listed one found out of it is only unlisted here. Bytes already waiting in its socket
+    /// (a request about to be read, or a TLS handshake going on) make a connection the newest instead.
+    private func evictIdleConnection(limit: Int) -> Bool {
+        var looked = 0
+        while idle.oldest >= 0 && looked < ProxyLoop.evictionCandidatesPerAccept {
+            looked += 1
+            let fd = idle.oldest
+            let since = idle.idleSince(fd) ?? now
+            guard let session = idle.element(fd) else { break }
+            idle.remove(fd)
+            guard session.phase == .idle else { continue }
+            if case .processed(1)? = try? Syscall.peekByte(fd) {
+                idle.append(fd, session, now: now)
+                continue
+            }
+            metrics.countIdleEviction()
+            OpLog.debug("idle connection closed to make room at max_connections",
+                        ["worker": .int(index), "max_connections": .int(limit), "idle_ms": .int(Int(now - since))])
+            session.close()
+            return true
+        }
+        return false
+    }
+
+    /// `session` finished an exchange and waits for the next request: it becomes the newest idle connection.
+    func sessionBecameIdle(_ session: ClientSession) {
+        idle.append(session.clientFD, session, now: now)
+    }
+
+    /// `session` read the first byte of a request: it is no longer idle.
+    func sessionLeftIdle(_ session: ClientSession) {
+        if idle.element(session.clientFD) === session { idle.remove(session.clientFD) }
     }
 
     /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
@@ -361,6 +408,7 @@ public final class ProxyLoop {
 
     func sessionClosed(_ session: ClientSession) {
         if !session.refusedOverCapacity { connections.release() }
+        if idle.element(session.clientFD) === session { idle.remove(session.clientFD) }
         timers.remove(session)
         table.unregister(session.clientFD)
         sessionCount -= 1

@@ -58,7 +58,7 @@ public final class ProxySettings: Sendable {
     public let serverTLS: TLSContext?
     /// Milliseconds a TLS client has to finish its handshake.
     public let handshakeTimeout: Int
-    /// Open client connections at which new ones get a 503; 0 = no limit.
+    /// Open client connections at which new ones make room by closing an idle one, or get a 503; 0 = no limit.
     public let maxConnections: Int
 
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
@@ -87,7 +87,8 @@ public final class ProxySettings: Sendable {
                                       authority: Array(Self.authority(upstream).utf8)))
         }
         serverTLS = contexts.server
-        maxConnections = config.limits.maxConnections
+        // Read after start-up raised the soft limit to the hard one (`ProxyServer.start`); a reload reads it again.
+        maxConnections = config.effectiveMaxConnections(openFileLimit: Syscall.openFileLimit())
         handshakeTimeout = config.tls?.handshakeTimeout ?? TLSServerConfig.defaultHandshakeTimeout
         self.upstreams = upstreams
         let routeSlots = metrics.routeSlots(for: config.routes.map(\.prefix))

@@ -249,6 +249,9 @@ sluice_backpressure_pauses_total 1
 # HELP sluice_connections_refused_total Client connections answered 503 because max_connections were open.
 # TYPE sluice_connections_refused_total counter
 sluice_connections_refused_total 0
+# HELP sluice_connections_evicted_total Idle client connections closed to make room for a new one because max_connections were open.
+# TYPE sluice_connections_evicted_total counter
+sluice_connections_evicted_total 0
 # HELP sluice_upstream_retries_total Requests sent again before any response byte: on a fresh connection after a pooled one was found closed (replay), or to the next address after a connect failed (connect_failed).
 # TYPE sluice_upstream_retries_total counter
 sluice_upstream_retries_total{reason="replay"} 0
