@@ -102,7 +102,12 @@ final class WriterLoop {
         }
         syncFiles(WriterClock.milliseconds(), force: true)
         if !flushed {
-            let left = batchCount + queue.pendingCount
+            // The batch's records that every sink already has are not lost; those some sink
+            // lacks are (a whole record each: a partial one was cut or finished).
+            let everywhere = batchCount == 0 ? 0 : batch.withUnsafeBytes { bytes in
+                sinks.map { RecordBoundary.count(in: bytes, from: 0, to: min($0.written, bytes.count)) }.min() ?? 0
+            }
+            let left = batchCount - everywhere + queue.pendingCount
             OpLog.warn("completion log not flushed at shutdown", ["unwritten_records": .int(left)])
         }
         for sink in sinks where sink.ownsFD && sink.fd >= 0 { close(sink.fd) }
