@@ -11,8 +11,11 @@ records the exact bytes it parses (the request-side desync items are in test_des
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +34,7 @@ def logged_proxy(stack, origin, **kw):
 
 # -- item 7: 1xx heads larger than the client queue -------------------------------------------------------
 
-HINTS = 10
+HINTS = 300
 LINKS_PER_HINT = 3
 
 
@@ -43,11 +46,12 @@ def hint_head(i: int) -> bytes:
 
 
 def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
-    """Item 7: ten 103 heads of 12 KiB each (each under the 64 KiB head limit, together more than the client
-    queue), then a 200, to a client that reads nothing at first. A head that did not fit used to be written in
-    part (`_ = writeResponseHead`) and the next one glued to it. Every 103 the client gets is whole and exactly as
-    sent, then the 200 and its body; or the exchange is aborted (closed without a final response) with only whole
-    heads before the end."""
+    """Item 7: 300 103 heads of 12 KiB each (each under the 64 KiB head limit; together 3.6 MB, more than the
+    loopback buffers towards a client with a 4 KiB receive buffer, about 2.8 MB, plus the client queue), then a
+    200, to a client that reads nothing for a second. A head that did not fit the queue used to be written in
+    part (`_ = writeResponseHead`) and the next head (here sluice's own 502) glued to it. Every 103 the client gets is whole and exactly as
+    sent, then the 200 and its body; or the exchange is aborted (closed without a final response, or sluice's own
+    whole 502) with only whole heads before the end."""
     final = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nfinal body!"
 
     def handler(conn, req):
@@ -59,8 +63,9 @@ def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
     sl = stack.proxy(origin)
     with RawConn(sl.port, rcvbuf=4096, timeout=10) as c:
         c.send(request_bytes("GET", "/hints"))
-        # Read nothing until the origin's writes stop making progress (or it has sent everything): by then
-        # sluice's client queue holds what it could not write.
+        # Read nothing until the origin's writes stop making progress (or it has sent everything), and then for
+        # one more second, the slow reader's delay: sluice works through what it buffered meanwhile (a debug build
+        # took 0.05-0.3 s to reach the point where the queue overflowed).
         origin.wait_for(lambda: origin.connections, 5, "the upstream connection")
         up = origin.connections[0]
         total = sum(len(hint_head(i)) for i in range(HINTS)) + len(final)
@@ -72,6 +77,7 @@ def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
             elif time.monotonic() - since > 0.3:
                 break
             time.sleep(0.02)
+        time.sleep(1.0)
         heads = []
         while True:
             try:
@@ -91,10 +97,14 @@ def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
                 heads.append(r)
                 continue
             break
-        assert r.status == 200, r.status_line
         c.buf[:0] = r.head_raw
         fr = c.read_response(timeout=10)
-        assert fr.body == b"final body!" and fr.complete
+        if fr.status == 502:
+            # Assumed acceptable: sluice gives up on the exchange with its own whole 502 after whole heads (a cap
+            # on interim heads or their queue); what this test guards against is a cut or glued head.
+            assert fr.json()["error"]["type"] == "upstream_bad_response" and fr.complete, fr.body[:200]
+            return
+        assert fr.status == 200 and fr.body == b"final body!" and fr.complete, f"{fr.status_line} {fr.body[:200]!r}"
         assert len(heads) == HINTS, f"{len(heads)} of {HINTS} 103 heads arrived before the final response"
 
 
@@ -142,39 +152,106 @@ def test_replay_only_idempotent_methods(stack, method, replayed):
 
 # -- item 12: drain with requests already sent ---------------------------------------------------------------
 
+#: LD_PRELOAD shim: appends the peer port of every connection sluice accepts to $ACCEPT_LOG_FILE, so the test
+#: knows which clients were accepted (a reset is only acceptable for one that never was).
+ACCEPT_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+static int logfd = -1;
+__attribute__((constructor)) static void init(void) {
+    const char *path = getenv("ACCEPT_LOG_FILE");
+    if (path) logfd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+}
+static void note(int fd) {
+    struct sockaddr_storage peer;
+    socklen_t length = sizeof peer;
+    if (fd < 0 || logfd < 0 || getpeername(fd, (struct sockaddr *)&peer, &length) != 0) return;
+    char line[16];
+    int n = snprintf(line, sizeof line, "%u\n", ntohs(((struct sockaddr_in *)&peer)->sin_port));
+    if (write(logfd, line, n) < 0) return;
+}
+int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags) {
+    static int (*real)(int, struct sockaddr *, socklen_t *, int);
+    if (!real) real = (int (*)(int, struct sockaddr *, socklen_t *, int))dlsym(RTLD_NEXT, "accept4");
+    int client = real(fd, address, length, flags);
+    note(client);
+    return client;
+}
+int accept(int fd, struct sockaddr *address, socklen_t *length) {
+    return accept4(fd, address, length, 0);
+}
+"""
+
+
+def _accept_shim(tmp_path) -> Path:
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+    assert cc, "no C compiler (gcc/cc/clang) to build the accept-logging shim"
+    src, out = tmp_path / "accept_log.c", tmp_path / "accept_log.so"
+    src.write_text(ACCEPT_SHIM)
+    r = subprocess.run([cc, "-shared", "-fPIC", "-O2", "-o", str(out), str(src), "-ldl"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"building the accept shim failed:\n{r.stderr}"
+    return out
+
+
 def _slow_echo(conn, req):
     conn.sleep(0.2)
     respond(conn, 200, b"answer to " + req.target.encode())
 
 
-def _drain_round(stack, origin, rnd: int, clients: int) -> list[str]:
-    """`clients` connections each send a whole GET, then SIGTERM at once; returns what went wrong."""
-    log = stack.tmp_path / f"drain{rnd}.jsonl"
+def _drain_round(stack, origin, shim: Path, rnd: int, clients: int, stopped: bool) -> list[str]:
+    """`clients` connections each send a whole GET, then SIGTERM at once; returns what went wrong. `stopped`:
+    sluice is SIGSTOPped while the clients connect and send, and continued right after the SIGTERM, so that it
+    accepts and drains in the same few loop turns (the race, made likely)."""
+    log, accepted_log = stack.tmp_path / f"drain{rnd}.jsonl", stack.tmp_path / f"accepted{rnd}"
     sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})], workers=2,
-                            log={"file": str(log), "stdout": "off"})
-    conns = []
-    for i in range(clients):
-        c = RawConn(sl.port, timeout=10)
-        c.send(request_bytes("GET", f"/d{rnd}/{i}", [("X-Request-Id", f"drain-{rnd}-{i}")]))
-        conns.append(c)
-    os.kill(sl.pid, signal.SIGTERM)
+                            log={"file": str(log), "stdout": "off"},
+                            sluice_kw={"env": dict(os.environ, LD_PRELOAD=str(shim), ACCEPT_LOG_FILE=str(accepted_log))})
+    if stopped:
+        os.kill(sl.pid, signal.SIGSTOP)
+    conns, ports = [], []
+    try:
+        for i in range(clients):
+            c = RawConn(sl.port, timeout=10)
+            conns.append(c)
+            ports.append(c.sock.getsockname()[1])
+            c.send(request_bytes("GET", f"/d{rnd}/{i}", [("X-Request-Id", f"drain-{rnd}-{i}")]))
+    finally:
+        os.kill(sl.pid, signal.SIGTERM)
+        if stopped:
+            os.kill(sl.pid, signal.SIGCONT)
     problems, answered = [], []
     deadline = time.monotonic() + 15
-    for i, c in enumerate(conns):
+    outcomes = []
+    for c in conns:
         try:
             r = c.read_response(timeout=max(0.01, deadline - time.monotonic()))
-        except ConnectionError:
-            if c.ended == "reset" and not c.buf:
-                continue  # not accepted before the listeners closed: the client knows it was not served
-            problems.append(f"client {i}: {'empty EOF' if not c.buf else 'cut response'} "
-                            f"({c.ended}, {len(c.buf)} bytes)")
-            continue
-        except TimeoutError:
-            problems.append(f"client {i}: left open without an answer")
-            continue
+            outcomes.append(r)
+        except (ConnectionError, TimeoutError) as e:
+            outcomes.append(e)
         finally:
             c.close()
-        if not r.complete:
+    code = sl.wait_exit(20)
+    if code is None:
+        problems.append("sluice still running 20 s after SIGTERM")
+    accepted = {int(x) for x in accepted_log.read_text().split()} if accepted_log.exists() else set()
+    for i, (c, port, r) in enumerate(zip(conns, ports, outcomes)):
+        if isinstance(r, TimeoutError):
+            problems.append(f"client {i}: left open without an answer")
+        elif isinstance(r, ConnectionError):
+            if c.buf:
+                problems.append(f"client {i}: cut response ({c.ended}, {len(c.buf)} bytes)")
+            elif c.ended != "reset":
+                problems.append(f"client {i}: empty EOF")
+            elif port in accepted:
+                problems.append(f"client {i}: accepted, request sent, then reset without an answer")
+        elif not r.complete:
             problems.append(f"client {i}: {r.status} body cut")
         elif r.status == 200 and r.body == f"answer to /d{rnd}/{i}".encode():
             answered.append(i)
@@ -182,11 +259,7 @@ def _drain_round(stack, origin, rnd: int, clients: int) -> list[str]:
             answered.append(i)
         else:
             problems.append(f"client {i}: {r.status_line} {r.header('connection')} {r.body[:80]!r}")
-    code = sl.wait_exit(20)
-    if code is None:
-        problems.append("sluice still running 20 s after SIGTERM")
-    recs = read_jsonl(log)
-    ids = [x["request_id"] for x in recs]
+    ids = [x["request_id"] for x in read_jsonl(log)]
     for i in answered:
         n = ids.count(f"drain-{rnd}-{i}")
         if n != 1:
@@ -196,13 +269,17 @@ def _drain_round(stack, origin, rnd: int, clients: int) -> list[str]:
 
 def test_drain_answers_requests_already_sent(stack):
     """Item 12: 50 clients each send a whole GET, then SIGTERM at once (the origin answers after 200 ms). Drain
-    used to close a just-accepted connection whose request had arrived but was not read yet: an empty EOF and no
-    record. Every client gets a complete answer (200, or 503 with Connection: close) or a reset (never accepted),
-    and each answered client has exactly one completion record. The race depends on timing: several rounds."""
+    used to close a just-accepted connection whose request had arrived but was not read yet (no answer, no
+    record; with the request unread, the close is a reset). Every client gets a complete answer (200, or 503 with
+    Connection: close) or, only if sluice never accepted it (an LD_PRELOAD shim logs accept4), a reset; no empty
+    EOF; each answered client has exactly one completion record. Timing-dependent: two plain rounds and four
+    with sluice stopped (SIGSTOP) while the clients connect and send, which makes the race likely."""
     origin = stack.origin(_slow_echo)
-    for rnd in range(4):
-        problems = _drain_round(stack, origin, rnd, 50)
-        assert not problems, f"round {rnd}: " + "; ".join(problems[:10]) + f" ({len(problems)} problems)"
+    shim = _accept_shim(stack.tmp_path)
+    for rnd, stopped in enumerate([False, False, True, True, True, True]):
+        problems = _drain_round(stack, origin, shim, rnd, 50, stopped)
+        assert not problems, f"round {rnd} ({'stopped' if stopped else 'plain'}): " + "; ".join(problems[:8]) \
+            + f" ({len(problems)} problems)"
 
 
 # -- X-Request-Id from the upstream ----------------------------------------------------------------------------
