@@ -63,6 +63,9 @@ def test_pod_drains_within_its_grace_period(name, template):
     assert spec["terminationGracePeriodSeconds"] > drain + pre_stop
     assert sluice["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert sluice["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # One slow or lost probe must not take the pod out of service (issue 12, item 4); 3 is Kubernetes' default.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert sluice[probe].get("failureThreshold", 3) >= 3, f"{name}: {probe} gives up after one failure"
     assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert sluice["securityContext"]["readOnlyRootFilesystem"] is True
     assert sluice["resources"]["requests"] and sluice["resources"]["limits"]["memory"]
