@@ -81,21 +81,26 @@ def test_max_connections_answers_503_at_once_and_recovers(stack):
         held[0].send(request_bytes("GET", "/held/again"))
         assert held[0].read_response().status == 200
         held.pop().close()
+        # Until sluice has seen that close, a new connection may still meet the cap: a 503 if its worker holds no
+        # idle connection to close instead (the other two are idle now, but perhaps on the other worker).
+        retried = 0
         deadline = time.monotonic() + 2
         while True:
             response = get(sl.port, "/after")
             if response.status == 200:
                 break
+            assert response.status == 503, response.status_line
+            retried += 1
             assert time.monotonic() < deadline, "no room after a connection closed"
             time.sleep(0.05)
     finally:
         release.set()
         for c in held:
             c.close()
-    records = wait_records(log, 6)
-    assert [r["end"] for r in records if r["status"] == 503] == ["rejected_overload"]
+    records = wait_records(log, 6 + retried)
+    assert [r["end"] for r in records if r["status"] == 503] == ["rejected_overload"] * (1 + retried)
     _, _, text = sl.scrape()
-    assert "sluice_connections_refused_total 1" in text
+    assert f"sluice_connections_refused_total {1 + retried}" in text
 
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is needed to start sluice with a low fd limit")
