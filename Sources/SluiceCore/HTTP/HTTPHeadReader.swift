@@ -64,8 +64,9 @@ struct HTTPFieldFacts: Sendable {
         hostCount += 1
         guard hostCount == 1 else { throw HTTPParseFailure(.multipleHost, at: lineStart) }
         hostField = index
-        for offset in value where !HTTPByte.isHostChar(bytes[offset]) {
-            throw HTTPParseFailure(.invalidFieldValue, at: offset)
+        switch HTTPAuthority.check(bytes, value) {
+        case .valid: break
+        case .userinfo(let offset), .invalid(let offset): throw HTTPParseFailure(.invalidFieldValue, at: offset)
         }
     }
 

@@ -65,6 +65,8 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
     case multipleHost
     /// More Connection tokens than `HTTPLimits.maxConnectionTokens`.
     case tooManyConnectionOptions
+    /// An absolute-form target with `user:password@` in its authority (RFC 9110 §4.2.4).
+    case userinfoInTarget
 
     // MARK: Chunked body (RFC 9112 §7.1)
     /// A chunk-size is missing or has a byte other than HEXDIG.
@@ -124,6 +126,7 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
         case .missingHost: "HTTP/1.1 request has no Host header"
         case .multipleHost: "request has more than one Host header"
         case .tooManyConnectionOptions: "too many Connection options"
+        case .userinfoInTarget: "request target carries user:password@ credentials, which are not allowed"
         case .invalidChunkSize: "invalid chunk size"
         case .chunkSizeOverflow: "chunk size is too large"
         case .invalidChunkExtension: "invalid chunk extension"

@@ -159,8 +159,9 @@ public struct RequestHeadParser: Sendable {
             form = .origin
         } else if first == HTTPByte.asterisk && target.count == 1 && method == .options {
             form = .asterisk
-        } else if hasHTTPScheme(target, in: bytes) {
+        } else if let schemeLength = httpSchemeLength(target, in: bytes) {
             form = .absolute
+            try checkAbsoluteAuthority(target, from: target.lowerBound + schemeLength, in: bytes)
         } else {
             throw HTTPParseFailure(.invalidTarget, at: target.lowerBound)
         }
@@ -178,15 +179,33 @@ public struct RequestHeadParser: Sendable {
         return true
     }
 
-    /// Whether `target` starts with `http://` or `https://` (schemes are case-insensitive, RFC 3986 §3.1) followed
-    /// by at least one byte of authority.
-    private static func hasHTTPScheme(_ target: Range<Int>, in bytes: Span<UInt8>) -> Bool {
-        func starts(with prefix: StaticString) -> Bool {
+    /// The length of `http://` or `https://` when `target` starts with one (schemes are case-insensitive,
+    /// RFC 3986 §3.1) followed by at least one byte, else nil.
+    private static func httpSchemeLength(_ target: Range<Int>, in bytes: Span<UInt8>) -> Int? {
+        for prefix: StaticString in ["http://", "https://"] {
             let length = prefix.utf8CodeUnitCount
-            return target.count > length
-                && HTTPByte.equals(bytes, target.lowerBound..<target.lowerBound + length, prefix, ignoringCase: true)
+            if target.count > length, HTTPByte.equals(bytes, target.lowerBound..<target.lowerBound + length, prefix, ignoringCase: true) {
+                return length
+            }
         }
-        return starts(with: "http://") || starts(with: "https://")
+        return nil
+    }
+
+    /// An absolute-form target's authority runs to the path's "/" (or the end) and obeys Host's grammar; userinfo
+    /// is refused (RFC 9110 §4.2.4), so credentials never reach the upstream's Host or the completion log. A query
+    /// straight after the authority is refused too: the upstream would need a path sluice would have to invent.
+    private static func checkAbsoluteAuthority(_ target: Range<Int>, from start: Int, in bytes: Span<UInt8>) throws(HTTPParseFailure) {
+        var end = start
+        while end < target.upperBound, bytes[end] != HTTPByte.slash {
+            if bytes[end] == UInt8(ascii: "?") || bytes[end] == UInt8(ascii: "#") { throw HTTPParseFailure(.invalidTarget, at: end) }
+            end += 1
+        }
+        guard end > start else { throw HTTPParseFailure(.invalidTarget, at: start) }
+        switch HTTPAuthority.check(bytes, start..<end) {
+        case .valid: break
+        case .userinfo(let offset): throw HTTPParseFailure(.userinfoInTarget, at: offset)
+        case .invalid(let offset): throw HTTPParseFailure(.invalidTarget, at: offset)
+        }
     }
 
     /// Applies the rules that need the whole head: Host presence and framing (RFC 9112 §3.2, §6.3).

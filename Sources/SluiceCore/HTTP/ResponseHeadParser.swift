@@ -10,6 +10,9 @@ public struct ResponseHead: Equatable, Sendable {
     public var fields: [HeadField]
     /// RFC 9112 §6.3, computed with the request method.
     public var framing: BodyFraming
+    /// The parsed Content-Length, also where it does not frame the body (HEAD, 204, 304): the proxy writes the
+    /// field from this number, never by copying what the upstream sent.
+    public var contentLength: Int64?
     /// False with `Connection: close`, with HTTP/1.0 unless `Connection: keep-alive`, or with `.untilClose` framing.
     public var keepAlive: Bool
     /// Each token of every Connection field, naming the fields to strip before forwarding (RFC 9110 §7.6.1).
@@ -25,6 +28,7 @@ public struct ResponseHead: Equatable, Sendable {
         fields = []
         fields.reserveCapacity(limits.maxFieldCount)
         framing = .none
+        contentLength = nil
         keepAlive = false
         connectionTokens = []
         connectionTokens.reserveCapacity(HTTPLimits.maxConnectionTokens)
@@ -39,6 +43,7 @@ public struct ResponseHead: Equatable, Sendable {
         status = 0
         reason = 0..<0
         framing = .none
+        contentLength = nil
         keepAlive = false
         isInformational = false
     }
@@ -150,6 +155,7 @@ public struct ResponseHeadParser: Sendable {
         } else {
             head.framing = .untilClose
         }
+        head.contentLength = facts.contentLength
         head.keepAlive = !facts.connectionClose && (head.version != .http1_0 || facts.connectionKeepAlive)
             && head.framing != .untilClose
         head.isInformational = status < 200

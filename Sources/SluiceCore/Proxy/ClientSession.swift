@@ -115,6 +115,10 @@ final class ClientSession: TimerHeapElement {
     private var requestSendEnd = 0
     /// Bytes of `upstreamOut` already written.
     private var upstreamHeadSent = 0
+    /// The whole rewritten head went out on the current connection: body bytes may follow it.
+    private var requestHeadWritten = false
+    /// A response head waits for the client queue to drain before it is written (see `headDidNotFit`).
+    private var waitingForHeadRoom = false
     private var response: ResponseState = .awaitingHead
     /// Body bytes at the front of `upstreamIn` that are framed and may go to the client.
     private var responseSendEnd = 0
@@ -135,6 +139,8 @@ final class ClientSession: TimerHeapElement {
     private var responseObserver: ResponseObserver?
     /// What the request body said, kept after its observer went back to the loop.
     private var requestModel: String?
+    /// The prompt tokens the request body's text is estimated at (`RequestTap.estimatedPromptTokens`).
+    private var requestPromptEstimate: Int64 = 0
     private var capturedRequestText: String?
     private var requestCaptureTruncated = false
     /// An exchange began and its record is not written yet.
@@ -145,6 +151,8 @@ final class ClientSession: TimerHeapElement {
     private var recordMethod = ""
     private var recordPath = ""
     private var recordTraceparent: String?
+    /// The upstream's own X-Request-Id when it differs from the one sluice sent (the client receives the upstream's).
+    private var upstreamRequestIDText: String?
     private var routeMatched = false
     private var upstreamContacted = false
     private var responseStatus = 0
@@ -344,6 +352,7 @@ final class ClientSession: TimerHeapElement {
             if phase == .idle {
                 phase = .readingHead
                 headStartedAt = loop.now
+                loop.sessionLeftIdle(self)  // a request began: never closed to make room at max_connections
             }
             processClientBytes()
             return true
@@ -414,6 +423,8 @@ final class ClientSession: TimerHeapElement {
         requestBodyBytes = 0
         requestSendEnd = 0
         upstreamHeadSent = 0
+        requestHeadWritten = false
+        waitingForHeadRoom = false
         responseSendEnd = 0
         switch head.framing {
         case .contentLength(let length) where length > 0: requestBody = .contentLength(remaining: length)
@@ -442,7 +453,7 @@ final class ClientSession: TimerHeapElement {
         let route = settings.routes[index]
         captureResponseBytes = route.captureResponseBytes
         if !route.limits.isEmpty, let limiter = settings.rateLimiter {
-            guard admitRateLimited(limiter, rules: route.limits, head: head, buffer: buffer) else { return }
+            guard admitRateLimited(limiter, rules: route.limits, head: head, headLength: headLength, buffer: buffer) else { return }
         }
         if !requestIsComplete { requestObserver = loop.takeRequestObserver(capture: route.captureRequestBytes) }
         upstreamIndex = route.upstreamIndex
@@ -616,7 +627,8 @@ final class ClientSession: TimerHeapElement {
     private func flushToUpstream() -> Bool {
         guard let connection = upstream, connection.connected, connection.writable else { return false }
         let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
-        let bodyReady = headRemaining == 0 ? requestSendEnd : 0
+        // A body byte never goes out ahead of (or without) its head.
+        let bodyReady = requestHeadWritten ? requestSendEnd : 0
         guard headRemaining > 0 || bodyReady > 0 || connection.transport.hasPendingOutput else { return false }
         let result: IOResult<Int>
         do {
@@ -635,6 +647,7 @@ final class ClientSession: TimerHeapElement {
         loop.metrics.addUpstreamBytesSent(written)
         let headWritten = min(written, headRemaining)
         upstreamHeadSent += headWritten
+        if upstreamOut != nil && headWritten == headRemaining { requestHeadWritten = true }
         let bodyWritten = written - headWritten
         if bodyWritten > 0, let buffer = clientIn {
             buffer.consume(bodyWritten)
@@ -674,15 +687,19 @@ final class ClientSession: TimerHeapElement {
         upstream?.writable = false
     }
 
-    /// A request can go again on a fresh connection when nothing of its body was consumed and its head
-    /// is still kept (it is, on reused connections, until the response head arrives).
-    private var canReplay: Bool { !replayed && requestBodyBytes == 0 && upstreamOut != nil }
+    /// A request can go again on a fresh connection when its method is idempotent, nothing of its body was
+    /// consumed and its head is still kept (it is, on reused connections, until the response head arrives).
+    private var canReplay: Bool {
+        ExchangeReuse.mayReplay(method: requestMethod, alreadyReplayed: replayed, bodyBytesSent: requestBodyBytes,
+                                responseBytesRead: (upstreamIn?.readableCount ?? 0) > 0, headKept: upstreamOut != nil)
+    }
 
     /// The pooled connection turned out closed by the server before it answered: send the same head on a new one.
     private func replay() {
         replayed = true
         closeUpstream()
         upstreamHeadSent = 0
+        requestHeadWritten = false
         upstreamReusable = true
         loop.metrics.countUpstreamReplay()
         connectUpstream()
@@ -692,7 +709,7 @@ final class ClientSession: TimerHeapElement {
     private func readFromUpstream() -> Bool {
         guard let connection = upstream, connection.connected, connection.readable else { return false }
         switch response {
-        case .awaitingHead: break
+        case .awaitingHead: guard !waitingForHeadRoom else { return false }
         case .body: guard upstreamReadPause.isEmpty else { return false }
         case .complete, .aborted: return false
         }
@@ -827,6 +844,7 @@ final class ClientSession: TimerHeapElement {
     /// decides the body framing. Returns false when the exchange ended.
     private func acceptResponseHead(headLength: Int, buffer: ByteBuffer, parsers: HeadParsers) -> Bool {
         let out = takeBuffer(&clientOut)
+        let queuedBefore = out.readableCount
         if parsers.response.head.isInformational {
             guard parsers.response.head.status != 101 else {
                 upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested",
@@ -835,7 +853,10 @@ final class ClientSession: TimerHeapElement {
             }
             // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
             if !clientIsHTTP10 {
-                _ = buffer.withReadableSpan { HeadRewriter.writeResponseHead(into: out, source: $0, head: parsers.response.head, requestID: nil, close: false, dechunk: false) }
+                let written = buffer.withReadableSpan {
+                    HeadRewriter.writeResponseHead(into: out, source: $0, head: parsers.response.head, requestID: nil, close: false, dechunk: false)
+                }
+                guard written != nil else { return headDidNotFit(out, queuedBefore: queuedBefore) }
             }
             buffer.consume(headLength)
             parsers.response.reset()
@@ -860,10 +881,10 @@ final class ClientSession: TimerHeapElement {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
                                            close: closeAfterResponse, dechunk: body == .dechunked, rateLimitFields: rateLimitFields)
         }
-        guard let facts else {
-            upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward",
-                           end: .upstreamError)
-            return false
+        guard let facts else { return headDidNotFit(out, queuedBefore: queuedBefore) }
+        if let upstreamID = facts.upstreamRequestID, loop.completions != nil {
+            let sent = buffer.withReadableSpan { source in upstreamID.count == requestID.count && upstreamID.indices.allSatisfy { source[upstreamID.lowerBound + $0] == requestID[$0] } }
+            if !sent { upstreamRequestIDText = buffer.withReadableSpan { source in String(decoding: upstreamID.map { source[$0] }, as: UTF8.self) } }
         }
         responseStarted = true
         responseStatus = head.status
@@ -882,6 +903,19 @@ final class ClientSession: TimerHeapElement {
         return true
     }
 
+    /// A response head did not fit the client queue: the part written is taken back, so no cut head is ever sent.
+    /// Behind earlier queued heads (several 1xx) it waits for them to drain: the parser keeps its completed result,
+    /// and `flushToClient` parses again. Alone in the queue it never fits: the exchange fails. Returns false.
+    private func headDidNotFit(_ out: ByteBuffer, queuedBefore: Int) -> Bool {
+        out.truncate(toReadable: queuedBefore)
+        guard queuedBefore == 0 else {
+            waitingForHeadRoom = true
+            return false
+        }
+        upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward", end: .upstreamError)
+        return false
+    }
+
     /// Hysteresis on the response direction.
     private func updateUpstreamPause() {
         let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
@@ -898,18 +932,26 @@ final class ClientSession: TimerHeapElement {
 
     private func responseFinished() {
         response = .complete
-        if !requestIsComplete { upstreamReusable = false }
+        var cleanEnd = true
         if let buffer = upstreamIn, buffer.readableCount > responseSendEnd {
-            upstreamReusable = false
+            cleanEnd = false
             buffer.truncate(toReadable: responseSendEnd)
         }
-        if upstreamReusable, let connection = upstream, !connection.hangup {
-            upstream = nil
-            loop.poolUpstream(connection)
-        } else {
-            closeUpstream()
+        if let connection = upstream {
+            let facts = ExchangeReuse.UpstreamFacts(requestWrittenWhole: requestWrittenWhole, responseEndedCleanly: cleanEnd,
+                                                    serverKeepsAlive: upstreamReusable, hungUp: connection.hangup)
+            if ExchangeReuse.mayPoolUpstream(facts) {
+                upstream = nil
+                loop.poolUpstream(connection)
+            }
         }
+        closeUpstream()
         finishIfFlushed()
+    }
+
+    /// The request's head and whole body went to the current upstream connection, nothing left in its transport.
+    private var requestWrittenWhole: Bool {
+        requestIsComplete && requestHeadWritten && requestSendEnd == 0 && !(upstream?.transport.hasPendingOutput ?? true)
     }
 
     /// The upstream closed (or failed) its side.
@@ -917,7 +959,7 @@ final class ClientSession: TimerHeapElement {
         upstreamReusable = false
         switch response {
         case .awaitingHead:
-            if upstream?.reused == true, !responseStarted, (upstreamIn?.readableCount ?? 0) == 0, canReplay {
+            if upstream?.reused == true, !responseStarted, canReplay {
                 return replay()
             }
             let reason = error.map { $0.description } ?? "connection closed"
@@ -985,6 +1027,10 @@ final class ClientSession: TimerHeapElement {
         if written < headCount + bodyCount || clientTransport.hasPendingOutput { clientWritable = false }
         updateUpstreamPause()
         if case .body(.dechunked) = response, upstreamIn != nil { processResponseBytes() }
+        if waitingForHeadRoom && (clientOut?.readableCount ?? 0) == 0 {
+            waitingForHeadRoom = false
+            processResponseBytes()
+        }
         finishIfFlushed()
         return written > 0
     }
@@ -1011,8 +1057,13 @@ final class ClientSession: TimerHeapElement {
         releaseParsers()
         emitRecord()
         requestsServed += 1
-        if closeAfterResponse || loop.isDraining {
-            return lingerAndClose()
+        let next = ExchangeReuse.clientNext(requestReceivedWhole: requestIsComplete, closeRequested: closeAfterResponse || loop.isDraining,
+                                            unsentBodyBytes: requestSendEnd)
+        guard case .nextRequest(let unsentBody) = next else { return lingerAndClose() }
+        if unsentBody > 0, let buffer = clientIn {
+            // Body bytes framed for an upstream that answered without taking them: they end here, never parsed.
+            buffer.consume(unsentBody)
+            requestSendEnd = 0
         }
         phase = .idle
         timeouts = settings.timeouts
@@ -1027,6 +1078,7 @@ final class ClientSession: TimerHeapElement {
             parseRequestHead()
         } else {
             releaseIfEmpty(&clientIn)
+            loop.sessionBecameIdle(self)  // kept alive with nothing pending: may make room at max_connections
         }
     }
 
@@ -1157,8 +1209,13 @@ final class ClientSession: TimerHeapElement {
 
     /// The process is draining: an idle keep-alive connection closes now; one with a request under way
     /// finishes its exchange (its response says `Connection: close` if its head is not out yet) and then closes.
+    /// A connection that looks idle but has bytes waiting (a request sent just after accept or after the last
+    /// read) is served instead: closing it would leave that client an empty EOF and no record.
     func beginDrain() {
         switch phase {
+        case .idle where (clientIn?.readableCount ?? 0) > 0 || Syscall.hasPendingInput(clientFD):
+            clientReadable = true
+            loop.post(self)
         case .idle: close()
         case .exchange: closeAfterResponse = true
         case .readingHead, .lingering, .closed: break
@@ -1215,10 +1272,12 @@ final class ClientSession: TimerHeapElement {
         pausedTotal = 0
         peakQueued = 0
         recordTraceparent = nil
+        upstreamRequestIDText = nil
         rateLimitFields = []
         rateLimitKeyHash = nil
         rateLimitDecision = nil
         requestModel = nil
+        requestPromptEstimate = 0
         capturedRequestText = nil
         requestCaptureTruncated = false
         // Without a log sink the record only feeds the metrics, which need no strings.
@@ -1260,6 +1319,7 @@ final class ClientSession: TimerHeapElement {
         guard let observer = requestObserver else { return }
         requestObserver = nil
         requestModel = observer.tap.model
+        requestPromptEstimate = observer.tap.estimatedPromptTokens
         if observer.capturing {
             capturedRequestText = observer.tap.withCapturedBody { ClientSession.text($0) }
             requestCaptureTruncated = observer.tap.captureTruncated
@@ -1279,6 +1339,7 @@ final class ClientSession: TimerHeapElement {
                                       method: recordMethod, path: recordPath, worker: loop.index)
         record.includeQuery = settings.includeQueryInLog
         record.traceparent = recordTraceparent
+        record.upstreamRequestID = upstreamRequestIDText
         if logged && routeMatched { record.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
         if logged && upstreamContacted { record.upstreamAddress = upstreamDisplay }
         record.status = responseStatus
@@ -1297,6 +1358,8 @@ final class ClientSession: TimerHeapElement {
         record.model = requestModel
         record.capturedRequestBody = capturedRequestText
         record.captureTruncated = requestCaptureTruncated
+        var reportedUsage: TokenUsage?
+        var completionEstimate: Int64 = 0
         if let observer = responseObserver {
             observer.tap.finish(now: now)
             let observation = observer.tap.observation
@@ -1304,9 +1367,10 @@ final class ClientSession: TimerHeapElement {
             record.ttftMilliseconds = observation.firstDataEventAt.map { Double($0 - exchangeStartedAt) }
             record.maxGapMilliseconds = Double(observation.maxGap)
             if let model = observation.model { record.model = model }
-            record.usage = observation.usage.map {
-                CompletionRecord.Usage(promptTokens: $0.promptTokens, completionTokens: $0.completionTokens, totalTokens: $0.totalTokens)
-            }
+            reportedUsage = observation.usage
+            completionEstimate = observation.estimatedCompletionTokens
+            record.usage = observation.usage.map(CompletionRecord.Usage.init)
+            if record.usage != nil { record.usageSource = TokenCharge.Source.reported.rawValue }
             if observer.capturing {
                 record.capturedResponseText = observer.tap.withCapturedText { ClientSession.text($0) }
                 record.captureTruncated = record.captureTruncated || observer.tap.captureTruncated
@@ -1315,9 +1379,15 @@ final class ClientSession: TimerHeapElement {
             loop.giveResponseObserver(observer)
         }
         if let grant = rateLimitGrant, let limiter = settings.rateLimiter {
-            // Tokens are charged after the fact, from what the backend reported; then the lease goes back.
-            if let usage = record.usage, usage.totalTokens > 0 {
-                limiter.chargeTokens(grant, tokens: usage.totalTokens, nowNanoseconds: Int64(Syscall.monotonicNanoseconds()))
+            // Tokens are charged after the fact: what the backend reported, else the taps' estimate (TokenCharge),
+            // on every end, so a stream without usage or a client gone before it is no free path. An exchange
+            // refused before it reached the upstream costs no tokens. Then the lease goes back.
+            if settings.routes[routeIndex].chargesTokens && upstreamContacted {
+                let charge = TokenCharge(reported: reportedUsage, promptEstimate: requestPromptEstimate,
+                                         completionEstimate: completionEstimate)
+                record.usageSource = charge.source.rawValue
+                record.estimatedUsage = charge.estimate.map(CompletionRecord.Usage.init)
+                limiter.chargeTokens(grant, tokens: charge.tokens, nowNanoseconds: Int64(Syscall.monotonicNanoseconds()))
             }
             limiter.release(grant)
             rateLimitGrant = nil
@@ -1336,7 +1406,7 @@ final class ClientSession: TimerHeapElement {
 
     /// Takes the route's rate-limit budget for this request; a refused request is answered 429 here and
     /// never reaches the upstream. Returns false when refused.
-    private func admitRateLimited(_ limiter: RateLimiter, rules: [Int], head: RequestHead, buffer: ByteBuffer) -> Bool {
+    private func admitRateLimited(_ limiter: RateLimiter, rules: [Int], head: RequestHead, headLength: Int, buffer: ByteBuffer) -> Bool {
         let keys = buffer.withReadableSpan { source in
             rules.map { rule in rateLimitKey(limiter, rule: rule, head: head, source: source) }
         }
@@ -1352,9 +1422,14 @@ final class ClientSession: TimerHeapElement {
             rateLimitDecision = "rejected"
             if let slot = settings.ruleMetricsSlots[rejection.rule] { loop.metrics.countRateLimitRejection(rule: slot) }
             OpLog.debug("rate limited", ["rule": .string(rejection.name), "key": .string(rejection.key.displayHash)])
-            // The body of a refused request is not forwarded; the connection closes if one is on its way.
+            // The body of a refused request is not forwarded; the connection closes if one is on its way. Without
+            // a body, requests pipelined behind it stay and are answered in order once the 429 is out.
             let closeAfter = !requestIsComplete || closeAfterResponse
-            dropUnsentRequest()
+            if closeAfter {
+                dropUnsentRequest()
+            } else {
+                buffer.consume(headLength)
+            }
             dropUpstreamHead()
             respond(status: 429, type: "rate_limit_exceeded", message: RateLimitHeaders.message(for: rejection), closeAfter: closeAfter,
                     end: .rejectedRateLimit, extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
@@ -1406,6 +1481,7 @@ final class ClientSession: TimerHeapElement {
     private func dropUpstreamHead() {
         upstreamOut.map { loop.bufferPool.give($0) }
         upstreamOut = nil
+        upstreamHeadSent = 0
     }
 
     private func takeParsers() -> HeadParsers {

@@ -33,7 +33,10 @@ enum HeadRewriter {
         return nil
     }
 
-    /// True for fields that describe one connection, not the message: never forwarded.
+    /// True for fields that describe one connection, not the message: never forwarded. Framing fields and Host
+    /// are not decided here: the writers produce them from the parsed message before this filter runs, so a
+    /// `Connection: transfer-encoding` (or `content-length`, `host`) cannot strip framing the body still has
+    /// (RFC 9110 §7.6.1 lets a sender name only hop-by-hop fields; such a token is ignored).
     static func isHopByHop(_ source: Span<UInt8>, _ name: Range<Int>, connectionTokens: [Range<Int>]) -> Bool {
         if fieldNameEquals(source, name, "connection") || fieldNameEquals(source, name, "keep-alive")
             || fieldNameEquals(source, name, "proxy-connection") || fieldNameEquals(source, name, "te")
@@ -44,41 +47,53 @@ enum HeadRewriter {
         return false
     }
 
-    /// Writes `METHOD path HTTP/1.1`, the end-to-end fields, then X-Forwarded-For/-Proto/-Host and
-    /// X-Request-Id. `host`, when given, replaces the client's Host (an https upstream's own name: hosted
-    /// APIs route and check by it); the client's stays in X-Forwarded-Host. An absolute-form target's
-    /// authority replaces the Host field (RFC 9112 §3.2.2), and a request without Host (HTTP/1.0) gets
-    /// `fallbackHost` (RFC 9112 §3.2: an HTTP/1.1 request must carry one). Content-Length goes out once, as
-    /// the parsed number (`005` and `5, 5` reach the upstream as `5`). `overTLS`: the client came over TLS
-    /// (X-Forwarded-Proto: https). Returns false when it does not fit in `out`.
+    /// Content-Length, Transfer-Encoding and Host: the fields that decide where a message ends and whom it is
+    /// for. Only the head writers' framing steps emit them.
+    private static func isFramingOrHost(_ source: Span<UInt8>, _ name: Range<Int>) -> Bool {
+        fieldNameEquals(source, name, "content-length") || fieldNameEquals(source, name, "transfer-encoding")
+            || fieldNameEquals(source, name, "host")
+    }
+
+    /// Writes `METHOD path HTTP/1.1`, Host and the framing fields from the parsed head, the end-to-end fields,
+    /// then X-Forwarded-For/-Proto/-Host and X-Request-Id. `host`, when given, replaces the client's Host (an
+    /// https upstream's own name: hosted APIs route and check by it); the client's stays in X-Forwarded-Host. An
+    /// absolute-form target's authority replaces the Host field (RFC 9112 §3.2.2), and a request without Host
+    /// (HTTP/1.0) gets `fallbackHost` (RFC 9112 §3.2: an HTTP/1.1 request must carry one). Content-Length goes
+    /// out once, as the parsed number (`005` and `5, 5` reach the upstream as `5`); a chunked body as
+    /// `Transfer-Encoding: chunked` (the parser refuses any other request coding). `overTLS`: the client came
+    /// over TLS (X-Forwarded-Proto: https). Returns false when it does not fit in `out`.
     static func writeRequestHead(into out: ByteBuffer, source: Span<UInt8>, head: RequestHead, pathRange: Range<Int>,
                                  clientIP: [UInt8], requestID: [UInt8], host: [UInt8]? = nil, fallbackHost: [UInt8] = [],
                                  overTLS: Bool = false) -> Bool {
         var fits = out.append(source.extracting(head.methodRange)) && out.append(byte: 0x20)
         fits = fits && (pathRange.isEmpty ? out.append(byte: UInt8(ascii: "/")) : out.append(source.extracting(pathRange)))
-        fits = fits && out.append(" HTTP/1.1\r\n")
-        let targetAuthority = head.targetForm == .absolute ? authorityRange(of: head, pathRange: pathRange, in: source) : nil
-        let replacesHost = host != nil || targetAuthority != nil
+        fits = fits && out.append(" HTTP/1.1\r\nHost: ")
         if let host {
-            fits = fits && out.append("Host: ") && host.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
-        } else if let targetAuthority {
-            fits = fits && out.append("Host: ") && out.append(source.extracting(targetAuthority)) && out.append("\r\n")
-        } else if head.hostField == nil {
-            fits = fits && out.append("Host: ") && fallbackHost.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
+            fits = fits && host.withUnsafeBufferPointer { out.append($0.span) }
+        } else if head.targetForm == .absolute, let authority = authorityRange(of: head, pathRange: pathRange, in: source) {
+            fits = fits && out.append(source.extracting(authority))
+        } else if let hostField = head.hostField {
+            fits = fits && out.append(source.extracting(head.fields[hostField].value))
+        } else {
+            fits = fits && fallbackHost.withUnsafeBufferPointer { out.append($0.span) }
         }
-        if case .contentLength(let length) = head.framing {
+        fits = fits && out.append("\r\n")
+        switch head.framing {
+        case .contentLength(let length):
             fits = fits && out.append("Content-Length: ") && out.append(decimal: Int(length)) && out.append("\r\n")
+        case .chunked:
+            fits = fits && out.append("Transfer-Encoding: chunked\r\n")
+        case .none, .untilClose:
+            break
         }
         var forwardedFor = 0
         for field in head.fields {
             let name = field.name
-            if isHopByHop(source, name, connectionTokens: head.connectionTokens)
+            if isFramingOrHost(source, name) || isHopByHop(source, name, connectionTokens: head.connectionTokens)
                 || fieldNameEquals(source, name, "x-forwarded-proto") || fieldNameEquals(source, name, "x-forwarded-host")
                 || fieldNameEquals(source, name, "x-request-id") {
                 continue
             }
-            if replacesHost && fieldNameEquals(source, name, "host") { continue }
-            if fieldNameEquals(source, name, "content-length") { continue }  // written above, canonical
             if fieldNameEquals(source, name, "x-forwarded-for") {
                 forwardedFor += 1
                 continue
@@ -101,27 +116,39 @@ enum HeadRewriter {
         return fits && out.append("\r\n\r\n")
     }
 
-    /// What the response head says about the body, for the stream tap.
+    /// What the response head says about the body, for the stream tap, and the upstream's own request id.
     struct ResponseFacts {
         var eventStream = false
         var json = false
+        /// The value of the upstream's X-Request-Id, which the client receives instead of sluice's.
+        var upstreamRequestID: Range<Int>?
     }
 
-    /// Writes a response head for the client: status line as HTTP/1.1, end-to-end fields, and
-    /// X-Accel-Buffering: no for event streams so an nginx further down does not buffer them.
-    /// `requestID` nil writes an interim (1xx) head as is. `dechunk` drops Transfer-Encoding for an HTTP/1.0 client.
-    /// Returns nil when the head does not fit in `out`.
+    /// Writes a response head for the client: status line as HTTP/1.1, the framing fields from the parsed head,
+    /// end-to-end fields, and X-Accel-Buffering: no for event streams so an nginx further down does not buffer
+    /// them. `requestID` nil writes an interim (1xx) head. The upstream's X-Request-Id is end to end and passes
+    /// unchanged; sluice's `requestID` is added only when the response has none. `dechunk` drops
+    /// Transfer-Encoding for an HTTP/1.0 client. Returns nil when the head does not fit in `out`.
     static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
                                   close: Bool, dechunk: Bool, rateLimitFields: [RateLimitHeaderField] = []) -> ResponseFacts? {
         var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
         fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
+        // RFC 9110 §8.6: no Content-Length in a 1xx; in a final head it is the parsed number (also for HEAD and 304).
+        if requestID != nil, let length = head.contentLength {
+            fits = fits && out.append("Content-Length: ") && out.append(decimal: Int(length)) && out.append("\r\n")
+        }
         var facts = ResponseFacts()
         var accelBufferingSet = false
         for field in head.fields {
             let name = field.name
+            if fieldNameEquals(source, name, "content-length") { continue }
+            if fieldNameEquals(source, name, "transfer-encoding") {
+                // The codings as sent (gzip, chunked keeps its gzip), whatever Connection names; none once de-chunked.
+                if !dechunk { fits = fits && writeField(into: out, source: source, field) }
+                continue
+            }
             if isHopByHop(source, name, connectionTokens: head.connectionTokens) { continue }
-            if dechunk && fieldNameEquals(source, name, "transfer-encoding") { continue }
-            if requestID != nil && fieldNameEquals(source, name, "x-request-id") { continue }
+            if fieldNameEquals(source, name, "x-request-id") && facts.upstreamRequestID == nil { facts.upstreamRequestID = field.value }
             if fieldNameEquals(source, name, "content-type") {
                 facts.eventStream = isEventStream(source.extracting(field.value))
                 facts.json = isJSONMediaType(source.extracting(field.value))
@@ -130,7 +157,7 @@ enum HeadRewriter {
             fits = fits && writeField(into: out, source: source, field)
         }
         if facts.eventStream && !accelBufferingSet { fits = fits && out.append("X-Accel-Buffering: no\r\n") }
-        if let requestID {
+        if let requestID, facts.upstreamRequestID == nil {
             fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) } && out.append("\r\n")
         }
         for field in rateLimitFields where !(field.name.hasPrefix("x-ratelimit-") && self.field(named: field.name, in: head.fields, source) != nil) {
