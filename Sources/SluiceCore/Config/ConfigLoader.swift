@@ -257,8 +257,8 @@ extension ConfigDraft {
     }
 
     /// Checks that an `admin` block has a `listen` and that the admin address shares no
-    /// socket with a public listener: `/metrics` must never be reachable by clients, and with
-    /// `SO_REUSEPORT` on both sockets the kernel would spread clients over the two.
+    /// socket with a public listener: `/metrics` must never be reachable by clients. (The bind would
+    /// fail anyway, each address being one exclusive socket, but as an address in use, not naming the lines.)
     /// - Throws: ``ConfigError`` at the admin `listen` line (naming the public listener's
     ///   line), or from the command line when `--admin` set the address.
     private func checkAdmin(file: String) throws(ConfigError) {
