@@ -126,7 +126,7 @@ public enum HTTPParseError: Error, Equatable, Sendable, CaseIterable {
         case .missingHost: "HTTP/1.1 request has no Host header"
         case .multipleHost: "request has more than one Host header"
         case .tooManyConnectionOptions: "too many Connection options"
-        case .userinfoInTarget: "request target carries user:password@ credentials, which are not allowed"
+        case .userinfoInTarget: "request target carries userinfo (credentials before an @ in its authority), which is not allowed"
         case .invalidChunkSize: "invalid chunk size"
         case .chunkSizeOverflow: "chunk size is too large"
         case .invalidChunkExtension: "invalid chunk extension"

@@ -883,7 +883,7 @@ final class ClientSession: TimerHeapElement {
         }
         guard let facts else { return headDidNotFit(out, queuedBefore: queuedBefore) }
         if let upstreamID = facts.upstreamRequestID, loop.completions != nil {
-            let sent = buffer.withReadableSpan { source in upstreamID.count == requestID.count && upstreamID.indices.allSatisfy { source[upstreamID.lowerBound + $0] == requestID[$0] } }
+            let sent = buffer.withReadableSpan { source in upstreamID.count == requestID.count && (0..<upstreamID.count).allSatisfy { source[upstreamID.lowerBound + $0] == requestID[$0] } }
             if !sent { upstreamRequestIDText = buffer.withReadableSpan { source in String(decoding: upstreamID.map { source[$0] }, as: UTF8.self) } }
         }
         responseStarted = true
