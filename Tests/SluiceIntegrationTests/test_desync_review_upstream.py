@@ -49,9 +49,9 @@ def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
     """Item 7: 300 103 heads of 12 KiB each (each under the 64 KiB head limit; together 3.6 MB, more than the
     loopback buffers towards a client with a 4 KiB receive buffer, about 2.8 MB, plus the client queue), then a
     200, to a client that reads nothing for a second. A head that did not fit the queue used to be written in
-    part (`_ = writeResponseHead`) and the next head (here sluice's own 502) glued to it. Every 103 the client gets is whole and exactly as
-    sent, then the 200 and its body; or the exchange is aborted (closed without a final response, or sluice's own
-    whole 502) with only whole heads before the end."""
+    part (`_ = writeResponseHead`) and the next head (here sluice's own 502) glued to it. Every 103 the client
+    gets is whole and exactly as sent, then the 200 and its body; or the exchange is aborted (closed without a
+    final response, or sluice's own whole 502) with only whole heads before the end."""
     final = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 11\r\n\r\nfinal body!"
 
     def handler(conn, req):
@@ -93,7 +93,8 @@ def test_interim_heads_larger_than_the_client_queue_are_never_cut(stack):
                 i = len(heads)
                 assert i < HINTS, f"more 103 heads than the origin sent: {r.head_raw[:200]!r}"
                 assert r.head_raw == hint_head(i), \
-                    f"103 head {i} differs from what the origin sent (cut or glued): {r.head_raw[:120]!r}...{r.head_raw[-120:]!r}"
+                    f"103 head {i} differs from what the origin sent (cut or glued): " \
+                    f"{r.head_raw[:120]!r}...{r.head_raw[-120:]!r}"
                 heads.append(r)
                 continue
             break
@@ -212,7 +213,8 @@ def _drain_round(stack, origin, shim: Path, rnd: int, clients: int, stopped: boo
     log, accepted_log = stack.tmp_path / f"drain{rnd}.jsonl", stack.tmp_path / f"accepted{rnd}"
     sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})], workers=2,
                             log={"file": str(log), "stdout": "off"},
-                            sluice_kw={"env": dict(os.environ, LD_PRELOAD=str(shim), ACCEPT_LOG_FILE=str(accepted_log))})
+                            sluice_kw={"env": dict(os.environ, LD_PRELOAD=str(shim),
+                                                   ACCEPT_LOG_FILE=str(accepted_log))})
     if stopped:
         os.kill(sl.pid, signal.SIGSTOP)
     conns, ports = [], []
@@ -259,6 +261,9 @@ def _drain_round(stack, origin, shim: Path, rnd: int, clients: int, stopped: boo
             answered.append(i)
         else:
             problems.append(f"client {i}: {r.status_line} {r.header('connection')} {r.body[:80]!r}")
+    missed = [i for i in answered if ports[i] not in accepted]
+    if missed:  # the shim must see every accept, or a reset could not be told apart
+        problems.append(f"the accept shim did not log clients {missed[:5]}, which were answered")
     ids = [x["request_id"] for x in read_jsonl(log)]
     for i in answered:
         n = ids.count(f"drain-{rnd}-{i}")
