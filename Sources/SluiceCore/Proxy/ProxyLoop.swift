@@ -20,6 +20,9 @@ public final class ProxyLoop {
     enum Command: Sendable {
         /// Stop accepting, close idle connections, let exchanges in flight finish (see `beginDrain`).
         case drain
+        /// Another loop at `max_connections` (`limit`) admitted a connection over it after claiming one of this
+        /// loop's idle connections (`AdmissionPeers`): close the oldest idle one.
+        case evictIdle(limit: Int)
         /// Use `settings` for new exchanges; start accepting on `addListeners` (bound, listening sockets the loop
         /// now owns) and close `removeListeners` (fds of this loop's listeners).
         case reload(ProxySettings, addListeners: [(fd: Int32, tls: Bool)], removeListeners: [Int32])
@@ -75,13 +78,16 @@ public final class ProxyLoop {
     private var acceptPaused = false
     private(set) var sessionCount = 0
     /// Client connections with no request under way, oldest first: at `max_connections` the oldest makes room.
-    private var idle = IdleConnections<ClientSession>()
+    var idle = IdleConnections<ClientSession>()
 
     // MARK: any thread
     private let wakeup: WakeupFD
     private let stopRequested = Atomic<Bool>(false)
     private let commands = Locked<[Command]>([])
     private let drainedFlag = Atomic<Bool>(false)
+    /// This loop's idle connections that no other loop has claimed (`AdmissionPeers`): the owner adds and removes
+    /// as its idle list changes, a claim takes one.
+    let idleAvailable = Atomic<Int>(0)
 
     /// Creates a loop that takes ownership of `listeners` (bound, listening, non-blocking sockets).
     init(index: Int, settings: ProxySettings, listeners: [(fd: Int32, tls: Bool)], metrics: LoopMetrics,
@@ -99,6 +105,7 @@ public final class ProxyLoop {
         randomState = Syscall.randomSeed()
         for listener in listeners { try addListener(listener.fd, tls: listener.tls) }
         try epoll.addReadable(wakeup.rawValue, token: table.register(wakeup.rawValue, .wakeup))
+        connections.peers.join(self)
     }
 
     private func addListener(_ raw: Int32, tls: Bool) throws(SystemError) {
@@ -130,6 +137,10 @@ public final class ProxyLoop {
             switch command {
             case .drain:
                 beginDrain()
+            case .evictIdle(let limit):
+                if !isDraining { _ = evictIdleConnection(limit: limit) }
+                // The claim took one from the published count and the eviction (if any) another: one comes back.
+                idleAvailable.wrappingAdd(1, ordering: .relaxed)
             case .reload(let newSettings, let added, let removed):
                 applyReload(newSettings, addListeners: added, removeListeners: removed)
             }
@@ -205,6 +216,7 @@ public final class ProxyLoop {
             }
         }
         listeners.removeAll()
+        connections.peers.leave(self)
     }
 
     private func waitTimeout() -> Int32 {
@@ -278,51 +290,17 @@ public final class ProxyLoop {
             // admit); only with none idle on this loop is the new one refused: a 503 at once, then a lingering
             // close (the refusal is not counted). Another loop may take the freed slot first; then it is a 503.
             if connections.admit(limit: limit) || (evictIdleConnection(limit: limit) && connections.admit(limit: limit)) {
-                idle.append(rawClient, session, now: now)
+                listIdle(rawClient, session)
+            } else if let peer = connections.peers.claimIdleConnection(besides: self) {
+                // Another worker holds idle connections: this one is admitted over the cap, and that worker closes
+                // its oldest idle one in its next turn, which brings the count back.
+                _ = connections.admit(limit: 0)
+                peer.send(.evictIdle(limit: limit))
+                listIdle(rawClient, session)
             } else {
                 session.refuseOverCapacity(limit: limit)
             }
         }
-    }
-
-    /// Idle connections looked at per accept, at most: entries that went stale are dropped on the way, so the
-    /// cost per accept stays bounded however the list was left.
-    private static let evictionCandidatesPerAccept = 16
-
-    /// Closes this loop's oldest idle client connection to make room under `limit`; false when none is idle.
-    /// A connection with a request under way (head partly read, exchange, lingering) is never one: those left the
-    /// idle phase, and a listed one found out of it is only unlisted here. Bytes already waiting in its socket
-    /// (a request about to be read, or a TLS handshake going on) make a connection the newest instead.
-    private func evictIdleConnection(limit: Int) -> Bool {
-        var looked = 0
-        while idle.oldest >= 0 && looked < ProxyLoop.evictionCandidatesPerAccept {
-            looked += 1
-            let fd = idle.oldest
-            let since = idle.idleSince(fd) ?? now
-            guard let session = idle.element(fd) else { break }
-            idle.remove(fd)
-            guard session.phase == .idle else { continue }
-            if case .processed(1)? = try? Syscall.peekByte(fd) {
-                idle.append(fd, session, now: now)
-                continue
-            }
-            metrics.countIdleEviction()
-            OpLog.debug("idle connection closed to make room at max_connections",
-                        ["worker": .int(index), "max_connections": .int(limit), "idle_ms": .int(Int(now - since))])
-            session.close()
-            return true
-        }
-        return false
-    }
-
-    /// `session` finished an exchange and waits for the next request: it becomes the newest idle connection.
-    func sessionBecameIdle(_ session: ClientSession) {
-        idle.append(session.clientFD, session, now: now)
-    }
-
-    /// `session` read the first byte of a request: it is no longer idle.
-    func sessionLeftIdle(_ session: ClientSession) {
-        if idle.element(session.clientFD) === session { idle.remove(session.clientFD) }
     }
 
     /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
@@ -408,7 +386,7 @@ public final class ProxyLoop {
 
     func sessionClosed(_ session: ClientSession) {
         if !session.refusedOverCapacity { connections.release() }
-        if idle.element(session.clientFD) === session { idle.remove(session.clientFD) }
+        if idle.element(session.clientFD) === session { unlistIdle(session.clientFD) }
         timers.remove(session)
         table.unregister(session.clientFD)
         sessionCount -= 1

@@ -202,6 +202,8 @@ struct BoundListener: Sendable {
 /// Open client connections over every loop, for `max_connections`: one atomic add per accept and per close.
 final class ConnectionCount: Sendable {
     private let open = Atomic<Int>(0)
+    /// The loops counted here, so one at the cap can have another close an idle connection (`AdmissionPeers`).
+    let peers = AdmissionPeers()
 
     /// Counts a new connection; false (and not counted) when that would exceed `limit` (0 = no limit).
     func admit(limit: Int) -> Bool {

@@ -1,0 +1,41 @@
+/// The loops of one proxy, for `max_connections`: a loop at the cap with no idle connection of its own has another
+/// loop close one of its idle connections instead (a flood's idle connections land on every worker, a legitimate
+/// client on any one). Each loop publishes how many idle connections it has that nobody has claimed yet; a claim
+/// takes one, and the claimed loop closes its oldest idle connection in its next turn (`ProxyLoop.Command.evictIdle`).
+/// Any thread; used only at the cap, never per chunk.
+final class AdmissionPeers: Sendable {
+    private struct Entry {
+        weak var loop: ProxyLoop?
+    }
+
+    private let entries = Locked<[Entry]>([])
+
+    /// `loop` starts taking part (its init).
+    func join(_ loop: ProxyLoop) {
+        entries.withLock { $0.append(Entry(loop: loop)) }
+    }
+
+    /// `loop` stopped (the end of its `run`).
+    func leave(_ loop: ProxyLoop) {
+        entries.withLock { $0.removeAll { $0.loop == nil || $0.loop === loop } }
+    }
+
+    /// Claims an idle connection of the loop, other than `asking`, with the most unclaimed ones; nil when no other
+    /// loop has one. The caller then sends that loop `.evictIdle`.
+    func claimIdleConnection(besides asking: ProxyLoop) -> ProxyLoop? {
+        entries.withLock { entries -> ProxyLoop? in
+            var best: ProxyLoop?
+            var bestCount = 0
+            for entry in entries {
+                guard let loop = entry.loop, loop !== asking else { continue }
+                let count = loop.unclaimedIdleCount
+                if count > bestCount {
+                    best = loop
+                    bestCount = count
+                }
+            }
+            guard let best, best.claimIdleConnection() else { return nil }
+            return best
+        }
+    }
+}
