@@ -156,8 +156,10 @@ final class WriterLoop {
         }
         if written > sinks[index].written {
             sinks[index].unsynced = true
-            let from = sinks[index].written
-            sinks[index].recordsSinceCheck += batch.withUnsafeBytes { RecordBoundary.count(in: $0, from: from, to: written) }
+            if sinks[index].regularFile { // only files are followed (and can be deleted under us)
+                let from = sinks[index].written
+                sinks[index].recordsSinceCheck += batch.withUnsafeBytes { RecordBoundary.count(in: $0, from: from, to: written) }
+            }
         }
         sinks[index].written = written
         switch progress {
