@@ -2,8 +2,8 @@
 metrics Services they need.
 
 kubernetes-validate has no schemas for the operator's CRDs offline, so the CRD objects are checked here:
-the fields the operator reads (unknown fields fail, as a typo would be silently ignored by the API server
-only after the CRD's pruning), the ServiceMonitor's selector against the Services and pods of the layouts,
+the fields the operator reads (an unknown field fails here: the CRD's structural schema would prune it, and
+the setting would silently vanish), the ServiceMonitor's selector against the Services and pods of the layouts,
 and every PromQL expression against what a running sluice really serves at /metrics (metric names, label
 names, label values). With promtool (Debian's `prometheus` package; .ci/run installs it), the rules are
 also checked by `promtool check rules` and unit-tested by `promtool test rules` on synthetic series:
