@@ -2,10 +2,11 @@ import SluiceCore
 
 /// Properties of the body taps (WHATWG HTML §9.2.6 event streams, the JSON usage reader, the request tap):
 /// - a response body fed whole, split at any offsets and one byte per call gives the same observation (events,
-///   timing, usage, model), the same capture and the same truncation, read as an event stream, as JSON and as other;
+///   timing, usage, model, content events and the completion estimate), the same capture and the same truncation,
+///   read as an event stream, as JSON and as other;
 /// - an event stream without CR reads the same with its LFs turned into CRLF or into CR (all three are line ends);
-/// - with usage reading off, the framing and timing are unchanged and no usage or model is reported;
-/// - a request body fed whole or split gives the same model, stream flag, limit verdict and capture.
+/// - with usage reading off, the framing and timing are unchanged and no usage, model or content is reported;
+/// - a request body fed whole or split gives the same model, stream flag, limit verdict, text bytes and capture.
 public enum TapFuzzing {
     /// Checks every tap property on `bytes`; traps on a violation.
     public static func check(_ bytes: [UInt8]) {
@@ -26,6 +27,9 @@ public enum TapFuzzing {
             var expected = whole.observation
             expected.usage = nil
             expected.model = nil
+            expected.contentEvents = 0
+            expected.firstContentEventAt = nil
+            expected.estimatedCompletionTokens = 0
             guard blind.observation == expected else {
                 propertyFailed("response tap: turning usage reading off changed the framing",
                                "input \(escaped(bytes))\nkind \(kind)\nwith usage \(whole)\nwithout \(blind)")
@@ -80,6 +84,7 @@ public enum TapFuzzing {
         var model: String?
         var stream: Bool?
         var exceededLimit: Bool
+        var textBytes: Int
         var captured: [UInt8]
         var captureTruncated: Bool
     }
@@ -95,7 +100,7 @@ public enum TapFuzzing {
                 start = cut
             }
             return RequestOutcome(model: tap.model, stream: tap.stream, exceededLimit: tap.exceededLimit,
-                                  captured: tap.withCapturedBody { array($0) }, captureTruncated: tap.captureTruncated)
+                                  textBytes: tap.textBytes, captured: tap.withCapturedBody { array($0) }, captureTruncated: tap.captureTruncated)
         }
         let whole = run([])
         for cuts in plans {

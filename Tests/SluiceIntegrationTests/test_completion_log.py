@@ -28,6 +28,8 @@ KEYS = ["ts", "request_id", "traceparent", "client", "route", "method", "path", 
         "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttft_ms", "duration_ms", "max_gap_ms",
         "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage", "end",
         "error", "worker"]
+#: Keys written only when set, right after `usage` (token budgets, issue 12).
+USAGE_KEYS = ["usage_source", "estimated_usage"]
 ENDS = {"complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect", "timeout_first_byte",
         "timeout_idle", "timeout_total", "client_write_timeout", "rejected_rate_limit", "rejected_bad_request",
         "drain", "rejected_overload"}
@@ -39,7 +41,11 @@ def chunk(data: bytes) -> bytes:
 
 def check_shape(rec: dict) -> None:
     """Keys in the documented order, a UTC RFC 3339 timestamp close to now, known `end`."""
-    assert list(rec)[: len(KEYS)] == KEYS, f"record keys {list(rec)}"
+    keys = [k for k in rec if k not in USAGE_KEYS]
+    assert keys[: len(KEYS)] == KEYS, f"record keys {list(rec)}"
+    extra = [k for k in rec if k in USAGE_KEYS]
+    after_usage = list(rec).index("usage") + 1
+    assert extra == list(rec)[after_usage: after_usage + len(extra)], list(rec)
     assert TS_RE.fullmatch(rec["ts"]), rec["ts"]
     assert rec["end"] in ENDS, rec
     assert isinstance(rec["request_id"], str) and rec["request_id"], rec

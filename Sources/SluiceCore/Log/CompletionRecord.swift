@@ -58,7 +58,8 @@ public struct CompletionRecord: Sendable {
         }
     }
 
-    /// Token counts as the upstream reported them; never estimated.
+    /// Token counts: in `usage` as the upstream reported them, never estimated; in `estimatedUsage` the estimate
+    /// a token budget was charged instead.
     public struct Usage: Sendable, Equatable {
         public var promptTokens: Int64
         public var completionTokens: Int64
@@ -68,6 +69,12 @@ public struct CompletionRecord: Sendable {
             self.promptTokens = promptTokens
             self.completionTokens = completionTokens
             self.totalTokens = totalTokens
+        }
+
+        /// The counts of a tap's usage or of a charged estimate.
+        public init(_ usage: TokenUsage) {
+            self.init(promptTokens: usage.promptTokens, completionTokens: usage.completionTokens,
+                      totalTokens: usage.totalTokens)
         }
     }
 
@@ -79,6 +86,9 @@ public struct CompletionRecord: Sendable {
     public var requestID: String
     /// The client's `traceparent` (W3C Trace Context) if it sent one.
     public var traceparent: String?
+    /// The upstream's own `X-Request-Id` when it differs from `requestID` (the client received the upstream's);
+    /// the key appears only then.
+    public var upstreamRequestID: String?
     /// The client's IP address (the peer of the connection; no port, so records group by client).
     public var clientAddress: String
     /// The matched route's prefix; nil when no route matched.
@@ -122,6 +132,12 @@ public struct CompletionRecord: Sendable {
     public var model: String?
     /// Nil renders `"usage": null`: the stream carried no usage.
     public var usage: Usage?
+    /// `"reported"` when the backend reported usage and that was what counted, `"estimated"` when a token budget
+    /// was charged an estimate instead (`estimatedUsage`), nil otherwise (no usage, nothing charged): the key
+    /// is then left out.
+    public var usageSource: String?
+    /// The estimate charged to the route's token budgets in place of missing or short usage; never in `usage`.
+    public var estimatedUsage: Usage?
     public var end: End
     /// A short reason for a failed exchange, e.g. `"connect: ECONNREFUSED"`.
     public var error: String?
@@ -141,6 +157,7 @@ public struct CompletionRecord: Sendable {
         self.timestampMilliseconds = timestampMilliseconds
         self.requestID = requestID
         self.traceparent = nil
+        self.upstreamRequestID = nil
         self.clientAddress = clientAddress
         self.route = nil
         self.method = method
@@ -161,6 +178,8 @@ public struct CompletionRecord: Sendable {
         self.rateLimitDecision = nil
         self.model = nil
         self.usage = nil
+        self.usageSource = nil
+        self.estimatedUsage = nil
         self.end = .complete
         self.error = nil
         self.worker = worker
@@ -175,7 +194,8 @@ public struct CompletionRecord: Sendable {
 extension CompletionRecord {
     /// Appends the record as one JSON object and a `\n`. Keys always appear, in this order, with
     /// `null` for absent values; the three capture keys appear only when something was captured
-    /// (capture is off by default, and three nulls on every line would be noise).
+    /// (capture is off by default, and three nulls on every line would be noise), and `usage_source`
+    /// and `estimated_usage` (after `usage`) only when set.
     ///
     /// Writer thread; allocates only when `out` must grow.
     public func writeJSON(into out: inout [UInt8]) {
@@ -183,6 +203,10 @@ extension CompletionRecord {
         Self.appendTimestamp(timestampMilliseconds, to: &out)
         JSONBytes.appendRaw("\",\"request_id\":", to: &out)
         JSONBytes.appendString(requestID, to: &out)
+        if let upstreamRequestID {
+            JSONBytes.appendRaw(",\"upstream_request_id\":", to: &out)
+            JSONBytes.appendString(upstreamRequestID, to: &out)
+        }
         JSONBytes.appendRaw(",\"traceparent\":", to: &out)
         JSONBytes.appendString(traceparent, to: &out)
         JSONBytes.appendRaw(",\"client\":", to: &out)
@@ -222,16 +246,16 @@ extension CompletionRecord {
         JSONBytes.appendRaw(",\"model\":", to: &out)
         JSONBytes.appendString(model, to: &out)
         JSONBytes.appendRaw(",\"usage\":", to: &out)
-        if let usage {
-            JSONBytes.appendRaw("{\"prompt_tokens\":", to: &out)
-            JSONBytes.appendInt(usage.promptTokens, to: &out)
-            JSONBytes.appendRaw(",\"completion_tokens\":", to: &out)
-            JSONBytes.appendInt(usage.completionTokens, to: &out)
-            JSONBytes.appendRaw(",\"total_tokens\":", to: &out)
-            JSONBytes.appendInt(usage.totalTokens, to: &out)
-            out.append(UInt8(ascii: "}"))
-        } else {
-            JSONBytes.appendRaw("null", to: &out)
+        Self.appendUsage(usage, to: &out)
+        // Only when set, like the capture keys: most records have neither (no usage, no token budget), and a
+        // record that stays the same size keeps the log's volume and a full pipe's record boundaries as they were.
+        if let usageSource {
+            JSONBytes.appendRaw(",\"usage_source\":", to: &out)
+            JSONBytes.appendString(usageSource, to: &out)
+        }
+        if let estimatedUsage {
+            JSONBytes.appendRaw(",\"estimated_usage\":", to: &out)
+            Self.appendUsage(estimatedUsage, to: &out)
         }
         JSONBytes.appendRaw(",\"end\":\"", to: &out)
         var endName = end.rawValue // plain ASCII, no escaping needed
@@ -282,6 +306,21 @@ extension CompletionRecord {
             }
             JSONBytes.appendString(utf8: UnsafeBufferPointer(rebasing: bytes[..<end]), to: &out)
         }
+    }
+
+    /// `{"prompt_tokens":…,"completion_tokens":…,"total_tokens":…}`, or `null`.
+    private static func appendUsage(_ usage: Usage?, to out: inout [UInt8]) {
+        guard let usage else {
+            JSONBytes.appendRaw("null", to: &out)
+            return
+        }
+        JSONBytes.appendRaw("{\"prompt_tokens\":", to: &out)
+        JSONBytes.appendInt(usage.promptTokens, to: &out)
+        JSONBytes.appendRaw(",\"completion_tokens\":", to: &out)
+        JSONBytes.appendInt(usage.completionTokens, to: &out)
+        JSONBytes.appendRaw(",\"total_tokens\":", to: &out)
+        JSONBytes.appendInt(usage.totalTokens, to: &out)
+        out.append(UInt8(ascii: "}"))
     }
 
     private static func appendOptionalMilliseconds(_ value: Double?, to out: inout [UInt8]) {

@@ -1,5 +1,5 @@
-/// Reads the top-level `model` and `stream` members of a JSON request body as it streams upstream; it never
-/// changes, keeps or delays the bytes.
+/// Reads the top-level `model` and `stream` members of a JSON request body as it streams upstream, and the size of
+/// its text for a prompt-token estimate; it never changes, keeps or delays the bytes.
 ///
 /// Contract: `reset` at each request, `observe` each piece of the (de-chunked) body as it is forwarded, and read
 /// `model` / `stream` once the body has been forwarded. They are known only when the body is one complete, well-formed
@@ -22,6 +22,10 @@ public struct RequestTap: Sendable {
     private var scanner = JSONScanner()
     /// Body bytes read so far (while not over the cap).
     private var bodyBytes = 0
+    /// Body bytes offered, over the cap too (only counted, never scanned).
+    private var offeredBytes = 0
+    /// Decoded bytes of the body's JSON string values (member names not included).
+    private var stringBytes = 0
     private var overLimit = false
     private var pendingKey: Key = .other
     /// The last top-level `model` value, when it was a string of at most `InlineText.capacity` bytes.
@@ -44,6 +48,8 @@ public struct RequestTap: Sendable {
     public mutating func reset() {
         scanner.reset()
         bodyBytes = 0
+        offeredBytes = 0
+        stringBytes = 0
         overLimit = false
         pendingKey = .other
         hasModel = false
@@ -54,6 +60,7 @@ public struct RequestTap: Sendable {
     /// Reads the next piece of the body.
     public mutating func observe(_ bytes: Span<UInt8>) {
         capture.append(bytes)
+        offeredBytes += bytes.count
         guard !overLimit else { return }
         guard bytes.count <= maxBodyBytes - bodyBytes else {
             overLimit = true
@@ -85,6 +92,20 @@ public struct RequestTap: Sendable {
         isKnown ? streamValue : nil
     }
 
+    /// The bytes of the body's text: the decoded bytes of its JSON string values (messages, system prompt, tool
+    /// descriptions; also short values like roles and the model) when the body was read whole as one complete JSON
+    /// document, else every body byte offered (a body over `maxBodyBytes`, malformed or cut short is not
+    /// scanned, so its whole size stands in: a larger estimate, never a free one).
+    public var textBytes: Int {
+        isKnown ? stringBytes : offeredBytes
+    }
+
+    /// The prompt tokens estimated from `textBytes`: 4 bytes a token (the usual figure for English text with
+    /// OpenAI's and Anthropic's tokenizers), rounded up.
+    public var estimatedPromptTokens: Int64 {
+        Int64((textBytes + 3) / 4)
+    }
+
     /// Whether the body passed `maxBodyBytes` (so nothing is reported).
     public var exceededLimit: Bool { overLimit }
 
@@ -109,6 +130,7 @@ public struct RequestTap: Sendable {
             }
             return
         }
+        if token == .string { stringBytes += scanner.text.length }
         // Any other token right after a member name is that member's value.
         switch pendingKey {
         case .model:

@@ -13,20 +13,35 @@ public struct ResponseObservation: Equatable, Sendable {
     public var usage: TokenUsage?
     /// The model the backend reported, at most `UsageReader.maxModelBytes` bytes (a longer one is nil).
     public var model: String?
+    /// Documents that carried output (`UsageReader` says which): for SSE the content-bearing events, for a JSON
+    /// body 0 or 1. 0 when usage is not read.
+    public var contentEvents: Int
+    /// `now` of the call that dispatched the first content-bearing event (for a JSON body, the `finish` call):
+    /// the time of the first token, where `firstDataEventAt` may be a role-only or metadata event.
+    public var firstContentEventAt: Int64?
+    /// The output tokens this body is estimated to hold, charged when the backend reported no usage: for SSE the
+    /// output deltas (one token per OpenAI/Anthropic delta is the servers' own granularity, so this does not
+    /// overcount), for a JSON body the output text bytes / 4 rounded up, 0 for other bodies.
+    public var estimatedCompletionTokens: Int64
 
     public init(eventCount: Int = 0, firstDataEventAt: Int64? = nil, lastEventAt: Int64? = nil, maxGap: Int64 = 0,
-                usage: TokenUsage? = nil, model: String? = nil) {
+                usage: TokenUsage? = nil, model: String? = nil, contentEvents: Int = 0,
+                firstContentEventAt: Int64? = nil, estimatedCompletionTokens: Int64 = 0) {
         self.eventCount = eventCount
         self.firstDataEventAt = firstDataEventAt
         self.lastEventAt = lastEventAt
         self.maxGap = maxGap
         self.usage = usage
         self.model = model
+        self.contentEvents = contentEvents
+        self.firstContentEventAt = firstContentEventAt
+        self.estimatedCompletionTokens = estimatedCompletionTokens
     }
 }
 
 /// Observes a response body as it passes through the proxy, never changing or keeping the stream: SSE framing
-/// (WHATWG HTML §9.2.6), event count and timing, token usage and model; optionally a capture of the text for audit.
+/// (WHATWG HTML §9.2.6), event count and timing, token usage and model, the content-bearing events and an output
+/// token estimate; optionally a capture of the text for audit.
 ///
 /// Contract: `reset(kind:)` at each response, `observe` each piece of de-chunked payload with the loop's time as it
 /// arrives (pieces may split anywhere, a CRLF included), `finish` at the end of the body, then read `observation`.
@@ -103,6 +118,7 @@ public struct ResponseTap: Sendable {
     private var firstDataEventAt: Int64?
     private var lastEventAt: Int64?
     private var maxGap: Int64 = 0
+    private var firstContentEventAt: Int64?
     private var reader = UsageReader()
     private var capture: CaptureBuffer
 
@@ -130,6 +146,7 @@ public struct ResponseTap: Sendable {
         firstDataEventAt = nil
         lastEventAt = nil
         maxGap = 0
+        firstContentEventAt = nil
         reader.reset()
         capture.reset()
         if kind == .json && readsUsage { reader.beginDocument() }
@@ -155,13 +172,27 @@ public struct ResponseTap: Sendable {
     public mutating func finish(now: Int64) {
         guard !finished else { return }
         finished = true
-        if kind == .json { reader.endDocument() }
+        if kind == .json {
+            reader.endDocument()
+            if reader.contentDocuments > 0 { firstContentEventAt = now }
+        }
     }
 
     /// What was learned so far. Builds the model `String`: read it at the end of an exchange.
     public var observation: ResponseObservation {
         ResponseObservation(eventCount: eventCount, firstDataEventAt: firstDataEventAt, lastEventAt: lastEventAt,
-                            maxGap: maxGap, usage: reader.usage, model: reader.model)
+                            maxGap: maxGap, usage: reader.usage, model: reader.model,
+                            contentEvents: reader.contentDocuments, firstContentEventAt: firstContentEventAt,
+                            estimatedCompletionTokens: estimatedCompletionTokens)
+    }
+
+    /// See `ResponseObservation.estimatedCompletionTokens`.
+    private var estimatedCompletionTokens: Int64 {
+        switch kind {
+        case .eventStream: Int64(reader.outputDeltas)
+        case .json: Int64((reader.outputTextBytes + 3) / 4)
+        case .other: 0
+        }
     }
 
     /// Calls `body` with the captured text (empty when capture is off).
@@ -324,7 +355,11 @@ public struct ResponseTap: Sendable {
         // Wrapping subtraction: a caller's clock cannot make the tap trap.
         if let last = lastEventAt, now &- last > maxGap { maxGap = now &- last }
         lastEventAt = now
-        if eventHasData { reader.endDocument() }
+        if eventHasData {
+            let contentBefore = reader.contentDocuments
+            reader.endDocument()
+            if firstContentEventAt == nil && reader.contentDocuments > contentBefore { firstContentEventAt = now }
+        }
         eventHasField = false
         eventHasData = false
     }

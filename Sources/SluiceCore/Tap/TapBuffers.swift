@@ -13,15 +13,20 @@ struct InlineText: Sendable {
     private(set) var count = 0
     /// Whether bytes were dropped since the last `removeAll`.
     private(set) var overflowed = false
+    /// Bytes offered since the last `removeAll`, kept or dropped: the whole length of a string the taps
+    /// do not keep, such as a content delta whose bytes feed a token estimate.
+    private(set) var length = 0
 
     /// Forgets the text without touching the storage.
     mutating func removeAll() {
         count = 0
         overflowed = false
+        length = 0
     }
 
     /// Appends one byte, or records that it did not fit.
     mutating func append(_ byte: UInt8) {
+        length += 1
         if count < Self.capacity {
             storage[count] = byte
             count += 1
@@ -32,6 +37,7 @@ struct InlineText: Sendable {
 
     /// Appends a run of bytes, keeping what fits and recording the rest as dropped.
     mutating func append(contentsOf bytes: Span<UInt8>) {
+        length += bytes.count
         let kept = min(bytes.count, Self.capacity - count)
         for offset in 0..<kept { storage[count + offset] = bytes[offset] }
         count += kept

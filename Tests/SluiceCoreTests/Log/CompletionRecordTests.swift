@@ -26,6 +26,7 @@ import Testing
         record.rateLimitDecision = "allowed"
         record.model = "gpt-4o-mini"
         record.usage = .init(promptTokens: 21, completionTokens: 152, totalTokens: 173)
+        record.usageSource = "reported"
         record.end = .complete
         return record
     }
@@ -37,7 +38,8 @@ import Testing
             + #""request_bytes":812,"response_bytes":40213,"sse_events":153,"ttfb_ms":41.250,"ttft_ms":502.500,"#
             + #""duration_ms":4812.000,"max_gap_ms":220.000,"paused_ms":0.000,"peak_queued_bytes":65536,"#
             + #""rate_limit_key":"9e107d9d372bb682","rate_limit_decision":"allowed","model":"gpt-4o-mini","#
-            + #""usage":{"prompt_tokens":21,"completion_tokens":152,"total_tokens":173},"end":"complete","#
+            + #""usage":{"prompt_tokens":21,"completion_tokens":152,"total_tokens":173},"usage_source":"reported","#
+            + #""end":"complete","#
             + #""error":null,"worker":3}"# + "\n"
         #expect(Self.fullRecord().jsonLine == expected)
     }
@@ -60,6 +62,19 @@ import Testing
         #expect(object["ttft_ms"] is NSNull)
     }
 
+    @Test func anEstimateIsLoggedApartFromUsage() throws {
+        var record = LogTestSupport.record(worker: 0, sequence: 1)
+        record.usageSource = "estimated"
+        record.estimatedUsage = .init(promptTokens: 12, completionTokens: 30, totalTokens: 42)
+        let line = record.jsonLine
+        #expect(line.contains(#""usage":null,"usage_source":"estimated","#
+            + #""estimated_usage":{"prompt_tokens":12,"completion_tokens":30,"total_tokens":42},"#))
+        let object = try #require(LogTestSupport.jsonObject(line))
+        #expect(object["usage"] is NSNull, "an estimate is never presented as reported usage")
+        #expect(!LogTestSupport.record(worker: 0, sequence: 1).jsonLine.contains("usage_source"),
+                "the keys appear only when set")
+    }
+
     @Test func endHasExactlyTheSpecifiedSpellings() {
         let specified = ["complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect",
                          "timeout_first_byte", "timeout_idle", "timeout_total", "client_write_timeout",
@@ -78,12 +93,13 @@ import Testing
 
     @Test func keysAppearInTheDocumentedOrder() {
         var record = Self.fullRecord()
+        record.estimatedUsage = .init(promptTokens: 1, completionTokens: 2, totalTokens: 3)
         record.capturedRequestBody = "{}"
         let line = record.jsonLine
         let keys = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "status",
                     "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttft_ms", "duration_ms", "max_gap_ms",
                     "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage",
-                    "end", "error", "worker", "request_body", "response_text", "capture_truncated"]
+                    "usage_source", "estimated_usage", "end", "error", "worker", "request_body", "response_text", "capture_truncated"]
         let positions = keys.map { key in line.range(of: "\"\(key)\":").map { line.distance(from: line.startIndex, to: $0.lowerBound) } ?? -1 }
         #expect(!positions.contains(-1))
         #expect(positions == positions.sorted())

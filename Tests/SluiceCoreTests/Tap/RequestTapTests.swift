@@ -124,6 +124,31 @@ struct RequestTapTests {
         }
     }
 
+    @Test("text bytes: decoded string values of a complete JSON body, else every body byte; in any split")
+    func textBytes() {
+        let cases: [(body: String, cap: Int, textBytes: Int, estimate: Int64)] = [
+            // "m" + "user" + "Hello, world" (member names, numbers and booleans are not text).
+            (#"{"model":"m","stream":true,"max_tokens":64,"messages":[{"role":"user","content":"Hello, world"}]}"#,
+             1 << 20, 17, 5),
+            (#"{"content":"\u00e9\n\"\\"}"#, 1 << 20, 5, 2),  // é is 2 bytes, then LF, quote, backslash
+            (#"{"max_tokens":1024,"stream":true,"n":null}"#, 1 << 20, 0, 0),
+            (#"{"content":"abcd""#, 1 << 20, 17, 5),  // unfinished: every byte offered
+            (#"{"content":"abc"} trailing"#, 1 << 20, 26, 7),  // not JSON after all
+            (#"{"content":"0123456789"}"#, 10, 24, 6),  // over the cap: every byte, counted but not scanned
+            ("plain text prompt", 1 << 20, 17, 5),
+            ("", 1 << 20, 0, 0),
+        ]
+        for (body, cap, textBytes, estimate) in cases {
+            let bytes = Support.bytes(body)
+            var tap = RequestTap(maxBodyBytes: cap)
+            for feeding in Support.feedings(bytes.count) {
+                _ = Self.run(&tap, bytes, cuts: feeding.cuts)
+                #expect(tap.textBytes == textBytes, "\(body) \(feeding.name)")
+                #expect(tap.estimatedPromptTokens == estimate, "\(body) \(feeding.name)")
+            }
+        }
+    }
+
     @Test("model and stream are unknown until the body is complete")
     func unknownUntilComplete() {
         var tap = RequestTap(maxBodyBytes: 1024)

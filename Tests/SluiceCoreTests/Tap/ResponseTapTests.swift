@@ -14,15 +14,21 @@ struct ResponseTapCase: Sendable, CustomTestStringConvertible {
     var model: String?
     /// When set, the capture with an ample limit.
     var capture: String?
+    /// Content-bearing documents, and the completion estimate (for streams the output deltas, equal to `content`
+    /// unless a chunk has several choices; for JSON bodies the output text bytes / 4).
+    var content: Int
+    var estimate: Int64
 
     init(_ name: String, _ body: String, kind: ResponseTap.Kind = .eventStream, events: Int = 0,
-         sawData: Bool? = nil, usage: TokenUsage? = nil, model: String? = nil, capture: String? = nil) {
+         sawData: Bool? = nil, usage: TokenUsage? = nil, model: String? = nil, capture: String? = nil,
+         content: Int = 0, estimate: Int64? = nil) {
         self.init(name, bytes: TapTestSupport.bytes(body), kind: kind, events: events, sawData: sawData,
-                  usage: usage, model: model, capture: capture)
+                  usage: usage, model: model, capture: capture, content: content, estimate: estimate)
     }
 
     init(_ name: String, bytes: [UInt8], kind: ResponseTap.Kind = .eventStream, events: Int = 0,
-         sawData: Bool? = nil, usage: TokenUsage? = nil, model: String? = nil, capture: String? = nil) {
+         sawData: Bool? = nil, usage: TokenUsage? = nil, model: String? = nil, capture: String? = nil,
+         content: Int = 0, estimate: Int64? = nil) {
         self.name = name
         self.kind = kind
         self.body = bytes
@@ -31,11 +37,15 @@ struct ResponseTapCase: Sendable, CustomTestStringConvertible {
         self.usage = usage
         self.model = model
         self.capture = capture
+        self.content = content
+        self.estimate = estimate ?? Int64(content)
     }
 
     var expected: ResponseObservation {
         ResponseObservation(eventCount: eventCount, firstDataEventAt: sawData ? 7 : nil,
-                            lastEventAt: eventCount > 0 ? 7 : nil, maxGap: 0, usage: usage, model: model)
+                            lastEventAt: eventCount > 0 ? 7 : nil, maxGap: 0, usage: usage, model: model,
+                            contentEvents: content, firstContentEventAt: content > 0 ? 7 : nil,
+                            estimatedCompletionTokens: estimate)
     }
 
     var testDescription: String { name }
@@ -59,21 +69,21 @@ private let anthropicUsage = usage(25, 15, 40)
 
 private let streamCases: [ResponseTapCase] = [
     .init("OpenAI chat stream with include_usage", Fixtures.openAIChatStream, events: 6, usage: openAIUsage,
-          model: "gpt-4o-2024-08-06"),
+          model: "gpt-4o-2024-08-06", content: 2),
     .init("OpenAI chat stream without usage", Fixtures.openAIChatStreamWithoutUsage, events: 4, usage: nil,
-          model: "gpt-4o-mini-2024-07-18"),
+          model: "gpt-4o-mini-2024-07-18", content: 1),
     .init("Anthropic messages stream", Fixtures.anthropicStream, events: 8, usage: anthropicUsage,
-          model: "claude-sonnet-4-5-20250929"),
+          model: "claude-sonnet-4-5-20250929", content: 2),
     .init("Anthropic stream with prompt caching", Fixtures.anthropicCachedStream, events: 6,
-          usage: usage(3010, 42, 3052), model: "claude-3-7-sonnet-20250219"),
+          usage: usage(3010, 42, 3052), model: "claude-3-7-sonnet-20250219", content: 1),
     .init("Anthropic stream ended by an error event", Fixtures.anthropicErrorStream, events: 2,
           usage: usage(512, 1, 513), model: "claude-opus-4-1-20250805"),
     .init("vLLM stream", Fixtures.vLLMStream, events: 5, usage: usage(12, 3, 15),
-          model: "meta-llama/Llama-3.1-8B-Instruct"),
+          model: "meta-llama/Llama-3.1-8B-Instruct", content: 2),
     .init("vLLM continuous usage: the last report wins", Fixtures.vLLMContinuousUsageStream, events: 4,
-          usage: usage(8, 3, 11), model: "Qwen/Qwen2.5-7B-Instruct"),
+          usage: usage(8, 3, 11), model: "Qwen/Qwen2.5-7B-Instruct", content: 2),
     .init("OpenAI Responses API stream", Fixtures.openAIResponsesStream, events: 3, usage: usage(37, 11, 48),
-          model: "gpt-4.1-2025-04-14"),
+          model: "gpt-4.1-2025-04-14", content: 1),
 ]
 
 private let crlfStream = Fixtures.withLineEnds(Fixtures.openAIChatStream, "\r\n")
@@ -87,13 +97,13 @@ private let unterminatedUsage = String(Fixtures.openAIChatStream.dropLast("\n\nd
 /// Line ends, BOM and framing (§9.2.6).
 private let framingCases: [ResponseTapCase] = [
     .init("CRLF line ends", crlfStream, events: 6,
-          usage: openAIUsage, model: "gpt-4o-2024-08-06"),
+          usage: openAIUsage, model: "gpt-4o-2024-08-06", content: 2),
     .init("CR line ends", crStream, events: 8,
-          usage: anthropicUsage, model: "claude-sonnet-4-5-20250929"),
+          usage: anthropicUsage, model: "claude-sonnet-4-5-20250929", content: 2),
     .init("mixed CRLF, LF and CR line ends", mixedStream, events: 8,
-          usage: anthropicUsage, model: "claude-sonnet-4-5-20250929"),
+          usage: anthropicUsage, model: "claude-sonnet-4-5-20250929", content: 2),
     .init("a BOM at the start is skipped", bomStream, events: 8,
-          usage: anthropicUsage, model: "claude-sonnet-4-5-20250929"),
+          usage: anthropicUsage, model: "claude-sonnet-4-5-20250929", content: 2),
     .init("a BOM later is part of a field name", "data: {}\n\n\u{FEFF}data: {\"model\":\"hidden\"}\n\n",
           events: 2, model: nil, capture: "{}\n"),
     .init("a partial BOM at the start is part of a field name",
@@ -110,10 +120,10 @@ private let framingCases: [ResponseTapCase] = [
     .init("blank lines and comments only", "\n\r\n\r: hi\n\n:\r\r", events: 0),
     .init("empty body", "", events: 0),
     .init("an unterminated [DONE] is not dispatched",
-          unterminatedDone, events: 5, usage: openAIUsage, model: "gpt-4o-2024-08-06"),
+          unterminatedDone, events: 5, usage: openAIUsage, model: "gpt-4o-2024-08-06", content: 2),
     .init("an unterminated usage event is not dispatched",
           unterminatedUsage, events: 4, usage: nil,
-          model: "gpt-4o-2024-08-06"),
+          model: "gpt-4o-2024-08-06", content: 2),
     .init("an unterminated last line is not dispatched", "data: {\"model\":\"a\"}\n\ndata: {\"model\":\"b\"}",
           events: 1, model: "a"),
     .init("event without data", "event: ping\nid: 7\n\n", events: 1, sawData: false),
@@ -135,7 +145,7 @@ private let deep32 = deepEvent(levels: 32)
 /// Usage and model extraction.
 private let usageCases: [ResponseTapCase] = [
     .init("decoy usage and model keys at the wrong depth", Fixtures.decoyStream, events: 3, usage: nil,
-          model: "gpt-4o-mini"),
+          model: "gpt-4o-mini", content: 1),
     .init("escapes in the model and in member names", Fixtures.escapedStream, events: 1, usage: usage(5, 6, 11),
           model: "gpt-4o-mini \"q\" \\/ \u{E9}\u{1F600}"),
     .init("malformed documents contribute nothing", Fixtures.malformedStream, events: 6, usage: usage(1, 2, 3),
@@ -167,9 +177,9 @@ private let bodyWithGarbage = Fixtures.anthropicBody + "x"
 /// Non-streaming bodies, and bodies read as the wrong kind.
 private let bodyCases: [ResponseTapCase] = [
     .init("OpenAI JSON body", Fixtures.openAIChatBody, kind: .json, usage: usage(1117, 46, 1163),
-          model: "gpt-4o-2024-08-06", capture: Fixtures.openAIChatBody),
+          model: "gpt-4o-2024-08-06", capture: Fixtures.openAIChatBody, content: 1, estimate: 9),
     .init("Anthropic JSON body", Fixtures.anthropicBody, kind: .json, usage: usage(4146, 503, 4649),
-          model: "claude-sonnet-4-5-20250929"),
+          model: "claude-sonnet-4-5-20250929", content: 1, estimate: 6),
     .init("JSON error body", Fixtures.errorBody, kind: .json, usage: nil),
     .init("truncated JSON body", truncatedBody, kind: .json, usage: nil, model: nil),
     .init("JSON body with trailing garbage", bodyWithGarbage, kind: .json, usage: nil, model: nil),
@@ -283,7 +293,8 @@ struct ResponseTapTests {
         }
         #expect(outcome.observation == ResponseObservation(
             eventCount: 8, firstDataEventAt: 1000, lastEventAt: 1000 + 40 * 7 + 700, maxGap: 740,
-            usage: anthropicUsage, model: "claude-sonnet-4-5-20250929"))
+            usage: anthropicUsage, model: "claude-sonnet-4-5-20250929",
+            contentEvents: 2, firstContentEventAt: 1000 + 40 * 3, estimatedCompletionTokens: 2))
     }
 
     @Test("capture keeps the first bytes and marks the rest as dropped")
@@ -341,7 +352,7 @@ struct ResponseTapTests {
         }
     }
 
-    @Test("without usage reading, framing and timing are followed and no usage or model is reported")
+    @Test("without usage reading, framing and timing are followed and no usage, model or content is reported")
     func usageOff() {
         for (kind, body) in [(ResponseTap.Kind.eventStream, Fixtures.anthropicStream), (.json, #"{"model":"m","usage":{"total_tokens":3}}"#)] {
             let bytes = Support.bytes(body)
@@ -353,6 +364,7 @@ struct ResponseTapTests {
             #expect(tap.observation == ResponseObservation(eventCount: reading.eventCount, firstDataEventAt: reading.firstDataEventAt,
                                                            lastEventAt: reading.lastEventAt, maxGap: reading.maxGap))
             #expect(reading.usage != nil && reading.model != nil)
+            #expect(kind != .eventStream || reading.contentEvents == 2)
         }
     }
 
