@@ -11,9 +11,14 @@ import Glibc
 /// So each address gets exactly one socket, bound without SO_REUSEPORT: a bind on an address anyone holds
 /// fails with EADDRINUSE (exact, no window), and while sluice holds it nobody can bind it. Each worker gets
 /// its own descriptor for that socket (`duplicate`), so it owns and closes it like before; the socket stays
-/// listening until the last worker closes its descriptor. The workers' epolls all watch the one accept
-/// queue, and whichever is free accepts: with 2 workers, 600 sequential and 600 concurrent connections were
-/// split 306/294 and 290/310 (SO_REUSEPORT's hash gave 314/286 and 266/228), measured with strace.
+/// listening until the last worker closes its descriptor.
+///
+/// The cost is in balance. Every worker's epoll watches the one accept queue (level-triggered, no
+/// EPOLLEXCLUSIVE, whose wake-one order piles connections on one worker), so each connection wakes the
+/// waiting workers and the first to run accepts it: a busy worker, not in epoll_wait, takes none, which
+/// suits long streams. When all are idle the split is the scheduler's: with 2 workers on 2 CPUs (release
+/// build, accept4 counted per thread with perf), 600 sequential connects split 33/67 to 49/51 and 600
+/// concurrent ones 36/64 to 46/54, where SO_REUSEPORT's 4-tuple hash gave 49/51 to 51/49 in both cases.
 extension Syscall {
     /// A non-blocking, close-on-exec listening TCP socket on `address` that nothing else can share.
     /// SO_REUSEADDR lets a restart bind while old connections sit in TIME_WAIT; it never lets a second
