@@ -1,7 +1,8 @@
 """Memory before the first byte and fairness at max_connections (issue 12, item 5).
 
 - A bare TCP connect to a TLS listener allocates no TLS engine state until the client's first byte: 2,000 of
-  them grow sluice's RSS by about 2 MiB (1.1 KB each); before, each held OpenSSL's ~55 KB (108 MiB in all).
+  them grow sluice's RSS by about 2.2 MiB (1.1 KB each) and cost 6 heap allocations each (release build, with
+  test_allocations.py's malloc shim); before, each held OpenSSL's ~56 KB and 35 allocations (107 MiB in all).
 - At max_connections the oldest idle connection (accepted with no request byte, or kept alive between requests)
   is closed to admit the new one (`sluice_connections_evicted_total`); a connection with a request under way
   (head partly read, exchange) never is, and with no idle one the new connection gets the 503.
@@ -31,6 +32,9 @@ BARE_CONNECTS = 2000
 #: RSS growth allowed per bare connect to a TLS listener. Measured: 1.1 KB (debug build); it was 55 KB when each
 #: accept created the OpenSSL connection and its 2 x 17 KiB BIO pair. Room for sanitizer builds.
 RSS_PER_BARE_CONNECT_LIMIT = 16 * 1024
+#: Heap allocations per bare connect to a TLS listener (optimized build, under test_allocations.py's shim).
+#: Measured: 6 (the session and its bookkeeping); 35 when OpenSSL's connection was made at accept.
+MALLOCS_PER_BARE_CONNECT_LIMIT = 15
 
 
 def _metric(sl, name: str) -> int:
@@ -117,6 +121,30 @@ def test_bare_connects_to_a_tls_listener_hold_no_tls_state(stack, pki):
         assert bare[0].recv(1) == b""
         took = time.monotonic() - opened_at
         assert 3.5 <= took < 7, f"a bare connect was closed after {took:.2f} s with handshake_timeout 4s"
+    finally:
+        for s in bare:
+            s.close()
+
+
+def test_bare_connects_to_a_tls_listener_allocate_no_tls_engine(stack, pki, tmp_path):
+    """The same with the malloc shim: allocations per bare connect, not bytes (needs an optimized binary)."""
+    from test_allocations import counted_sluice
+    _enough_descriptors(BARE_CONNECTS + 200)
+    origin = stack.origin()
+    sl, counter = counted_sluice(stack, tmp_path, origin.port,
+                                 ["--config", str(_tls_listener_config(stack, pki, origin.port, "30s"))])
+    assert _https_get(sl.port, pki, "/warm").startswith(b"HTTP/1.1 200")
+    warm = [socket.create_connection(("127.0.0.1", sl.port), timeout=10) for _ in range(50)]
+    time.sleep(0.3)
+    for s in warm:
+        s.close()
+    before = counter.read()
+    bare = [socket.create_connection(("127.0.0.1", sl.port), timeout=10) for _ in range(BARE_CONNECTS)]
+    try:
+        time.sleep(0.5)
+        per_connect = (counter.read() - before) / BARE_CONNECTS
+        print(f"{per_connect:.1f} allocations per bare connect to a TLS listener")
+        assert per_connect <= MALLOCS_PER_BARE_CONNECT_LIMIT, f"{per_connect:.1f} allocations per bare connect"
     finally:
         for s in bare:
             s.close()
