@@ -25,7 +25,7 @@ enum ConfigBlockKind: String, CaseIterable {
         case .upstream: ["server", "max_idle", "resolve_interval"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
-                + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit"]
+                + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit", ConfigRouteKey.injectUsage.rawValue]
         case .log: ConfigLogKey.allCases.map(\.rawValue)
         case .admin: ["listen"]
         case .limit: ConfigRateLimitKey.allCases.map(\.rawValue)
@@ -146,6 +146,14 @@ enum ConfigLogKey: String, CaseIterable {
     /// `request_body_scan SIZE`: largest request body scanned for model/stream
     /// (``LogConfig/requestBodyScanLimit``).
     case requestBodyScan = "request_body_scan"
+}
+
+/// Route keys with a name worth a constant.
+enum ConfigRouteKey: String {
+    /// `inject_usage on|off`: ask OpenAI-compatible backends for stream usage on the client's behalf and remove
+    /// the usage chunk the client did not ask for (issue 12, item 3). Only `off` is accepted until the session
+    /// rewrites request bodies.
+    case injectUsage = "inject_usage"
 }
 
 /// Per-route capture keys, each a size from 0 to ``RouteConfig/maximumCaptureBytes``.
