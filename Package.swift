@@ -14,13 +14,17 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(name: "CSluiceLinux"),
+        // Generates BuildInfo's commit (`git rev-parse --short HEAD`, or SLUICE_COMMIT, or `unknown`) before
+        // every build: SwiftPM has no other way to put a build-time value into the binary.
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         .target(
             name: "SluiceCore",
             dependencies: ["CSluiceLinux", "COpenSSL"],
             // Release builds skip the dynamic exclusivity checks: each class-property access on the
             // data path otherwise costs a runtime call (about 10% of the forwarding CPU in a profile).
             // Debug builds and `swift test` keep them.
-            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+            swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))],
+            plugins: ["BuildInfoPlugin"]
         ),
         .target(name: "SluiceOrigin", dependencies: ["SluiceCore"]),
         .executableTarget(

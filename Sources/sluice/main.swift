@@ -2,8 +2,6 @@ import Glibc
 import SluiceCore
 import SluiceOrigin
 
-let version = "0.1.0"
-
 /// Writes human text to stderr (CLI usage errors and `check` results, which are for people, not log collectors).
 func printToStderr(_ text: String) {
     var text = text + "\n"
@@ -38,13 +36,23 @@ func serve(_ config: Config) -> RunningProxy {
         if let file = error.file, error.line > 0 {
             fail("cannot start", ["file": .string(file), "line": .int(error.line), "error": .string(error.description)])
         }
-        if let address = error.address { fail("cannot start", ["address": .string(address), "error": .string(error.description)]) }
+        if let address = error.address {
+            // StartError carries no errno; this phrase is the one ProxyServer.bind and the admin start use for
+            // EADDRINUSE from another process (test_cli.py pins the whole line, so a reworded message shows).
+            guard error.description.contains("in use by another process") else {
+                fail("cannot start", ["address": .string(address), "error": .string(error.description)])
+            }
+            let flag = config.admin?.description == address ? "--admin" : "--listen"
+            fail("cannot start", ["address": .string(address), "error": .string(error.description),
+                                  "hint": .string("another process listens there; choose another with \(flag)")])
+        }
         fail("cannot start", ["error": .string(error.description)])
     }
     var sinks: [String] = []
     if let file = config.log.file { sinks.append(file) }
     if config.log.stdout { sinks.append("stdout") }
-    OpLog.info("ready", ["version": .string(version), "workers": .int(config.workers), "listeners": .strings(running.listeners),
+    OpLog.info("ready", ["version": .string(BuildInfo.version), "commit": .string(BuildInfo.commit),
+                         "workers": .int(config.workers), "listeners": .strings(running.listeners),
                          "tls_listeners": .strings(running.tlsListeners),
                          "admin": running.admin.map { .string($0) } ?? .json("null"),
                          "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
@@ -158,7 +166,8 @@ if let text = getenv("SLUICE_LOG_LEVEL").map({ String(cString: $0) }) {
 
 let command: CommandLineCommand
 do { command = try CommandLineCommand.parse(Array(CommandLine.arguments.dropFirst())) } catch {
-    printToStderr("sluice: \(error.description)\n\n\(CommandLineCommand.helpText)")
+    // Two lines, the error and a hint, not the whole help: the help scrolled the error out of sight.
+    printToStderr(error.description)
     exit(2)
 }
 
@@ -166,7 +175,7 @@ switch command {
 case .help:
     print(CommandLineCommand.helpText)
 case .version:
-    print("sluice \(version)")
+    print(BuildInfo.versionLine)
 case .check(let path):
     let config: Config
     do { config = try Config.load(overrides: CommandLineOverrides(configPath: path)) } catch {

@@ -8,9 +8,11 @@ import socket
 import subprocess
 import time
 
+import pytest
+
 from origin import unused_port
 from rawhttp import RawConn, get
-from sluice_proc import SLUICE_BIN, Sluice, run_cli
+from sluice_proc import REPO, SLUICE_BIN, Sluice, run_cli
 
 GOOD_CONFIG = """\
 # a complete config
@@ -63,16 +65,59 @@ def test_help():
         assert word in out, f"--help does not mention {word}"
 
 
-def test_version_matches_ready_line(tmp_path):
+def _git(*args) -> str | None:
+    try:
+        p = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def _version_line() -> tuple[str, str]:
     p = run_cli(["--version"])
-    assert p.returncode == 0, _out(p)
-    m = re.search(r"\d+\.\d+\.\d+\S*", _out(p))
-    assert m, f"no version in {_out(p)!r}"
+    assert p.returncode == 0 and p.stderr == b"", _out(p)
+    m = re.fullmatch(r"sluice (\d+\.\d+\.\d+\S*) \(commit ([0-9a-f]{4,40}|unknown)\)\n", p.stdout.decode())
+    assert m, f"--version printed {p.stdout!r}"
+    return m.group(1), m.group(2)
+
+
+def test_version_prints_the_version_and_the_commit_built_from():
+    """`sluice 0.1.0 (commit abc1234)`: the commit is `git rev-parse --short HEAD` of the tree the binary was
+    built from (Plugins/BuildInfoPlugin), `unknown` outside a checkout."""
+    version, commit = _version_line()
+    head = _git("rev-parse", "--short", "HEAD")
+    if head is None:
+        assert commit == "unknown", f"not in a git checkout, yet --version names commit {commit}"
+        return
+    if commit != head:
+        # Say which failure it is: a binary built before the latest commit is stale, not mislabelled.
+        head_time = int(_git("log", "-1", "--format=%ct", "HEAD") or 0)
+        stale = commit != "unknown" and _git("merge-base", "--is-ancestor", commit, "HEAD") is not None \
+            and os.path.getmtime(SLUICE_BIN) < head_time
+        assert commit == head, (f"--version says commit {commit}, HEAD is {head}"
+                                + ("; the binary predates HEAD: rebuild it" if stale else ""))
+
+
+def test_version_matches_ready_line():
+    version, commit = _version_line()
     s = Sluice(["--listen", "127.0.0.1:0", "--upstream", f"http://127.0.0.1:{unused_port()}", "--workers", "2"])
     try:
-        assert s.ready["version"] == m.group(0)
+        assert s.ready["version"] == version
+        assert s.ready["commit"] == commit
     finally:
         s.stop()
+
+
+def test_version_is_defined_once_and_the_changelog_names_it():
+    """The version string appears in exactly one source file, and CHANGELOG.md's newest release is it."""
+    version, _ = _version_line()
+    literal = f'"{version}"'
+    holders = sorted(str(f.relative_to(REPO)) for f in [REPO / "Package.swift", *REPO.glob("Sources/**/*.swift")]
+                     if literal in f.read_text(errors="replace"))
+    assert holders == ["Sources/SluiceCore/BuildInfo.swift"], holders
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    releases = re.findall(r"^## \[([^\]]+)\]", changelog, re.M)
+    assert releases[:1] == ["Unreleased"] and releases[1] == version, releases
 
 
 def test_ready_line_shape(tmp_path):
@@ -179,10 +224,42 @@ def test_run_with_bad_config_fails_with_json_error(tmp_path):
     assert any(f"{cfg}:{line_no}" in json.dumps(o, ensure_ascii=False).replace("\\/", "/") for o in errors), errors
 
 
-def test_unknown_flag():
-    p = run_cli(["--definitely-not-a-flag"])
-    assert p.returncode != 0
-    assert "--definitely-not-a-flag" in _out(p)
+# Usage errors: exit 2, nothing on stdout, two lines on stderr (the error and a hint), never the whole help.
+CLI_ERRORS = [
+    (["check", "proxy.conf"],
+     "sluice: unexpected argument 'proxy.conf'\nhint: did you mean `sluice check --config proxy.conf`?\n"),
+    (["proxy.conf"],
+     "sluice: unexpected argument 'proxy.conf'\nhint: did you mean `sluice --config proxy.conf`?\n"),
+    (["--lsiten", "127.0.0.1:8080"],
+     "sluice: unknown flag '--lsiten'\nhint: did you mean --listen? see sluice --help\n"),
+    (["--port", "8080"],
+     "sluice: unknown flag '--port'\nhint: did you mean --listen? see sluice --help\n"),
+    (["--definitely-not-a-flag"],
+     "sluice: unknown flag '--definitely-not-a-flag'\nhint: see sluice --help\n"),
+    (["chekc", "--config", "proxy.conf"],
+     "sluice: unknown command 'chekc'\nhint: did you mean `sluice check --config proxy.conf`?\n"),
+    (["--workers", "2", "demo"],
+     "sluice: unexpected argument 'demo': a command comes first\nhint: did you mean `sluice demo --workers 2`?\n"),
+    (["http://127.0.0.1:8000"],
+     "sluice: unexpected argument 'http://127.0.0.1:8000'\nhint: did you mean `sluice --upstream http://127.0.0.1:8000`?\n"),
+    (["demo", "--upstream", "http://127.0.0.1:8000"],
+     "sluice: '--upstream' is not accepted by 'sluice demo'\n"
+     "hint: sluice demo runs its own backend; to proxy yours, run `sluice --upstream http://127.0.0.1:8000`\n"),
+    (["check"],
+     "sluice: 'sluice check' needs --config FILE\nhint: e.g. `sluice check --config proxy.conf`\n"),
+    (["--listen"],
+     "sluice: missing value for --listen: expected ADDR\nhint: e.g. --listen 127.0.0.1:8080\n"),
+    (["--workers", "0"],
+     "sluice: --workers must be a whole number from 1 to 256, got '0'\nhint: e.g. --workers 4\n"),
+]
+
+
+@pytest.mark.parametrize("args,stderr", CLI_ERRORS, ids=[" ".join(a) for a, _ in CLI_ERRORS])
+def test_usage_error_is_one_line_and_a_hint(args, stderr):
+    p = run_cli(args)
+    assert p.returncode == 2, _out(p)
+    assert p.stdout == b""
+    assert p.stderr.decode() == stderr
 
 
 def test_missing_upstream_is_an_error():
@@ -190,23 +267,30 @@ def test_missing_upstream_is_an_error():
     assert p.returncode != 0, "no upstream and no config must not start a proxy"
 
 
-def test_address_in_use(tmp_path):
+@pytest.mark.parametrize("flag", ["--listen", "--admin"])
+def test_address_in_use_says_so_and_how_to_choose_another(flag):
+    """A busy port at start-up: exit 1 within seconds, one JSON error line whose hint names the flag to use."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
-    port = busy.getsockname()[1]
+    address = f"127.0.0.1:{busy.getsockname()[1]}"
+    args = ["--listen", address] if flag == "--listen" else ["--listen", "127.0.0.1:0", "--admin", address]
     try:
-        s = Sluice(["--listen", f"127.0.0.1:{port}", "--upstream", f"http://127.0.0.1:{unused_port()}",
-                    "--workers", "1"], wait_ready=False)
+        s = Sluice(args + ["--upstream", f"http://127.0.0.1:{unused_port()}", "--workers", "1"], wait_ready=False)
         t0 = time.monotonic()
         rc = s.wait_exit(5)
         s.stop()
-        assert rc is not None, "sluice kept running on an address already in use"
-        assert rc != 0
+        assert rc == 1, f"exit {rc}: sluice kept running on an address already in use" if rc is None else rc
         assert time.monotonic() - t0 < 5
         objs = s.log_objects()
-        assert any(o.get("level") == "error" for o in objs), s.stderr_lines
-        assert not any(o.get("msg") == "ready" for o in objs)
+        assert len(objs) == 1, s.stderr_lines
+        line = objs[0]
+        assert set(line) == {"ts", "level", "msg", "address", "error", "hint"}, line
+        what = "listen on" if flag == "--listen" else "admin listener"
+        assert (line["level"], line["msg"], line["address"]) == ("error", "cannot start", address)
+        assert line["error"] == (f"{what} {address}: the address is in use by another process (bind: EADDRINUSE); "
+                                 "stop it or choose another address")
+        assert line["hint"] == f"another process listens there; choose another with {flag}"
     finally:
         busy.close()
 

@@ -42,7 +42,7 @@ public enum CommandLineCommand: Sendable, Equatable {
     case demo(CommandLineOverrides)
     /// `--help` or `-h` anywhere: print ``helpText``, exit 0.
     case help
-    /// `--version` anywhere (and no help flag): print the version, exit 0.
+    /// `--version` anywhere (and no help flag): print ``BuildInfo/versionLine``, exit 0.
     case version
 
     /// Usage text for `--help`: every command and flag.
@@ -83,12 +83,12 @@ public enum CommandLineCommand: Sendable, Equatable {
                           replaces the 'admin' block's 'listen'; must not be a public
                           listener (default: no admin listener)
           -h, --help      print this help and exit
-          --version       print the version and exit
+          --version       print the version and the commit it was built from, and exit
 
         """
 
     /// Flags, as typed.
-    private enum Flag: String, CaseIterable {
+    enum Flag: String, CaseIterable, Sendable {
         case config = "--config"
         case listen = "--listen"
         case upstream = "--upstream"
@@ -100,16 +100,45 @@ public enum CommandLineCommand: Sendable, Equatable {
         /// Whether the flag takes a value; `--log-stdout` is a switch.
         var takesValue: Bool { self != .logStdout }
 
-        /// Value placeholder and example, for "missing value" messages.
+        /// Whether the flag may be given more than once.
+        var repeats: Bool { self == .listen }
+
+        /// The value's placeholder in the help, for "missing value" messages.
+        var placeholder: String {
+            switch self {
+            case .config: "FILE"
+            case .listen, .admin: "ADDR"
+            case .upstream: "URL"
+            case .workers: "N"
+            case .logFile: "PATH"
+            case .logStdout: ""
+            }
+        }
+
+        /// The flag with a typical value, for hints: `--listen 127.0.0.1:8080`.
         var example: String {
             switch self {
-            case .config: "FILE, e.g. --config proxy.conf"
-            case .listen: "ADDR, e.g. --listen 127.0.0.1:8080"
-            case .upstream: "URL, e.g. --upstream http://127.0.0.1:8000"
-            case .workers: "N, e.g. --workers 4"
-            case .logFile: "PATH, e.g. --log-file /var/log/sluice/completions.jsonl"
-            case .logStdout: "no value"
-            case .admin: "ADDR, e.g. --admin 127.0.0.1:9901"
+            case .config: "--config proxy.conf"
+            case .listen: "--listen 127.0.0.1:8080"
+            case .upstream: "--upstream http://127.0.0.1:8000"
+            case .workers: "--workers 4"
+            case .logFile: "--log-file /var/log/sluice/completions.jsonl"
+            case .logStdout: "--log-stdout"
+            case .admin: "--admin 127.0.0.1:9901"
+            }
+        }
+
+        /// Names other tools use for the same thing (`--port`, `-c`, `--threads`), without dashes: an unknown
+        /// flag spelled like one of them is pointed here even though no edit distance would.
+        var synonyms: [String] {
+            switch self {
+            case .config: ["c", "f", "conf", "config-file", "configuration", "file"]
+            case .listen: ["l", "p", "port", "bind", "address", "addr", "host", "listen-address"]
+            case .upstream: ["u", "backend", "origin", "target", "server", "upstream-url", "proxy-pass"]
+            case .workers: ["j", "w", "t", "threads", "thread", "worker-threads", "worker-processes", "procs"]
+            case .logFile: ["log", "logfile", "access-log", "completion-log"]
+            case .logStdout: ["stdout"]
+            case .admin: ["metrics", "metrics-address", "admin-address", "admin-listen"]
             }
         }
     }
@@ -117,14 +146,23 @@ public enum CommandLineCommand: Sendable, Equatable {
     /// Subcommand words, in the order they appear in the help.
     private static let commandWords = ["check", "demo"]
 
+    /// The flags `sluice WORD` accepts (nil: no command word, run the proxy).
+    static func flags(acceptedBy commandWord: String?) -> [Flag] {
+        switch commandWord {
+        case "check": [.config]
+        case "demo": [.listen, .workers, .logFile, .logStdout, .admin]
+        default: Flag.allCases
+        }
+    }
+
     /// Parses the arguments (without argv[0]).
     ///
     /// `--help`/`-h` anywhere wins, then `--version`. A command word (`check`, `demo`) must come
     /// first. Each flag may be given once, except `--listen`, which may repeat. A flag's value
     /// may not start with `--` (catches `--listen --workers 2`); `--log-stdout` takes none.
-    /// - Throws: ``ConfigError`` with file ``ConfigError/commandLine`` and line 0, naming the
-    ///   offending argument.
-    public static func parse(_ arguments: [String]) throws(ConfigError) -> CommandLineCommand {
+    /// - Throws: ``CommandLineError`` naming the offending argument, with a hint: the closest flag, the
+    ///   command line the user probably meant, or where to look.
+    public static func parse(_ arguments: [String]) throws(CommandLineError) -> CommandLineCommand {
         if arguments.contains("--help") || arguments.contains("-h") { return .help }
         if arguments.contains("--version") { return .version }
 
@@ -132,23 +170,20 @@ public enum CommandLineCommand: Sendable, Equatable {
         var commandWord: String?
         if let first = rest.first, !first.hasPrefix("-") {
             guard commandWords.contains(first) else {
-                throw failure("unknown command \(ConfigValues.quoted(first))\(ConfigValues.didYouMean(first, among: commandWords)); see --help")
+                throw unexpected(at: 0, in: arguments, commandWord: nil, given: [])
             }
             commandWord = first
             rest = rest.dropFirst()
         }
-        let allowed: [Flag] =
-            switch commandWord {
-            case "check": [.config]
-            case "demo": [.listen, .workers, .logFile, .logStdout, .admin]
-            default: Flag.allCases
-            }
+        let allowed = flags(acceptedBy: commandWord)
 
         var overrides = CommandLineOverrides()
+        var given: [Flag] = []
         while let argument = rest.popFirst() {
+            // `rest` is a slice of `arguments`, so its indices are positions in `arguments`.
+            let position = rest.startIndex - 1
             guard argument.hasPrefix("-"), argument != "-", argument != "--" else {
-                let hint = commandWords.contains(argument) ? " (commands come first: sluice \(argument) ...)" : ""
-                throw failure("unexpected argument \(ConfigValues.quoted(argument))\(hint)")
+                throw unexpected(at: position, in: arguments, commandWord: commandWord, given: given)
             }
             let name: String
             var inlineValue: String?
@@ -159,17 +194,22 @@ public enum CommandLineCommand: Sendable, Equatable {
                 name = argument
             }
             guard let flag = Flag(rawValue: name) else {
-                let known = Flag.allCases.map(\.rawValue) + ["--help", "--version"]
-                throw failure("unknown flag \(ConfigValues.quoted(name))\(ConfigValues.didYouMean(name, among: known))")
+                let closest = suggestedFlag(for: name, among: allowed.map(\.rawValue) + ["--help", "--version"])
+                throw CommandLineError("unknown flag \(ConfigValues.quoted(name))",
+                                       hint: closest.map { "did you mean \($0)? see sluice --help" } ?? "see sluice --help")
             }
             guard allowed.contains(flag) else {
-                throw failure("'\(flag.rawValue)' is not accepted by 'sluice \(commandWord ?? "")'")
+                throw notAccepted(flag, at: position, in: arguments, commandWord: commandWord ?? "")
             }
+            if given.contains(flag) && !flag.repeats {
+                throw CommandLineError("\(flag.rawValue) given more than once", hint: "keep one \(flag.rawValue); see sluice --help")
+            }
+            given.append(flag)
             if !flag.takesValue {
                 if inlineValue != nil {
-                    throw failure("\(flag.rawValue) takes no value: write \(flag.rawValue) alone")
+                    throw CommandLineError("\(flag.rawValue) takes no value", hint: "write \(flag.rawValue) alone")
                 }
-                try apply(flag, "", to: &overrides)
+                overrides.logStdout = true
                 continue
             }
             let value: String
@@ -182,15 +222,18 @@ public enum CommandLineCommand: Sendable, Equatable {
                 value = ""
             }
             if value.isEmpty {
-                throw failure("missing value for \(flag.rawValue): expected \(flag.example)")
+                throw CommandLineError("missing value for \(flag.rawValue): expected \(flag.placeholder)", hint: "e.g. \(flag.example)")
             }
-            try apply(flag, value, to: &overrides)
+            do throws(ConfigError) { try apply(flag, value, to: &overrides) } catch {
+                // Value errors mostly show the expected form already; the hint then only points to the help.
+                throw CommandLineError(error.message, hint: error.message.contains("e.g.") ? "see sluice --help" : "e.g. \(flag.example)")
+            }
         }
 
         switch commandWord {
         case "check":
             guard let path = overrides.configPath else {
-                throw failure("'sluice check' needs --config FILE")
+                throw CommandLineError("'sluice check' needs --config FILE", hint: "e.g. `sluice check --config proxy.conf`")
             }
             return .check(configPath: path)
         case "demo":
@@ -200,14 +243,10 @@ public enum CommandLineCommand: Sendable, Equatable {
         }
     }
 
-    /// Validates one flag's value and stores it.
+    /// Validates one flag's value and stores it; the caller has checked that a non-repeating flag is new.
     private static func apply(_ flag: Flag, _ value: String, to overrides: inout CommandLineOverrides) throws(ConfigError) {
-        func once<T>(_ current: T?) throws(ConfigError) {
-            if current != nil { throw failure("\(flag.rawValue) given more than once") }
-        }
         switch flag {
         case .config:
-            try once(overrides.configPath)
             overrides.configPath = value
         case .listen:
             let address = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--listen: ") {
@@ -215,33 +254,161 @@ public enum CommandLineCommand: Sendable, Equatable {
             }
             overrides.listeners.append(address)
         case .upstream:
-            try once(overrides.upstreamURL)
             _ = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--upstream: ") {
                 () throws(ConfigValueError) in try ConfigValues.upstreamURL(value)
             }
             overrides.upstreamURL = value
         case .workers:
-            try once(overrides.workers)
             // No prefix: the message already starts with "--workers must be ...".
             overrides.workers = try ConfigError.locating(file: ConfigError.commandLine, line: 0) {
                 () throws(ConfigValueError) in try ConfigValues.integer(value, in: Config.workerRange, what: "--workers")
             }
         case .logFile:
             // The directory is checked by Config.load, with the file's own `file` checks.
-            try once(overrides.logFile)
             overrides.logFile = value
         case .logStdout:
-            if overrides.logStdout { throw failure("\(flag.rawValue) given more than once") }
             overrides.logStdout = true
         case .admin:
-            try once(overrides.admin)
             overrides.admin = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--admin: ") {
                 () throws(ConfigValueError) in try ConfigValues.listenAddress(value)
             }
         }
     }
 
-    private static func failure(_ message: String) -> ConfigError {
-        ConfigError(file: ConfigError.commandLine, line: 0, message: message)
+    // MARK: - Hints
+
+    /// The flag an unknown flag most likely meant, or nil: the candidate (with its dashes) whose name is
+    /// closest by edit distance (at most 1 edit, or a third of the name for longer ones), else the only
+    /// candidate the name is a prefix of (`--up`), else the candidate whose synonyms include it (`--port`,
+    /// `-c`). Dashes are ignored, so `-listen` and `--listen` are one edit apart from nothing.
+    static func suggestedFlag(for typed: String, among candidates: [String]) -> String? {
+        let word = String(typed.drop(while: { $0 == "-" })).lowercased()
+        guard !word.isEmpty, word.utf8.count <= 64 else { return nil }
+        let names = candidates.map { String($0.drop(while: { $0 == "-" })) }
+        var best: (index: Int, distance: Int)?
+        for (index, name) in names.enumerated() {
+            let distance = ConfigValues.editDistance(Array(word.utf8), Array(name.utf8))
+            if distance <= max(1, name.utf8.count / 3), distance < (best?.distance ?? .max) {
+                best = (index, distance)
+            }
+        }
+        if let best { return candidates[best.index] }
+        let prefixed = names.indices.filter { word.utf8.count >= 2 && names[$0].hasPrefix(word) }
+        if prefixed.count == 1 { return candidates[prefixed[0]] }
+        for flag in Flag.allCases where flag.synonyms.contains(word) {
+            if let index = candidates.firstIndex(of: flag.rawValue) { return candidates[index] }
+        }
+        if ["v", "ver"].contains(word), candidates.contains("--version") { return "--version" }
+        return nil
     }
+
+    /// The flag a bare value probably belonged to, judged by its shape: a URL is an upstream, HOST:PORT a
+    /// listen address, a path (or anything, for `check`) a config file. Nil when that flag is not accepted
+    /// here or was already given, or when the value holds control characters (it is not echoed).
+    static func flag(forValue value: String, commandWord: String?, given: [Flag]) -> Flag? {
+        guard !value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return nil }
+        let lowered = value.lowercased()
+        let flag: Flag?
+        if lowered.hasPrefix("http://") || lowered.hasPrefix("https://") {
+            flag = .upstream
+        } else if value.contains(":"), (try? ConfigValues.listenAddress(value)) != nil {
+            flag = .listen
+        } else if commandWord == "check" || value.contains("/") || value.contains(".") {
+            flag = .config
+        } else {
+            flag = nil
+        }
+        guard let flag, flags(acceptedBy: commandWord).contains(flag), flag.repeats || !given.contains(flag) else { return nil }
+        return flag
+    }
+
+    /// The error for a bare word at `position`: a misspelled or misplaced command word, a value whose flag
+    /// was left out (`sluice check proxy.conf`), or a stray word.
+    private static func unexpected(at position: Int, in arguments: [String], commandWord: String?, given: [Flag]) -> CommandLineError {
+        let argument = arguments[position]
+        let quoted = ConfigValues.quoted(argument)
+        var others = arguments
+        others.remove(at: position)
+        if commandWords.contains(argument) {
+            return CommandLineError("unexpected argument \(quoted): a command comes first",
+                                    hint: meant([argument] + others, or: "write sluice \(argument) first"))
+        }
+        if position == 0, !argument.contains(where: { "./:".contains($0) }),
+           let command = ConfigValues.suggestion(for: argument, among: commandWords) {
+            return CommandLineError("unknown command \(quoted)", hint: meant([command] + others, or: "did you mean '\(command)'?"))
+        }
+        if let flag = flag(forValue: argument, commandWord: commandWord, given: given) {
+            var fixed = arguments
+            fixed.replaceSubrange(position...position, with: [flag.rawValue, argument])
+            return CommandLineError("unexpected argument \(quoted)", hint: meant(fixed, or: "did you mean \(flag.rawValue) \(argument)?"))
+        }
+        if position > 0, arguments[position - 1] == Flag.logStdout.rawValue {
+            return CommandLineError("unexpected argument \(quoted): --log-stdout takes no value", hint: "write --log-stdout alone")
+        }
+        if position == 0, argument != "-", argument != "--" {
+            return CommandLineError("unknown command \(quoted)",
+                                    hint: "the commands are check and demo; the proxy runs without one: see sluice --help")
+        }
+        return CommandLineError("unexpected argument \(quoted)", hint: "see sluice --help")
+    }
+
+    /// The error for a flag the command word does not take.
+    private static func notAccepted(_ flag: Flag, at position: Int, in arguments: [String], commandWord: String) -> CommandLineError {
+        let message = "'\(flag.rawValue)' is not accepted by 'sluice \(commandWord)'"
+        if commandWord == "demo", flag == .upstream || flag == .config {
+            // The demo brings its own backend; someone giving it theirs wants the proxy itself.
+            let own = commandLine(Array(arguments.dropFirst())).map { "run `\($0)`" } ?? "leave out demo"
+            return CommandLineError(message, hint: "sluice demo runs its own backend; to proxy yours, \(own)")
+        }
+        let accepted = flags(acceptedBy: commandWord).map(\.rawValue)
+        let list = accepted.count == 1 ? "only " + accepted[0] : accepted.dropLast().joined(separator: ", ") + " and " + accepted.last!
+        return CommandLineError(message, hint: "'sluice \(commandWord)' takes \(list); see sluice --help")
+    }
+
+    /// "did you mean `sluice ARGS`?", or `fallback` when ``commandLine(_:)`` gives nil.
+    private static func meant(_ arguments: [String], or fallback: String) -> String {
+        commandLine(arguments).map { "did you mean `\($0)`?" } ?? fallback
+    }
+
+    /// `sluice ARGS` with each argument quoted for a POSIX shell, or nil when an argument is too long or holds
+    /// control characters to be echoed.
+    static func commandLine(_ arguments: [String]) -> String? {
+        var line = "sluice"
+        for argument in arguments {
+            guard argument.utf8.count <= 256, !argument.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+                return nil
+            }
+            line += " " + shellWord(argument)
+        }
+        return line
+    }
+
+    /// `word` as a shell would need it typed: unchanged when it holds only safe characters, else in single quotes.
+    static func shellWord(_ word: String) -> String {
+        let safe = word.unicodeScalars.allSatisfy { scalar in
+            scalar.isASCII && (scalar.properties.isAlphabetic || ("0"..."9").contains(Character(scalar)) || "-_./:=@%+,[]".unicodeScalars.contains(scalar))
+        }
+        if safe && !word.isEmpty { return word }
+        return "'" + word.replacing("'", with: #"'\''"#) + "'"
+    }
+}
+
+/// A command-line mistake: what is wrong, and what to type instead. `sluice` prints it as two lines on
+/// stderr (``description``) and exits 2, instead of the whole help.
+public struct CommandLineError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// What is wrong, quoting the offending argument: `unknown flag '--lsiten'`.
+    public var message: String
+    /// What to do about it: the closest flag (`did you mean --listen? see sluice --help`), the command line
+    /// probably meant (``did you mean `sluice check --config proxy.conf`?``), an example, or at least
+    /// `see sluice --help`. Never empty, never holds control characters.
+    public var hint: String
+
+    /// Creates an error with its hint.
+    public init(_ message: String, hint: String) {
+        self.message = message
+        self.hint = hint
+    }
+
+    /// `sluice: MESSAGE` and `hint: HINT`, on two lines.
+    public var description: String { "sluice: \(message)\nhint: \(hint)" }
 }

@@ -45,62 +45,124 @@ import Testing
         #expect(try CommandLineCommand.parse(arguments) == expected)
     }
 
+    /// Each rejection: the message (a fragment) and the hint (exactly).
     @Test(arguments: [
-        (["--lsiten", ":80"], "unknown flag '--lsiten' (did you mean '--listen'?)"),
-        (["--port", "80"], "unknown flag '--port'"),
-        (["--verison"], "unknown flag '--verison' (did you mean '--version'?)"),
-        (["-c", "x"], "unknown flag '-c'"),
-        (["--listen"], "missing value for --listen: expected ADDR, e.g. --listen 127.0.0.1:8080"),
-        (["--listen="], "missing value for --listen"),
-        (["--listen", "--workers", "2"], "missing value for --listen"),
-        (["--config"], "missing value for --config: expected FILE"),
-        (["--listen", "nope"], "--listen: bad listen address 'nope': missing port"),
-        (["--workers", "0"], "--workers must be a whole number from 1 to 256, got '0'"),
-        (["--workers", "x"], "--workers must be a whole number from 1 to 256, got 'x'"),
-        (["--workers=257"], "got '257'"),
-        (["--upstream", "ftp://x"], "--upstream: bad upstream URL 'ftp://x': unsupported scheme 'ftp'"),
-        (["--upstream", "localhost:8000"], "--upstream: bad upstream URL 'localhost:8000': missing scheme"),
-        (["--workers", "2", "--workers", "3"], "--workers given more than once"),
-        (["--config", "a", "--config", "b"], "--config given more than once"),
-        (["--upstream", "http://a", "--upstream", "http://b"], "--upstream given more than once"),
-        (["check"], "'sluice check' needs --config FILE"),
-        (["check", "--listen", ":80"], "'--listen' is not accepted by 'sluice check'"),
-        (["demo", "--upstream", "http://x"], "'--upstream' is not accepted by 'sluice demo'"),
-        (["demo", "--config", "x"], "'--config' is not accepted by 'sluice demo'"),
-        (["chekc"], "unknown command 'chekc' (did you mean 'check'?)"),
-        (["run"], "unknown command 'run'"),
-        (["--workers", "2", "demo"], "unexpected argument 'demo' (commands come first: sluice demo ...)"),
-        (["check", "--config", "a", "extra"], "unexpected argument 'extra'"),
-        (["--"], "unexpected argument '--'"),
-        (["-"], "unexpected argument '-'"),
-        (["--log-stdout=on"], "--log-stdout takes no value: write --log-stdout alone"),
-        (["--log-stdout="], "--log-stdout takes no value"),
-        (["--log-stdout", "on"], "unexpected argument 'on'"),
-        (["--log-stdout", "--log-stdout"], "--log-stdout given more than once"),
-        (["--log-stdot"], "unknown flag '--log-stdot' (did you mean '--log-stdout'?)"),
-        (["--logfile", "x"], "unknown flag '--logfile' (did you mean '--log-file'?)"),
-        (["--log-file"], "missing value for --log-file: expected PATH, e.g. --log-file /var/log/sluice/completions.jsonl"),
-        (["--log-file", "--log-stdout"], "missing value for --log-file"),
-        (["--log-file="], "missing value for --log-file"),
-        (["--log-file", "a", "--log-file", "b"], "--log-file given more than once"),
-        (["--admin"], "missing value for --admin: expected ADDR, e.g. --admin 127.0.0.1:9901"),
-        (["--admin", "9901"], "--admin: bad listen address '9901': missing port"),
-        (["--admin", "http://127.0.0.1:9901"], "--admin: bad listen address 'http://127.0.0.1:9901': a listen address has no scheme"),
-        (["--admin", ":1", "--admin", ":2"], "--admin given more than once"),
-        (["check", "--config", "c", "--admin", ":1"], "'--admin' is not accepted by 'sluice check'"),
-        (["check", "--config", "c", "--log-stdout"], "'--log-stdout' is not accepted by 'sluice check'"),
-        (["check", "--config", "c", "--log-file", "x"], "'--log-file' is not accepted by 'sluice check'"),
+        (["--lsiten", ":80"], "unknown flag '--lsiten'", "did you mean --listen? see sluice --help"),
+        (["--lsiten=:80"], "unknown flag '--lsiten'", "did you mean --listen? see sluice --help"),
+        (["--port", "80"], "unknown flag '--port'", "did you mean --listen? see sluice --help"),
+        (["--definitely-not-a-flag"], "unknown flag '--definitely-not-a-flag'", "see sluice --help"),
+        (["--verison"], "unknown flag '--verison'", "did you mean --version? see sluice --help"),
+        (["-c", "x"], "unknown flag '-c'", "did you mean --config? see sluice --help"),
+        (["check", "--conifg", "x"], "unknown flag '--conifg'", "did you mean --config? see sluice --help"),
+        (["check", "--lsiten", "x"], "unknown flag '--lsiten'", "see sluice --help"),  // check takes no --listen
+        (["--listen"], "missing value for --listen: expected ADDR", "e.g. --listen 127.0.0.1:8080"),
+        (["--listen="], "missing value for --listen", "e.g. --listen 127.0.0.1:8080"),
+        (["--listen", "--workers", "2"], "missing value for --listen", "e.g. --listen 127.0.0.1:8080"),
+        (["--config"], "missing value for --config: expected FILE", "e.g. --config proxy.conf"),
+        (["--listen", "nope"], "--listen: bad listen address 'nope': missing port", "see sluice --help"),
+        (["--workers", "0"], "--workers must be a whole number from 1 to 256, got '0'", "e.g. --workers 4"),
+        (["--workers", "x"], "--workers must be a whole number from 1 to 256, got 'x'", "e.g. --workers 4"),
+        (["--workers=257"], "got '257'", "e.g. --workers 4"),
+        (["--upstream", "ftp://x"], "--upstream: bad upstream URL 'ftp://x': unsupported scheme 'ftp'", "see sluice --help"),
+        (["--upstream", "localhost:8000"], "--upstream: bad upstream URL 'localhost:8000': missing scheme", "see sluice --help"),
+        (["--workers", "2", "--workers", "3"], "--workers given more than once", "keep one --workers; see sluice --help"),
+        (["--config", "a", "--config", "b"], "--config given more than once", "keep one --config; see sluice --help"),
+        (["--upstream", "http://a", "--upstream", "http://b"], "--upstream given more than once", "keep one --upstream; see sluice --help"),
+        (["check"], "'sluice check' needs --config FILE", "e.g. `sluice check --config proxy.conf`"),
+        (["check", "--listen", ":80"], "'--listen' is not accepted by 'sluice check'", "'sluice check' takes only --config; see sluice --help"),
+        (["demo", "--upstream", "http://x"], "'--upstream' is not accepted by 'sluice demo'",
+         "sluice demo runs its own backend; to proxy yours, run `sluice --upstream http://x`"),
+        (["demo", "--config", "x"], "'--config' is not accepted by 'sluice demo'",
+         "sluice demo runs its own backend; to proxy yours, run `sluice --config x`"),
+        (["chekc"], "unknown command 'chekc'", "did you mean `sluice check`?"),
+        (["chekc", "--config", "p.conf"], "unknown command 'chekc'", "did you mean `sluice check --config p.conf`?"),
+        (["run"], "unknown command 'run'", "the commands are check and demo; the proxy runs without one: see sluice --help"),
+        (["--workers", "2", "demo"], "unexpected argument 'demo': a command comes first", "did you mean `sluice demo --workers 2`?"),
+        (["check", "proxy.conf"], "unexpected argument 'proxy.conf'", "did you mean `sluice check --config proxy.conf`?"),
+        (["check", "proxy"], "unexpected argument 'proxy'", "did you mean `sluice check --config proxy`?"),
+        (["proxy.conf"], "unexpected argument 'proxy.conf'", "did you mean `sluice --config proxy.conf`?"),
+        (["--workers", "2", "/etc/sluice/proxy.conf"], "unexpected argument '/etc/sluice/proxy.conf'",
+         "did you mean `sluice --workers 2 --config /etc/sluice/proxy.conf`?"),
+        (["--workers", "2", "my proxy.conf"], "unexpected argument 'my proxy.conf'",
+         "did you mean `sluice --workers 2 --config 'my proxy.conf'`?"),
+        (["--config", "a", "b.conf"], "unexpected argument 'b.conf'", "see sluice --help"),  // --config already given
+        (["http://127.0.0.1:8000"], "unexpected argument 'http://127.0.0.1:8000'", "did you mean `sluice --upstream http://127.0.0.1:8000`?"),
+        (["--upstream", "http://a", "127.0.0.1:9000"], "unexpected argument '127.0.0.1:9000'",
+         "did you mean `sluice --upstream http://a --listen 127.0.0.1:9000`?"),
+        (["demo", "http://x"], "unexpected argument 'http://x'", "see sluice --help"),  // the demo takes no upstream
+        (["check", "--config", "a", "extra"], "unexpected argument 'extra'", "see sluice --help"),
+        (["check", "a\u{1B}b"], "unexpected argument 'a\\x1Bb'", "see sluice --help"),  // control bytes are never echoed raw
+        (["chekc", "--config", "a\u{1B}b"], "unknown command 'chekc'", "did you mean 'check'?"),
+        (["--"], "unexpected argument '--'", "see sluice --help"),
+        (["-"], "unexpected argument '-'", "see sluice --help"),
+        (["--log-stdout=on"], "--log-stdout takes no value", "write --log-stdout alone"),
+        (["--log-stdout="], "--log-stdout takes no value", "write --log-stdout alone"),
+        (["--log-stdout", "on"], "unexpected argument 'on': --log-stdout takes no value", "write --log-stdout alone"),
+        (["--log-stdout", "--log-stdout"], "--log-stdout given more than once", "keep one --log-stdout; see sluice --help"),
+        (["--log-stdot"], "unknown flag '--log-stdot'", "did you mean --log-stdout? see sluice --help"),
+        (["--logfile", "x"], "unknown flag '--logfile'", "did you mean --log-file? see sluice --help"),
+        (["--log-file"], "missing value for --log-file: expected PATH", "e.g. --log-file /var/log/sluice/completions.jsonl"),
+        (["--log-file", "--log-stdout"], "missing value for --log-file", "e.g. --log-file /var/log/sluice/completions.jsonl"),
+        (["--log-file="], "missing value for --log-file", "e.g. --log-file /var/log/sluice/completions.jsonl"),
+        (["--log-file", "a", "--log-file", "b"], "--log-file given more than once", "keep one --log-file; see sluice --help"),
+        (["--admin"], "missing value for --admin: expected ADDR", "e.g. --admin 127.0.0.1:9901"),
+        (["--admin", "9901"], "--admin: bad listen address '9901': missing port", "see sluice --help"),
+        (["--admin", "http://127.0.0.1:9901"], "--admin: bad listen address 'http://127.0.0.1:9901': a listen address has no scheme",
+         "see sluice --help"),
+        (["--admin", ":1", "--admin", ":2"], "--admin given more than once", "keep one --admin; see sluice --help"),
+        (["check", "--config", "c", "--admin", ":1"], "'--admin' is not accepted by 'sluice check'", "'sluice check' takes only --config; see sluice --help"),
+        (["check", "--config", "c", "--log-stdout"], "'--log-stdout' is not accepted by 'sluice check'", "'sluice check' takes only --config; see sluice --help"),
+        (["demo", "--config", "c", "--log-file", "x"], "'--config' is not accepted by 'sluice demo'",
+         "sluice demo runs its own backend; to proxy yours, run `sluice --config c --log-file x`"),
+        (["demo", "--lsiten", ":1"], "unknown flag '--lsiten'", "did you mean --listen? see sluice --help"),
     ])
-    func rejected(arguments: [String], message: String) {
+    func rejected(arguments: [String], message: String, hint: String) {
         do {
             let command = try CommandLineCommand.parse(arguments)
             Issue.record("expected an error, got \(command)")
         } catch {
-            #expect(error.file == "command line")
-            #expect(error.line == 0)
             #expect(error.message.contains(message), "\(error.message)")
-            #expect(error.description == "command line: \(error.message)")
+            #expect(error.hint == hint)
+            #expect(error.description == "sluice: \(error.message)\nhint: \(error.hint)")
+            #expect(!error.description.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
         }
+    }
+
+    /// The closest flag by edit distance (dashes ignored), then a unique prefix, then a synonym; nil when
+    /// nothing is plausibly meant.
+    @Test(arguments: [
+        ("--lsiten", "--listen"), ("--listn", "--listen"), ("-listen", "--listen"), ("---listen", "--listen"),
+        ("--LISTEN", "--listen"), ("--wokrers", "--workers"), ("--worker", "--workers"), ("--upstram", "--upstream"),
+        ("--confg", "--config"), ("--conf", "--config"), ("--admn", "--admin"), ("--log_file", "--log-file"),
+        ("--logstdout", "--log-stdout"), ("--verion", "--version"), ("--hepl", "--help"),
+        ("--up", "--upstream"), ("--work", "--workers"),
+        ("--port", "--listen"), ("-p", "--listen"), ("--bind", "--listen"), ("-c", "--config"), ("-f", "--config"),
+        ("--backend", "--upstream"), ("--threads", "--workers"), ("-j", "--workers"), ("--metrics", "--admin"),
+        ("-v", "--version"), ("-V", "--version"), ("--log", "--log-file"),
+    ])
+    func suggestedFlag(typed: String, expected: String) {
+        let all = CommandLineCommand.Flag.allCases.map(\.rawValue) + ["--help", "--version"]
+        #expect(CommandLineCommand.suggestedFlag(for: typed, among: all) == expected)
+    }
+
+    @Test(arguments: ["--definitely-not-a-flag", "--", "-", "-x", "--quiet", String(repeating: "x", count: 500)])
+    func noSuggestion(typed: String) {
+        let all = CommandLineCommand.Flag.allCases.map(\.rawValue) + ["--help", "--version"]
+        #expect(CommandLineCommand.suggestedFlag(for: typed, among: all) == nil)
+    }
+
+    /// Only flags the command accepts are suggested.
+    @Test func suggestionsStayWithinTheCommand() {
+        #expect(CommandLineCommand.suggestedFlag(for: "--port", among: ["--config", "--help", "--version"]) == nil)
+        #expect(CommandLineCommand.suggestedFlag(for: "--conifg", among: ["--config", "--help", "--version"]) == "--config")
+    }
+
+    @Test(arguments: [
+        ("proxy.conf", "proxy.conf"), ("/etc/a-b_c.conf", "/etc/a-b_c.conf"), ("[::1]:80", "[::1]:80"),
+        ("my file", "'my file'"), ("it's", #"'it'\''s'"#), ("", "''"), ("$HOME", "'$HOME'"), ("a;b", "'a;b'"),
+    ])
+    func shellWord(word: String, expected: String) {
+        #expect(CommandLineCommand.shellWord(word) == expected)
     }
 
     @Test(arguments: [
