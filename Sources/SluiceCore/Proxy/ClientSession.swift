@@ -1514,38 +1514,40 @@ final class ClientSession: TimerHeapElement {
 
     // MARK: - Timers
 
-    /// The earliest moment one of the current phase's timeouts can fire.
-    private func nextDeadline() -> Int64 {
-        switch phase {
-        case .idle:
-            if let tls = clientTransport.tls, !tls.isEstablished {
-                return min(deadline(acceptedAt, settings.handshakeTimeout), deadline(acceptedAt, timeouts.clientHeader))
-            }
-            return requestsServed == 0 ? deadline(acceptedAt, timeouts.clientHeader) : deadline(idleSince, timeouts.clientKeepAlive)
-        case .readingHead:
-            return deadline(requestsServed == 0 ? acceptedAt : headStartedAt, timeouts.clientHeader)
-        case .exchange:
-            var earliest = deadline(exchangeStartedAt, timeouts.total)
-            if let connection = upstream {
-                if !connection.isEstablished { earliest = min(earliest, deadline(connectStartedAt, timeouts.upstreamConnect)) }
-                if connection.connected && response == .awaitingHead { earliest = min(earliest, deadline(requestSentAt, timeouts.upstreamFirstByte)) }
-            }
-            if case .body = response, upstreamReadPause.isEmpty { earliest = min(earliest, deadline(lastUpstreamRead, timeouts.upstreamIdle)) }
-            if !requestIsComplete && clientReadPause.isEmpty {
-                earliest = min(earliest, deadline(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle))
-            }
-            if clientOutputPending { earliest = min(earliest, deadline(lastClientWriteProgress, timeouts.clientWrite)) }
-            return earliest
-        case .lingering:
-            return lingerStartedAt + ClientSession.lingerMilliseconds
-        case .closed:
-            return Int64.max
+    /// The facts the timeouts depend on, read from the session's state (ExchangeDeadlines decides).
+    private var deadlineFacts: ExchangeDeadlines.Facts {
+        let phase: ExchangeDeadlines.Phase = switch self.phase {
+        case .idle: .idle
+        case .readingHead: .readingHead
+        case .exchange: .exchange
+        case .lingering: .lingering
+        case .closed: .closed
         }
+        var facts = ExchangeDeadlines.Facts(phase: phase, requestsServed: requestsServed)
+        facts.handshakePending = clientTransport.tls.map { !$0.isEstablished } ?? false
+        if let connection = upstream {
+            facts.connecting = !connection.isEstablished
+            facts.awaitingResponseHead = connection.connected && response == .awaitingHead
+        }
+        if case .body = response, upstreamReadPause.isEmpty { facts.relayingBody = true }
+        facts.readingRequestBody = !requestIsComplete && clientReadPause.isEmpty
+        facts.clientOutputPending = clientOutputPending
+        return facts
     }
 
-    /// `start + limit`, or never when the limit is off or the clock has not started.
-    private func deadline(_ start: Int64, _ limit: Int) -> Int64 {
-        limit > 0 && start > 0 ? start + Int64(limit) : Int64.max
+    private var deadlineTimes: ExchangeDeadlines.Times {
+        ExchangeDeadlines.Times(acceptedAt: acceptedAt, idleSince: idleSince, headStartedAt: headStartedAt, exchangeStartedAt: exchangeStartedAt,
+                                connectStartedAt: connectStartedAt, requestSentAt: requestSentAt, lastUpstreamRead: lastUpstreamRead,
+                                lastClientRead: lastClientRead, lastClientWriteProgress: lastClientWriteProgress, lingerStartedAt: lingerStartedAt)
+    }
+
+    private var deadlineLimits: ExchangeDeadlines.Limits {
+        ExchangeDeadlines.Limits(timeouts: timeouts, handshake: settings.handshakeTimeout, linger: ClientSession.lingerMilliseconds)
+    }
+
+    /// The earliest moment one of the current phase's timeouts can fire.
+    private func nextDeadline() -> Int64 {
+        ExchangeDeadlines.next(deadlineFacts, deadlineTimes, deadlineLimits)
     }
 
     /// Called by the loop when the scheduled deadline passed: acts on whichever timeout expired, or reschedules.
@@ -1563,46 +1565,36 @@ final class ClientSession: TimerHeapElement {
 
     /// Acts on the timeout that expired at `now`.
     private func expire(now: Int64) {
-        func expired(_ start: Int64, _ limit: Int) -> Bool { deadline(start, limit) <= now }
-        switch phase {
-        case .idle:
-            if let tls = clientTransport.tls, !tls.isEstablished {
+        guard let expiry = ExchangeDeadlines.expired(deadlineFacts, deadlineTimes, deadlineLimits, now: now) else { return }
+        switch expiry {
+        case .idle(let tlsHandshake):
+            if tlsHandshake {
                 OpLog.debug("TLS handshake with a client timed out", ["client": .string(String(decoding: clientIP, as: UTF8.self))])
             }
             close()
-        case .readingHead:
+        case .requestHead:
             respond(status: 408, type: "request_timeout", message: "the request head did not arrive within \(timeouts.clientHeader) ms",
                     closeAfter: true, end: .rejectedBadRequest)
-        case .exchange:
-            if clientOutputPending && expired(lastClientWriteProgress, timeouts.clientWrite) {
-                return abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
-            }
-            if let connection = upstream, !connection.isEstablished, expired(connectStartedAt, timeouts.upstreamConnect) {
-                settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
-                return connectFailed(status: 504, type: "upstream_timeout",
-                                     message: "connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
-                                     end: .timeoutConnect)
-            }
-            if response == .awaitingHead && expired(requestSentAt, timeouts.upstreamFirstByte) {
-                return upstreamFailed(status: 504, type: "upstream_timeout",
-                                      message: "upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte)
-            }
-            if expired(exchangeStartedAt, timeouts.total) {
-                return upstreamFailed(status: 504, type: "upstream_timeout", message: "exchange exceeded the total limit of \(timeouts.total) ms",
-                                      end: .timeoutTotal)
-            }
-            if case .body = response, upstreamReadPause.isEmpty, expired(lastUpstreamRead, timeouts.upstreamIdle) {
-                return upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
-                                      end: .timeoutIdle)
-            }
-            if !requestIsComplete && clientReadPause.isEmpty && expired(max(lastClientRead, exchangeStartedAt), timeouts.clientBodyIdle) {
-                failRequestBody(status: 408, type: "request_timeout", message: "request body stalled for \(timeouts.clientBodyIdle) ms",
-                                end: .rejectedBadRequest)
-            }
-        case .lingering:
+        case .clientWrite:
+            abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
+        case .connect:
+            guard let connection = upstream else { return }
+            settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
+            connectFailed(status: 504, type: "upstream_timeout",
+                          message: "connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
+                          end: .timeoutConnect)
+        case .firstByte:
+            upstreamFailed(status: 504, type: "upstream_timeout",
+                           message: "upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte)
+        case .total:
+            upstreamFailed(status: 504, type: "upstream_timeout", message: "exchange exceeded the total limit of \(timeouts.total) ms", end: .timeoutTotal)
+        case .upstreamIdle:
+            upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
+                           end: .timeoutIdle)
+        case .clientBodyIdle:
+            failRequestBody(status: 408, type: "request_timeout", message: "request body stalled for \(timeouts.clientBodyIdle) ms", end: .rejectedBadRequest)
+        case .linger:
             close()
-        case .closed:
-            break
         }
     }
 }
