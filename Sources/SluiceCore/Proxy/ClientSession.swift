@@ -241,9 +241,7 @@ final class ClientSession: TimerHeapElement {
             let error = Syscall.pendingError(connection.rawFD)
             guard error == 0 else {
                 settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
-                connectFailed(status: 502, type: "upstream_unreachable",
-                              message: "cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect to \(connection.address)", errno: error).description)",
-                              end: .upstreamError)
+                connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect to \(connection.address)", errno: error).description)"))
                 return drive()
             }
             connection.connected = true
@@ -392,12 +390,12 @@ final class ClientSession: TimerHeapElement {
         case .needMore:
             if buffer.writableCount == 0 && !buffer.compact() {
                 // The parser's own limits fire before the buffer fills; this guards the arithmetic.
-                rejectRequest(status: 431, type: "header_too_large", message: "request head is larger than \(settings.httpLimits.maxHeadBytes) bytes")
+                rejectRequest(.headTooLarge("request head is larger than \(settings.httpLimits.maxHeadBytes) bytes"))
             }
         case .failed(let error, _):
             beginRecord(head: nil, source: nil)
             requestBytes = Int64(buffer.readableCount)
-            rejectRequest(status: error.status, type: ErrorResponse.type(for: error.status), message: error.message)
+            rejectRequest(.malformedRequest(error))
         case .complete(let headLength):
             startExchange(headLength: headLength, head: parsers.request.head)
         }
@@ -438,7 +436,7 @@ final class ClientSession: TimerHeapElement {
         requestBytes = Int64(headLength)
 
         if head.method == .connect {
-            return rejectRequest(status: 405, type: "method_not_allowed", message: "CONNECT is not supported by this reverse proxy")
+            return rejectRequest(.connectNotSupported)
         }
         let pathRange = HeadRewriter.pathRange(of: head, in: buffer)
         // An absolute-form target without a path (`http://host`) asks for "/" (RFC 9112 §3.2.2).
@@ -446,7 +444,7 @@ final class ClientSession: TimerHeapElement {
             pathRange.isEmpty ? settings.routeIndex(forPath: Self.rootPath.span) : settings.routeIndex(forPath: source.extracting(pathRange))
         }
         guard let index = routed else {
-            return rejectRequest(status: 404, type: "no_route", message: "no route matches this path")
+            return rejectRequest(.noRoute)
         }
         routeIndex = index
         routeMatched = true
@@ -460,7 +458,7 @@ final class ClientSession: TimerHeapElement {
         maxRequestBody = route.maxRequestBody
         timeouts = route.timeouts
         if case .contentLength(let length) = head.framing, maxRequestBody > 0, length > maxRequestBody {
-            return rejectRequest(status: 413, type: "payload_too_large", message: "request body of \(length) bytes exceeds the limit of \(maxRequestBody) bytes")
+            return rejectRequest(.bodyTooLarge("request body of \(length) bytes exceeds the limit of \(maxRequestBody) bytes"))
         }
         let out = takeBuffer(&upstreamOut)
         let written = buffer.withReadableSpan { source in
@@ -470,7 +468,7 @@ final class ClientSession: TimerHeapElement {
                                           fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTransport.tls != nil)
         }
         guard written else {
-            return rejectRequest(status: 431, type: "header_too_large", message: "request head is too large to forward")
+            return rejectRequest(.headTooLarge("request head is too large to forward"))
         }
         buffer.consume(headLength)
         frameRequestBody()
@@ -537,15 +535,14 @@ final class ClientSession: TimerHeapElement {
                     requestBodyBytes += Int64(count)
                     requestBytes += Int64(count)
                     if maxRequestBody > 0 && requestBodyBytes > maxRequestBody {
-                        return failRequestBody(status: 413, type: "payload_too_large",
-                                               message: "request body exceeds the limit of \(maxRequestBody) bytes", end: .rejectedBadRequest)
+                        return failRequestBody(.bodyTooLarge("request body exceeds the limit of \(maxRequestBody) bytes"))
                     }
                 case .end(let count):
                     requestSendEnd += count
                     requestBytes += Int64(count)
                     requestBody = .complete
                 case .failed(let error, _):
-                    return failRequestBody(status: error.status, type: "bad_request", message: error.message, end: .rejectedBadRequest)
+                    return failRequestBody(.malformedBody(error))
                 }
             }
         }
@@ -557,13 +554,13 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// The body turned out bad after forwarding began: the upstream gets nothing more.
-    private func failRequestBody(status: Int, type: String, message: String, end: CompletionRecord.End) {
+    private func failRequestBody(_ error: ProxyError) {
         upstreamReusable = false
         closeUpstream()
         if responseStarted {
-            abort(reason: message, end: end)
+            abort(reason: error.message, end: error.end)
         } else {
-            rejectRequest(status: status, type: type, message: message)
+            rejectRequest(error)
         }
     }
 
@@ -598,8 +595,7 @@ final class ClientSession: TimerHeapElement {
             upstream = connection
             if connection.connected { requestSentAt = requestIsComplete ? loop.now : 0 }
         } catch {
-            connectFailed(status: 502, type: "upstream_unreachable",
-                          message: "cannot connect to upstream \(upstreamDisplay): \(error.description)", end: .upstreamError)
+            connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(error.description)"))
         }
     }
 
@@ -609,13 +605,13 @@ final class ClientSession: TimerHeapElement {
     /// A connect was refused, failed or timed out (and its address marked down). Nothing of the request has gone
     /// out, so the upstream's next address gets it (as nginx's proxy_next_upstream error timeout does), as long as
     /// there is one not yet tried for this exchange; otherwise the client gets the error.
-    private func connectFailed(status: Int, type: String, message: String, end: CompletionRecord.End) {
+    private func connectFailed(_ error: ProxyError) {
         let addressCount = settings.upstreams[upstreamIndex].addresses.count
         guard connectAttempts < min(Self.maxConnectAttempts, addressCount), phase == .exchange else {
-            return upstreamFailed(status: status, type: type, message: message, end: end)
+            return upstreamFailed(error)
         }
         OpLog.warn("upstream connect failed; trying its next address", ["upstream": .string(settings.upstreams[upstreamIndex].name),
-                                                                        "error": .string(message)])
+                                                                        "error": .string(error.message)])
         upstreamReusable = false
         closeUpstream()
         upstreamReusable = true
@@ -672,8 +668,7 @@ final class ClientSession: TimerHeapElement {
     /// The client gets a 502 naming the reason (or, mid-response, a truncated stream).
     private func upstreamTLSFailed(_ reason: String) {
         upstreamReusable = false
-        upstreamFailed(status: 502, type: "upstream_tls_error",
-                       message: "TLS with upstream \(upstreamDisplay) failed: \(reason)", end: .upstreamError)
+        upstreamFailed(.upstreamTLS("TLS with upstream \(upstreamDisplay) failed: \(reason)"))
     }
 
     /// The server stopped taking the request. It may have answered early (e.g. 413) before closing, so
@@ -718,7 +713,7 @@ final class ClientSession: TimerHeapElement {
         if buffer.writableCount == 0 { buffer.compact() }
         guard buffer.writableCount > 0 else {
             if response == .awaitingHead {
-                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large", end: .upstreamError)
+                upstreamFailed(.badResponse("upstream response head is too large"))
             }
             return false
         }
@@ -765,8 +760,7 @@ final class ClientSession: TimerHeapElement {
                 case .needMore:
                     return
                 case .failed(let error, _):
-                    return upstreamFailed(status: 502, type: "upstream_bad_response",
-                                          message: "invalid response from upstream \(upstreamDisplay): \(error.message)", end: .upstreamError)
+                    return upstreamFailed(.badResponse("invalid response from upstream \(upstreamDisplay): \(error.message)"))
                 case .complete(let headLength):
                     guard acceptResponseHead(headLength: headLength, buffer: buffer, parsers: parsers) else { return }
                 }
@@ -847,8 +841,7 @@ final class ClientSession: TimerHeapElement {
         let queuedBefore = out.readableCount
         if parsers.response.head.isInformational {
             guard parsers.response.head.status != 101 else {
-                upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream switched protocols, which was not requested",
-                               end: .upstreamError)
+                upstreamFailed(.badResponse("upstream switched protocols, which was not requested"))
                 return false
             }
             // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
@@ -912,7 +905,7 @@ final class ClientSession: TimerHeapElement {
             waitingForHeadRoom = true
             return false
         }
-        upstreamFailed(status: 502, type: "upstream_bad_response", message: "upstream response head is too large to forward", end: .upstreamError)
+        upstreamFailed(.badResponse("upstream response head is too large to forward"))
         return false
     }
 
@@ -963,8 +956,7 @@ final class ClientSession: TimerHeapElement {
                 return replay()
             }
             let reason = error.map { $0.description } ?? "connection closed"
-            upstreamFailed(status: 502, type: "upstream_bad_response",
-                           message: "upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))", end: .upstreamError)
+            upstreamFailed(.badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))"))
         case .body(.untilClose):
             responseFinished()
         case .body:
@@ -975,15 +967,15 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// An upstream failure before any response byte went to the client becomes a JSON error response.
-    private func upstreamFailed(status: Int, type: String, message: String, end: CompletionRecord.End) {
+    private func upstreamFailed(_ error: ProxyError) {
         OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[upstreamIndex].name),
-                                      "address": .string(upstreamDisplay), "status": .int(status), "error": .string(message)])
+                                      "address": .string(upstreamDisplay), "status": .int(error.status), "error": .string(error.message)])
         upstreamReusable = false
         closeUpstream()
         if responseStarted {
-            endTruncated(reason: message, end: end)
+            endTruncated(reason: error.message, end: error.end)
         } else {
-            respond(status: status, type: type, message: message, closeAfter: !requestIsComplete || closeAfterResponse, end: end)
+            respond(error, closeAfter: !requestIsComplete || closeAfterResponse)
         }
     }
 
@@ -1083,22 +1075,20 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// Sends a response sluice generated (an error), then closes or keeps the connection.
-    private func respond(status: Int, type: String, message: String, closeAfter: Bool, end: CompletionRecord.End,
-                         extraFields: [UInt8] = [], body: [UInt8]? = nil) {
+    private func respond(_ error: ProxyError, closeAfter: Bool, extraFields: [UInt8] = [], body: [UInt8]? = nil) {
         closeUpstream()
         releaseParsers()
         if !recordPending { beginRecord(head: nil, source: nil) }
-        exchangeEnd = end
-        exchangeError = message
-        responseStatus = status
+        exchangeEnd = error.end
+        exchangeError = error.message
+        responseStatus = error.status
         if requestID.isEmpty { mintRequestID() }
         responseSendEnd = 0
         upstreamIn.map { $0.clear() }
         releaseIfEmpty(&upstreamIn)
         let out = takeBuffer(&clientOut)
         out.clear()
-        ErrorResponse.write(into: out, status: status, type: type, message: message, requestID: requestID, close: closeAfter,
-                            extraFields: extraFields, body: body)
+        ErrorResponse.write(into: out, error, requestID: requestID, close: closeAfter, extraFields: extraFields, body: body)
         closeAfterResponse = closeAfter
         lastClientWriteProgress = loop.now
         responseStarted = true
@@ -1108,11 +1098,12 @@ final class ClientSession: TimerHeapElement {
     }
 
     /// A request sluice refuses: answered and the connection closed, never forwarded.
-    private func rejectRequest(status: Int, type: String, message: String) {
-        OpLog.debug("request rejected", ["client": .string(String(decoding: clientIP, as: UTF8.self)), "status": .int(status), "error": .string(message)])
+    private func rejectRequest(_ error: ProxyError) {
+        OpLog.debug("request rejected", ["client": .string(String(decoding: clientIP, as: UTF8.self)), "status": .int(error.status),
+                                         "error": .string(error.message)])
         dropUnsentRequest()
         dropUpstreamHead()
-        respond(status: status, type: type, message: message, closeAfter: true, end: .rejectedBadRequest)
+        respond(error, closeAfter: true)
     }
 
     /// Ends an exchange at once because the client is gone or stuck: the upstream is closed in this
@@ -1165,8 +1156,7 @@ final class ClientSession: TimerHeapElement {
     private func answerPlainHTTPOnTLSListener() {
         mintRequestID()
         let out = loop.bufferPool.take()
-        ErrorResponse.write(into: out, status: 400, type: "plain_http_to_tls_listener",
-                            message: "this listener speaks HTTPS; send the request with https://", requestID: requestID, close: true)
+        ErrorResponse.write(into: out, .plainHTTPOnTLSListener, requestID: requestID, close: true)
         out.withReadableRawBytes(from: 0, to: out.readableCount) { _ = try? Syscall.write(clientFD, $0, UnsafeRawBufferPointer(start: nil, count: 0)) }
         loop.bufferPool.give(out)
         lingerAndClose()
@@ -1203,8 +1193,7 @@ final class ClientSession: TimerHeapElement {
     func refuseOverCapacity(limit: Int) {
         refusedOverCapacity = true
         loop.metrics.countOverloadRefusal()
-        respond(status: 503, type: "overloaded", message: "sluice has \(limit) client connections open (max_connections); retry shortly",
-                closeAfter: true, end: .rejectedOverload, extraFields: Array("Retry-After: 1\r\n".utf8))
+        respond(.overloaded(limit: limit), closeAfter: true, extraFields: Array("Retry-After: 1\r\n".utf8))
     }
 
     /// The process is draining: an idle keep-alive connection closes now; one with a request under way
@@ -1431,8 +1420,8 @@ final class ClientSession: TimerHeapElement {
                 buffer.consume(headLength)
             }
             dropUpstreamHead()
-            respond(status: 429, type: "rate_limit_exceeded", message: RateLimitHeaders.message(for: rejection), closeAfter: closeAfter,
-                    end: .rejectedRateLimit, extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
+            respond(.rateLimited(RateLimitHeaders.message(for: rejection)), closeAfter: closeAfter,
+                    extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
                     body: RateLimitHeaders.body(for: rejection))
             return false
         }
@@ -1573,26 +1562,22 @@ final class ClientSession: TimerHeapElement {
             }
             close()
         case .requestHead:
-            respond(status: 408, type: "request_timeout", message: "the request head did not arrive within \(timeouts.clientHeader) ms",
-                    closeAfter: true, end: .rejectedBadRequest)
+            respond(.requestHeadTimeout(milliseconds: timeouts.clientHeader), closeAfter: true)
         case .clientWrite:
             abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
         case .connect:
             guard let connection = upstream else { return }
             settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
-            connectFailed(status: 504, type: "upstream_timeout",
-                          message: "connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
-                          end: .timeoutConnect)
+            connectFailed(.upstreamTimeout("connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
+                                           end: .timeoutConnect))
         case .firstByte:
-            upstreamFailed(status: 504, type: "upstream_timeout",
-                           message: "upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte)
+            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte))
         case .total:
-            upstreamFailed(status: 504, type: "upstream_timeout", message: "exchange exceeded the total limit of \(timeouts.total) ms", end: .timeoutTotal)
+            upstreamFailed(.upstreamTimeout("exchange exceeded the total limit of \(timeouts.total) ms", end: .timeoutTotal))
         case .upstreamIdle:
-            upstreamFailed(status: 504, type: "upstream_timeout", message: "upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
-                           end: .timeoutIdle)
+            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms", end: .timeoutIdle))
         case .clientBodyIdle:
-            failRequestBody(status: 408, type: "request_timeout", message: "request body stalled for \(timeouts.clientBodyIdle) ms", end: .rejectedBadRequest)
+            failRequestBody(.requestBodyStalled(milliseconds: timeouts.clientBodyIdle))
         case .linger:
             close()
         }

@@ -218,12 +218,13 @@ enum ErrorResponse {
 
     /// Writes a complete response; errors are rare, so building the body as a String is fine here.
     /// `extraFields` are serialized header lines; `body` replaces the standard error body (a 429 uses OpenAI's shape).
-    static func write(into out: ByteBuffer, status: Int, type: String, message: String, requestID: [UInt8], close: Bool,
+    static func write(into out: ByteBuffer, _ error: ProxyError, requestID: [UInt8], close: Bool,
                       extraFields: [UInt8] = [], body customBody: [UInt8]? = nil) {
+        let status = error.status
         var body = "{\"error\":{\"type\":"
-        OpLog.appendQuoted(type, to: &body)
+        OpLog.appendQuoted(error.type, to: &body)
         body += ",\"message\":"
-        OpLog.appendQuoted(message, to: &body)
+        OpLog.appendQuoted(error.message, to: &body)
         body += "}}\n"
         if let customBody { body = String(decoding: customBody, as: UTF8.self) }
         out.append("HTTP/1.1 ")
