@@ -1,7 +1,7 @@
 import Glibc
 import Synchronization
 
-/// One worker: an epoll loop on its own thread that accepts on its SO_REUSEPORT listeners and owns
+/// One worker: an epoll loop on its own thread that accepts on its listeners (duplicates of one socket per address) and owns
 /// every client session it accepted and their upstream connections, so the data path takes no locks.
 ///
 /// A turn: wait (bounded by the next timer), dispatch ready events, run sessions that yielded last
@@ -115,6 +115,9 @@ public final class ProxyLoop {
     }
 
     private func closeListener(_ listener: Listener) {
+        // Explicitly: the workers hold duplicates of one listening socket, and epoll keeps a registration alive
+        // while any descriptor of the socket is open, so closing ours alone would leave it firing here.
+        epoll.remove(listener.rawFD)
         table.unregister(listener.rawFD)
         listeners.removeAll { $0 === listener }  // the Listener's FileDescriptor closes the socket
     }
@@ -150,7 +153,12 @@ public final class ProxyLoop {
     private func beginDrain() {
         guard !isDraining else { return }
         isDraining = true
-        // Closing the sockets refuses new connections at once (with SO_REUSEPORT, only when every worker has).
+        // Connections the kernel already completed are taken first: closing the socket would reset them, and their
+        // clients may have sent a request (each is then served with Connection: close, see ClientSession.beginDrain).
+        // Closing the sockets then refuses new connections (once every worker has closed its duplicate).
+        for listener in listeners where listener.pausedUntil == 0 {
+            for _ in 0..<ProxyLoop.drainAcceptRounds { if !accept(listener) { break } }
+        }
         for listener in listeners { closeListener(listener) }
         acceptPaused = false
         closePooledUpstreams()
@@ -250,17 +258,21 @@ public final class ProxyLoop {
     // MARK: - Accepting
 
     private static let acceptsPerWakeup = 64
+    /// On drain, at most this many rounds of `acceptsPerWakeup` take the backlog before the listeners close.
+    private static let drainAcceptRounds = 16
     private static let acceptBackoffMilliseconds: Int64 = 100
 
-    private func accept(_ listener: Listener) {
+    /// Accepts up to `acceptsPerWakeup` connections; returns true when the listener may have more.
+    @discardableResult
+    private func accept(_ listener: Listener) -> Bool {
         let raw = listener.rawFD
         for _ in 0..<ProxyLoop.acceptsPerWakeup {
             let result: IOResult<(fd: Int32, peer: SocketAddress)>
             do { result = try Syscall.accept(raw) } catch {
                 acceptFailed(listener, error)
-                return
+                return false
             }
-            guard case .processed(let accepted) = result else { return }
+            guard case .processed(let accepted) = result else { return false }
             let rawClient = accepted.fd
             Syscall.setNoDelay(rawClient)
             let session: ClientSession
@@ -278,7 +290,10 @@ public final class ProxyLoop {
             do {
                 try epoll.addEdgeTriggered(rawClient, token: table.register(rawClient, .client(session)))
             } catch {
-                table.unregister(rawClient)
+                // Counted in first, so that close() gives back exactly what it takes (the slot, the gauge, the count).
+                sessionCount += 1
+                metrics.addActiveConnections(1)
+                _ = connections.admit(limit: 0)
                 session.close()
                 continue
             }
@@ -301,6 +316,7 @@ public final class ProxyLoop {
                 session.refuseOverCapacity(limit: limit)
             }
         }
+        return true
     }
 
     /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
