@@ -1,0 +1,150 @@
+/// The directives of the `tls`, `upstream`, `route` and `log` blocks, each writing its block's
+/// part of ``ConfigParser/draft``. Internal rather than private only because
+/// ``ConfigParser/directive(_:values:line:)`` in ConfigParser.swift dispatches here.
+extension ConfigParser {
+    mutating func tls(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        guard var block = draft.tls else { preconditionFailure("tls keys come only inside the tls block") }
+        defer { draft.tls = block }
+        draft.keyLines["tls.\(name)"] = line.number
+        switch ConfigTLSKey(rawValue: name) {
+        case .certificate:
+            block.certificate = try single(values, for: name, expected: "PATH", usage: "certificate /etc/sluice/tls/chain.pem", line: line)
+        case .key:
+            block.key = try single(values, for: name, expected: "PATH", usage: "key /etc/sluice/tls/key.pem", line: line)
+        case .minVersion:
+            let text = try single(values, for: name, expected: "1.2 or 1.3", usage: "min_version 1.2", line: line)
+            guard let version = TLSVersion(rawValue: text) else {
+                throw error(line, "min_version must be 1.2 or 1.3, got \(ConfigValues.quoted(text))")
+            }
+            block.minVersion = version
+        case .ciphers:
+            block.ciphers = try single(values, for: name, expected: "an OpenSSL cipher list", usage: "ciphers ECDHE+AESGCM", line: line)
+        case .ciphersuites:
+            block.ciphersuites = try single(values, for: name, expected: "an OpenSSL ciphersuite list",
+                                                 usage: "ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384", line: line)
+        case .handshakeTimeout:
+            let text = try single(values, for: name, expected: "DURATION", usage: "handshake_timeout 10s", line: line)
+            block.handshakeTimeout = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+        case nil:
+            preconditionFailure("directive() admits only tls keys here")
+        }
+    }
+
+    /// Largest `max_idle`: far above any sane pool, low enough to catch a stray digit.
+    static let maximumIdleConnections = 65_536
+
+    mutating func upstream(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
+        if ConfigUpstreamTLSKey(rawValue: name) != nil {
+            if draft.upstreams[index].tlsLine == 0 { draft.upstreams[index].tlsLine = line.number }
+            draft.keyLines["upstream.\(draft.upstreams[index].name).\(name)"] = line.number
+        }
+        switch name {
+        case "server":
+            let text = try single(values, for: name, expected: "URL", usage: "server http://127.0.0.1:8000", line: line)
+            draft.upstreams[index].server = try value(line) { () throws(ConfigValueError) in try ConfigValues.upstreamURL(text) }
+        case ConfigUpstreamTLSKey.caFile.rawValue:
+            draft.upstreams[index].tls.caFile = try single(values, for: name, expected: "PATH", usage: "tls_ca_file /etc/ssl/my-ca.pem", line: line)
+        case ConfigUpstreamTLSKey.caDirectory.rawValue:
+            draft.upstreams[index].tls.caDirectory = try single(values, for: name, expected: "PATH", usage: "tls_ca_dir /etc/ssl/my-cas", line: line)
+        case ConfigUpstreamTLSKey.serverName.rawValue:
+            draft.upstreams[index].tls.serverName = try single(values, for: name, expected: "NAME", usage: "tls_server_name api.example.com", line: line)
+        case ConfigUpstreamTLSKey.verify.rawValue:
+            let text = try single(values, for: name, expected: "on or off", usage: "tls_verify off", line: line)
+            draft.upstreams[index].tls.verify = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
+        case "resolve_interval":
+            let text = try single(values, for: name, expected: "DURATION or off", usage: "resolve_interval 30s", line: line)
+            draft.upstreams[index].resolveInterval = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+        default:  // "max_idle"
+            let text = try single(values, for: name, expected: "N", usage: "max_idle 64", line: line)
+            draft.upstreams[index].maxIdle = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.integer(text, in: 0...Self.maximumIdleConnections, what: "max_idle")
+            }
+        }
+    }
+
+    mutating func route(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
+        switch name {
+        case "upstream":
+            let text = try single(values, for: name, expected: "NAME", usage: "upstream llm", line: line)
+            draft.routes[index].upstream = text
+            draft.routes[index].upstreamLine = line.number
+        case ConfigLimitKey.maxRequestBody.rawValue:
+            let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 10m", line: line)
+            draft.routes[index].maxRequestBody = try value(line) { () throws(ConfigValueError) in try ConfigValues.size(text) }
+        case ConfigCaptureKey.request.rawValue, ConfigCaptureKey.response.rawValue:
+            let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 64k", line: line)
+            let bytes = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.size(text, in: 0...RouteConfig.maximumCaptureBytes, what: name)
+            }
+            if name == ConfigCaptureKey.request.rawValue {
+                draft.routes[index].captureRequestBytes = bytes
+            } else {
+                draft.routes[index].captureResponseBytes = bytes
+            }
+        case "limit":
+            let text = try single(
+                values, for: name, expected: "NAME", usage: "limit per_user",
+                extraHint: "; repeat 'limit' on separate lines to apply several rules", line: line)
+            if let first = draft.routes[index].limits.first(where: { $0.name == text }) {
+                throw error(line, "limit '\(text)' is already applied in route '\(draft.routes[index].prefix)' (line \(first.line))")
+            }
+            draft.routes[index].limits.append(ConfigDraft.LimitReference(name: text, line: line.number))
+        case ConfigRouteKey.injectUsage.rawValue:
+            let text = try single(values, for: name, expected: "on or off", usage: "\(name) off", line: line)
+            let on = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
+            // Refused rather than accepted and ignored: a route that says `on` would believe its clients get
+            // usage injected while nothing changes (the session does not hold and rewrite bodies yet).
+            if on {
+                throw error(line, "'\(name) on' is not implemented yet: sluice does not rewrite request bodies; "
+                            + "remove the line or write '\(name) off' (token budgets already charge an estimate "
+                            + "when a stream reports no usage)")
+            }
+        default:  // an overridable timeout
+            let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
+            let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+            if let key = ConfigTimeoutKey(rawValue: name) {
+                draft.routes[index].timeoutOverrides[key] = milliseconds
+            }
+        }
+    }
+
+    mutating func log(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
+        switch ConfigLogKey(rawValue: name) {
+        case .file:
+            let text = try single(
+                values, for: name, expected: "PATH or off", usage: "file /var/log/sluice/completions.jsonl",
+                extraHint: " (paths cannot contain spaces)", line: line)
+            // `off` is the default spelled out, as nginx's `access_log off`; a file really
+            // named "off" is written ./off. The directory is checked in resolve(), after flags.
+            draft.log.file = text == "off" ? nil : text
+            draft.log.fileLine = line.number
+        case .stdout:
+            let text = try single(values, for: name, expected: "on, off or auto", usage: "stdout on", line: line)
+            if text == "auto" {
+                draft.log.stdout = nil
+            } else {
+                draft.log.stdout = try value(line) { () throws(ConfigValueError) in
+                    try ConfigValues.boolean(text, what: name, extraForms: ["auto"])
+                }
+            }
+        case .queue:
+            let text = try single(values, for: name, expected: "N (records)", usage: "queue 65536", line: line)
+            draft.log.queueCapacity = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.integer(text, in: LogConfig.queueCapacityRange, what: name)
+            }
+        case .fsync:
+            let text = try single(values, for: name, expected: "DURATION or off", usage: "fsync 1s", line: line)
+            draft.log.fsyncInterval = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+        case .includeQuery:
+            let text = try single(values, for: name, expected: "on or off", usage: "\(name) off", line: line)
+            draft.log.includeQuery = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
+        case .requestBodyScan:
+            let text = try single(values, for: name, expected: "SIZE", usage: "\(name) 1m", line: line)
+            draft.log.requestBodyScanLimit = try value(line) { () throws(ConfigValueError) in
+                try ConfigValues.size(text, in: 0...LogConfig.maximumRequestBodyScanLimit, what: name)
+            }
+        case nil:
+            preconditionFailure("directive() only dispatches known log keys")
+        }
+    }
+}
