@@ -324,6 +324,18 @@ def echo_handler(conn: OriginConn, req: Request) -> None:
     respond(conn, 200, req.target.encode(), [("Content-Type", "text/plain")])
 
 
+#: The head of a chunked `text/event-stream` response, for handlers that write events themselves.
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+#: The zero-size chunk that ends a chunked body.
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """`data` framed as one chunk."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
 class Origin:
     """The scripted origin. Use as a context manager or call close()."""
 

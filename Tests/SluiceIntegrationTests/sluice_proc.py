@@ -78,6 +78,12 @@ def write_routes_config(path: Path, *, upstreams: dict, routes: list, workers: i
     return path
 
 
+def log_config(path, **extra) -> dict:
+    """A `log` block for `write_routes_config` (or the `routes_proxy` fixture): records to `path`,
+    stdout off, `extra` keys added."""
+    return {"file": str(path), "stdout": "off", **extra}
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every complete line of a completion log parsed as JSON ([] if the file does not exist).
 
