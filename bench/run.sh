@@ -5,25 +5,28 @@
 #   bench/run.sh --quick    1 run, shorter durations, smaller stream counts (development)
 #   bench/run.sh --runs 5   more runs
 #   bench/run.sh --only a,c scenarios to run (a b c d e f; e and f's memory part share one run)
+#   bench/run.sh --build-only  build origin and loadgen only (needs gcc; installs nothing), then exit
 #
-# It installs nginx, wrk and gcc with apt-get when missing, builds bench/origin.c and
-# bench/loadgen.c with gcc -O2 and sluice in release mode (scratch path .build-bench, so
+# It installs nginx, wrk and gcc with apt-get when missing, builds bench/origin*.c and
+# bench/loadgen*.c with gcc -O2 and sluice in release mode (scratch path .build-bench, so
 # it never touches the default .build), then measures the targets direct, nginx and
 # sluice with origin and load generator on CPU 0 and the proxy on CPU 1. Results:
 # bench/results/latest.md (table), bench/results/latest.jsonl (every measurement).
 # See bench/README.md for what each scenario measures and how to read the table.
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 QUICK=0
 RUNS=""
 ONLY="a,b,c,d,e,f"
+BUILD_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --runs) RUNS="${2:?--runs needs a number}"; shift ;;
         --only) ONLY="${2:?--only needs a list}"; shift ;;
+        --build-only) BUILD_ONLY=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -106,6 +109,19 @@ stop_pid() {
 }
 
 # ---- dependencies and builds -----------------------------------------------------
+# Each program is its main file plus its `_*.c` parts (shared declarations in the .h files).
+build_bench_programs() {
+    mkdir -p "$BIN"
+    log "building origin and loadgen (gcc -O2)"
+    timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/origin" "$BENCH/origin.c" "$BENCH"/origin_*.c
+    timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/loadgen" "$BENCH/loadgen.c" "$BENCH"/loadgen_*.c
+}
+if [ "$BUILD_ONLY" = 1 ]; then
+    command -v gcc >/dev/null 2>&1 || die "--build-only needs gcc"
+    build_bench_programs
+    log "built $BIN/origin and $BIN/loadgen"
+    exit 0
+fi
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
@@ -125,9 +141,7 @@ fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 mkdir -p "$BIN" "$RESULTS"
-log "building origin and loadgen (gcc -O2)"
-timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/origin" "$BENCH/origin.c"
-timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/loadgen" "$BENCH/loadgen.c"
+build_bench_programs
 log "building sluice (swift build -c release --scratch-path .build-bench)"
 T_BUILD=$(date +%s%N)
 # Which sources the numbers belong to: taken before the build, as the tree may move on.
