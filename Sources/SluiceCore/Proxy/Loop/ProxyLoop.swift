@@ -157,7 +157,7 @@ public final class ProxyLoop {
         // clients may have sent a request (each is then served with Connection: close, see ClientSession.beginDrain).
         // Closing the sockets then refuses new connections (once every worker has closed its duplicate).
         for listener in listeners where listener.pausedUntil == 0 {
-            for _ in 0..<ProxyLoop.drainAcceptRounds { if !accept(listener) { break } }
+            accept(listener, upTo: ProxyLoop.drainAcceptLimit)
         }
         for listener in listeners { closeListener(listener) }
         acceptPaused = false
@@ -248,7 +248,7 @@ public final class ProxyLoop {
                 pooledUpstreamEvent(connection, event)
             }
         case .listener(let listener):
-            accept(listener)
+            accept(listener, upTo: ProxyLoop.acceptsPerWakeup)
         case .wakeup:
             wakeup.drain()
             runCommands()
@@ -257,22 +257,24 @@ public final class ProxyLoop {
 
     // MARK: - Accepting
 
-    private static let acceptsPerWakeup = 64
-    /// On drain, at most this many rounds of `acceptsPerWakeup` take the backlog before the listeners close.
-    private static let drainAcceptRounds = 16
+    /// Connections taken per listener wakeup. Every worker watches the one shared accept queue (level-triggered),
+    /// so taking one and returning to epoll lets the other woken workers take the next ones (nginx's default
+    /// `multi_accept off`); a worker that took a whole burst would serve it alone.
+    private static let acceptsPerWakeup = 1
+    /// On drain, at most this many connections of the backlog are taken before the listeners close.
+    private static let drainAcceptLimit = 1024
     private static let acceptBackoffMilliseconds: Int64 = 100
 
-    /// Accepts up to `acceptsPerWakeup` connections; returns true when the listener may have more.
-    @discardableResult
-    private func accept(_ listener: Listener) -> Bool {
+    /// Accepts up to `count` connections.
+    private func accept(_ listener: Listener, upTo count: Int) {
         let raw = listener.rawFD
-        for _ in 0..<ProxyLoop.acceptsPerWakeup {
+        for _ in 0..<count {
             let result: IOResult<(fd: Int32, peer: SocketAddress)>
             do { result = try Syscall.accept(raw) } catch {
                 acceptFailed(listener, error)
-                return false
+                return
             }
-            guard case .processed(let accepted) = result else { return false }
+            guard case .processed(let accepted) = result else { return }
             let rawClient = accepted.fd
             Syscall.setNoDelay(rawClient)
             let session: ClientSession
@@ -316,7 +318,6 @@ public final class ProxyLoop {
                 session.refuseOverCapacity(limit: limit)
             }
         }
-        return true
     }
 
     /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
