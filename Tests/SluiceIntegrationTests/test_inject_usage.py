@@ -459,3 +459,80 @@ def test_content_length_stream_is_reframed(stack, tmp_path):
     assert r.body == expected, r.body
     rec, = wait_records(log, 1)
     check_reported(rec)
+
+
+# --------------------------------------------------------------------------------------------
+# Holding the body must not disturb the connection (beyond the brief)
+# --------------------------------------------------------------------------------------------
+
+def check_consistent(client_body: bytes, forwarded: bytes, payload: bytes, got: bytes) -> None:
+    """Whatever sluice chose for a request whose handling the brief leaves open: the origin got the client's JSON,
+    or it plus include_usage; the client lost the usage chunk exactly when sluice added the request for it."""
+    sent, mine = json.loads(forwarded), json.loads(client_body)
+    if sent == mine:
+        assert got == payload, "a request forwarded unchanged had its response changed"
+    else:
+        assert sent == {**mine, "stream_options": {"include_usage": True}}, sent
+        assert USAGE_EVENT in payload
+        assert got == payload.replace(USAGE_EVENT, b""), "usage asked on the client's behalf reached the client"
+
+
+def test_pipelined_requests_are_each_edited(stack, tmp_path):
+    """Guards the body hold against pipelining: two requests in one write (the second's head right after the
+    first's body) are both edited and answered in order, neither body swallowing the other's bytes."""
+    backend = Backend(usage="asked", plan="varied")
+    sl, log, origin = start(stack, tmp_path, backend, tokens="1000/min")
+    first, second = request_body(), request_body(model="m2")
+    with RawConn(sl.port) as conn:
+        conn.send(request_bytes("POST", CHAT, [("Content-Type", "application/json")], first)
+                  + request_bytes("POST", CHAT, [("Content-Type", "application/json")], second))
+        r1 = conn.read_response("POST")
+        r2 = conn.read_response("POST")
+        assert not conn.buf
+    assert [r.target for r in origin.requests] == [CHAT, CHAT]
+    check_forwarded(origin, 0, first[:-1] + INJECTED + b"}")
+    check_forwarded(origin, 1, second[:-1] + INJECTED + b"}")
+    check_client_stream(r1, backend.sent[0].replace(USAGE_EVENT, b""))
+    check_client_stream(r2, backend.sent[1].replace(USAGE_EVENT, b""))
+    for rec in wait_records(log, 2):
+        check_reported(rec)
+
+
+def test_expect_100_continue_does_not_stall(stack, tmp_path):
+    """Guards against a deadlock: a client that sends `Expect: 100-continue` and waits for the 100 before its body
+    must get it within 2 s even though sluice wants the whole body before forwarding an edited head; the exchange
+    then completes, and the response matches what sluice did to the request."""
+    backend = Backend(usage="asked")
+    sl, log, origin = start(stack, tmp_path, backend)
+    body = request_body()
+    with RawConn(sl.port) as conn:
+        conn.send(request_bytes("POST", CHAT, [("Content-Type", "application/json"), ("Expect", "100-continue"),
+                                               ("Content-Length", str(len(body)))]))
+        interim = conn.read_head(timeout=2.0)
+        assert interim.status == 100, interim.status_line
+        conn.send(body)
+        r = conn.read_response("POST")
+    assert r.status == 200 and r.complete, r.status_line
+    check_consistent(body, origin.requests[0].body, backend.sent[0], r.body)
+    wait_records(log, 1)
+
+
+def test_chunked_request_body_is_handled_consistently(stack, tmp_path):
+    """Guards a chunked upload on an inject route (the brief leaves open whether it is edited): the origin gets
+    valid framing and the client's JSON (plus include_usage if edited), and the usage chunk is removed exactly
+    when sluice asked for it."""
+    backend = Backend(usage="asked")
+    sl, log, origin = start(stack, tmp_path, backend)
+    body = request_body()
+    framed = chunk(body[:50]) + chunk(body[50:]) + LAST_CHUNK
+    with RawConn(sl.port) as conn:
+        conn.send(request_bytes("POST", CHAT, [("Content-Type", "application/json"),
+                                               ("Transfer-Encoding", "chunked")], framed))
+        r = conn.read_response("POST")
+    assert r.status == 200 and r.complete, r.status_line
+    req = origin.requests[0]
+    if req.header("content-length") is not None:
+        assert req.header("content-length") == str(len(req.body)) and not req.chunked, req.headers
+    check_consistent(body, req.body, backend.sent[0], r.body)
+    rec, = wait_records(log, 1)
+    assert rec["end"] == "complete", rec
