@@ -301,6 +301,9 @@ public struct RouteConfig: Sendable, Equatable {
     /// Rate-limit rules applied to this route, as indices into ``Config/rateLimits``, in the
     /// order the route lists them (a request must pass every one); empty means unlimited.
     public var limits: [Int]
+    /// `inject_usage on`: streaming chat/completions requests that do not ask for usage are sent with
+    /// `stream_options.include_usage`, and the usage-only chunk that brings is removed from their response.
+    public var injectUsage: Bool
 
     /// Largest capture per direction: 16 MiB. A capture is held in memory until the exchange
     /// ends and then copied into a record, so it bounds per-exchange memory and record size.
@@ -309,7 +312,7 @@ public struct RouteConfig: Sendable, Equatable {
     /// Creates a route from its parts; no validation.
     public init(
         prefix: String, upstream: String, timeouts: Timeouts = Timeouts(), maxRequestBody: Int64 = Limits().maxRequestBody,
-        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0, limits: [Int] = []
+        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0, limits: [Int] = [], injectUsage: Bool = false
     ) {
         self.prefix = prefix
         self.upstream = upstream
@@ -318,6 +321,7 @@ public struct RouteConfig: Sendable, Equatable {
         self.captureRequestBytes = captureRequestBytes
         self.captureResponseBytes = captureResponseBytes
         self.limits = limits
+        self.injectUsage = injectUsage
     }
 }
 

@@ -40,6 +40,7 @@ struct ConfigDraft: Equatable {
         var maxRequestBody: Int64?
         var captureRequestBytes = 0
         var captureResponseBytes = 0
+        var injectUsage = false
         /// `limit NAME` directives in order, resolved to rule indices at resolve time so rules
         /// may be declared after the routes that use them.
         var limits: [LimitReference] = []

@@ -164,7 +164,7 @@ extension ConfigDraft {
                     prefix: route.prefix, upstream: upstream, timeouts: merged,
                     maxRequestBody: route.maxRequestBody ?? limits.maxRequestBody,
                     captureRequestBytes: route.captureRequestBytes,
-                    captureResponseBytes: route.captureResponseBytes, limits: limitIndices))
+                    captureResponseBytes: route.captureResponseBytes, limits: limitIndices, injectUsage: route.injectUsage))
         }
         if upstreams.isEmpty {
             throw fail(0, "no upstream: add a block 'upstream NAME { server URL }'")

@@ -91,14 +91,7 @@ extension ConfigParser {
             draft.routes[index].limits.append(ConfigDraft.LimitReference(name: text, line: line.number))
         case ConfigRouteKey.injectUsage.rawValue:
             let text = try single(values, for: name, expected: "on or off", usage: "\(name) off", line: line)
-            let on = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
-            // Refused rather than accepted and ignored: a route that says `on` would believe its clients get
-            // usage injected while nothing changes (the session does not hold and rewrite bodies yet).
-            if on {
-                throw error(line, "'\(name) on' is not implemented yet: sluice does not rewrite request bodies; "
-                            + "remove the line or write '\(name) off' (token budgets already charge an estimate "
-                            + "when a stream reports no usage)")
-            }
+            draft.routes[index].injectUsage = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
         default:  // an overridable timeout
             let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
             let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }

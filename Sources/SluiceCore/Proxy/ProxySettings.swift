@@ -29,6 +29,8 @@ public final class ProxySettings: Sendable {
         public var limits: [Int]
         /// One of the rules has a token budget, charged from the usage responses report.
         public var chargesTokens: Bool
+        /// `inject_usage on` (see `RouteConfig.injectUsage`).
+        public var injectUsage: Bool
         /// Where the metrics count this route (nil: out of slots, counted as no route).
         public var metricsSlot: Int?
     }
@@ -98,7 +100,7 @@ public final class ProxySettings: Sendable {
                   timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
                   captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes,
                   limits: route.limits, chargesTokens: route.limits.contains { config.rateLimits[$0].tokens != nil },
-                  metricsSlot: slot)
+                  injectUsage: route.injectUsage, metricsSlot: slot)
         }
         routes.sort { $0.prefix.count > $1.prefix.count }
         self.routes = routes

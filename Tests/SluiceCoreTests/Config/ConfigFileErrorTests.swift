@@ -234,10 +234,7 @@ import Testing
              "duplicate 'capture_response' in route '/'"),
         Case("capture typo", "route / {\n  capture_requests 1k\n}\n", line: 2, "(did you mean 'capture_request'?)"),
 
-        // inject_usage: only `off` until the session rewrites bodies.
-        Case("inject_usage on", "route / {\n  upstream llm\n  inject_usage on\n}\n", line: 3,
-             "'inject_usage on' is not implemented yet: sluice does not rewrite request bodies; remove the line or write 'inject_usage off'"),
-        Case("inject_usage yes", "route / {\n  inject_usage yes\n}\n", line: 2, "'inject_usage on' is not implemented yet"),
+        // inject_usage: a boolean, in a route.
         Case("inject_usage bad value", "route / {\n  inject_usage sometimes\n}\n", line: 2,
              "inject_usage must be on, off, true, false, yes or no, got 'sometimes'"),
         Case("inject_usage without value", "route / {\n  inject_usage\n}\n", line: 2, "missing value: 'inject_usage' needs on or off"),

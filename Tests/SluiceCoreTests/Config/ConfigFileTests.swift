@@ -266,6 +266,15 @@ import Testing
         #expect(config.routes[1].captureRequestBytes == 0 && config.routes[1].captureResponseBytes == 0)
     }
 
+    /// `inject_usage` per route, off unless a route says on.
+    @Test(arguments: [("inject_usage on", true), ("inject_usage yes", true), ("inject_usage off", false), ("", false)])
+    func injectUsageDirective(directive: String, expected: Bool) throws {
+        let text = "listen :1\nupstream a {\n server http://h\n}\nroute /v1/ {\n upstream a\n \(directive)\n}\nroute / {\n upstream a\n}\n"
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.routes[0].injectUsage == expected)
+        #expect(config.routes[1].injectUsage == false)
+    }
+
     /// Admin addresses that are accepted next to the given public listeners: different
     /// ports, different hosts on one port, families a wildcard does not cover, ephemeral ports.
     @Test(arguments: [

@@ -168,12 +168,14 @@ extension ClientSession {
         if case .contentLength(let length) = head.framing, maxRequestBody > 0, length > maxRequestBody {
             return rejectRequest(.bodyTooLarge("request body of \(length) bytes exceeds the limit of \(maxRequestBody) bytes"))
         }
+        usageInjection = route.injectUsage && mayInjectUsage(head: head, pathRange: pathRange, buffer: buffer) ? .holdingBody : .off
         let out = takeBuffer(&upstreamOut)
         let written = buffer.withReadableSpan { source in
             HeadRewriter.writeRequestHead(into: out, source: source, head: head, pathRange: pathRange,
                                           clientIP: clientIP, requestID: requestID,
                                           host: settings.upstreams[upstreamIndex].hostHeader,
-                                          fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTransport.tls != nil)
+                                          fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTransport.tls != nil,
+                                          deferContentLength: usageInjection == .holdingBody)
         }
         guard written else {
             return rejectRequest(.headTooLarge("request head is too large to forward"))
@@ -216,13 +218,13 @@ extension ClientSession {
     /// Marks the body bytes now in `clientIn` as ready for the upstream, up to the body's end.
     func frameRequestBody() {
         guard let buffer = clientIn else { return }
-        while true {
+        framing: while true {
             let available = buffer.readableCount - requestSendEnd
             guard available > 0 else { break }
             switch requestBody {
             case .complete:
-                updateClientPause()
-                return
+                // What follows the body is the next request's: it waits in `clientIn`, unframed.
+                break framing
             case .contentLength(let remaining):
                 let take = Int(min(Int64(available), remaining))
                 observeRequest(buffer, requestSendEnd..<(requestSendEnd + take))
@@ -255,6 +257,7 @@ extension ClientSession {
             }
         }
         if requestIsComplete {
+            if usageInjection == .holdingBody { releaseHeldRequest() }
             finishRequestObservation()
             if requestSentAt == 0 && upstream?.connected == true { requestSentAt = loop.now }
         }

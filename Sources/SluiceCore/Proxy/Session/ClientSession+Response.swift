@@ -67,6 +67,8 @@ extension ClientSession {
                 case .complete(let headLength):
                     guard acceptResponseHead(headLength: headLength, buffer: buffer, parsers: parsers) else { return }
                 }
+            case .body(.filtered(let input, let rechunk)):
+                guard relayFiltered(buffer, input: input, rechunk: rechunk) else { return updateUpstreamPause() }
             case .body(let body):
                 let available = buffer.readableCount - responseSendEnd
                 guard available > 0 else { return updateUpstreamPause() }
@@ -98,6 +100,8 @@ extension ClientSession {
                 case .untilClose:
                     observeResponse(buffer, responseSendEnd..<buffer.readableCount)
                     responseSendEnd = buffer.readableCount
+                case .filtered:
+                    preconditionFailure("filtered bodies are relayed above")
                 }
             case .complete, .aborted:
                 // Bytes after the end of a response: the server broke framing, so the connection is not reused.
@@ -150,7 +154,7 @@ extension ClientSession {
             // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
             if !clientIsHTTP10 {
                 let written = buffer.withReadableSpan {
-                    HeadRewriter.writeResponseHead(into: out, source: $0, head: parsers.response.head, requestID: nil, close: false, dechunk: false)
+                    HeadRewriter.writeResponseHead(into: out, source: $0, head: parsers.response.head, requestID: nil, close: false)
                 }
                 guard written != nil else { return headDidNotFit(out, queuedBefore: queuedBefore) }
             }
@@ -161,7 +165,7 @@ extension ClientSession {
         dropUpstreamHead()
         let head = parsers.response.head
         if !head.keepAlive { upstreamReusable = false }
-        let body: ResponseBody?
+        var body: ResponseBody?
         switch head.framing {
         case .none: body = nil
         case .contentLength(let length): body = length == 0 ? nil : .contentLength(remaining: length)
@@ -171,11 +175,26 @@ extension ClientSession {
             upstreamReusable = false
             body = .untilClose
         }
-        if body == .dechunked || body == .untilClose { closeAfterResponse = true }
+        if usageInjection == .injected, let unfiltered = body, buffer.withReadableSpan({ Self.isEventStream(head, $0) }) {
+            body = .filtered(input: unfiltered.filteredInput, rechunk: !clientIsHTTP10)
+        }
+        let reframe: HeadRewriter.Reframe
+        switch body {
+        case .dechunked, .filtered(_, rechunk: false):
+            reframe = .untilClose
+            closeAfterResponse = true
+        case .filtered(_, rechunk: true):
+            reframe = .chunked
+        case .untilClose:
+            reframe = .asReceived
+            closeAfterResponse = true
+        case .contentLength, .chunked, nil:
+            reframe = .asReceived
+        }
         if !requestIsComplete { closeAfterResponse = true }
         let facts = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
-                                           close: closeAfterResponse, dechunk: body == .dechunked, rateLimitFields: rateLimitFields)
+                                           close: closeAfterResponse, reframe: reframe, rateLimitFields: rateLimitFields)
         }
         guard let facts else { return headDidNotFit(out, queuedBefore: queuedBefore) }
         if let upstreamID = facts.upstreamRequestID, loop.completions != nil {
@@ -262,6 +281,8 @@ extension ClientSession {
             upstreamFailed(.badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))"))
         case .body(.untilClose):
             responseFinished()
+        case .body(.filtered(.untilClose, let rechunk)):
+            filteredUpstreamClosed(rechunk: rechunk)
         case .body:
             endTruncated(reason: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body", end: .upstreamAbort)
         case .complete, .aborted:
@@ -321,7 +342,16 @@ extension ClientSession {
         }
         if written < headCount + bodyCount || clientTransport.hasPendingOutput { clientWritable = false }
         updateUpstreamPause()
-        if case .body(.dechunked) = response, upstreamIn != nil { processResponseBytes() }
+        // Bodies copied through `clientOut` continue once it has room; a filtered body whose upstream closed ends here.
+        switch response {
+        case .body(.dechunked) where upstreamIn != nil, .body(.filtered) where upstreamIn != nil:
+            processResponseBytes()
+        case .body(.filtered(input: .closed, _)):
+            _ = takeBuffer(&upstreamIn)
+            processResponseBytes()
+        default:
+            break
+        }
         if waitingForHeadRoom && (clientOut?.readableCount ?? 0) == 0 {
             waitingForHeadRoom = false
             processResponseBytes()
@@ -365,7 +395,11 @@ extension ClientSession {
         idleSince = loop.now
         requestSentAt = 0
         releaseIfEmpty(&upstreamIn)
-        releaseIfEmpty(&upstreamOut)
+        // An exchange's upstream head never outlives it: one its upstream never took (a failed connect answered
+        // 502) would otherwise be sent ahead of the next request's head on this connection.
+        dropUpstreamHead()
+        usageHeld?.clear()
+        releaseIfEmpty(&usageHeld)
         // Pipelined bytes already read start the next request now.
         if let buffer = clientIn, buffer.readableCount > 0 {
             phase = .readingHead
@@ -380,6 +414,7 @@ extension ClientSession {
     /// Sends a response sluice generated (an error), then closes or keeps the connection.
     func respond(_ error: ProxyError, closeAfter: Bool, extraFields: [UInt8] = [], body: [UInt8]? = nil) {
         closeUpstream()
+        dropUpstreamHead()
         releaseParsers()
         if !recordPending { beginRecord(head: nil, source: nil) }
         exchangeEnd = error.end

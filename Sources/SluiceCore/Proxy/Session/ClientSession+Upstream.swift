@@ -47,7 +47,8 @@ extension ClientSession {
 
     /// Writes the request head and framed body bytes to the upstream; returns true if it wrote.
     func flushToUpstream() -> Bool {
-        guard let connection = upstream, connection.connected, connection.writable else { return false }
+        // A head waiting for its held body's Content-Length (`inject_usage`) is not complete yet.
+        guard let connection = upstream, connection.connected, connection.writable, usageInjection != .holdingBody else { return false }
         let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
         // A body byte never goes out ahead of (or without) its head.
         let bodyReady = requestHeadWritten ? requestSendEnd : 0

@@ -54,6 +54,38 @@ final class ClientSession: TimerHeapElement {
         /// Chunked framing removed for an HTTP/1.0 client, the body then ends with the connection.
         case dechunked
         case untilClose
+        /// An event stream whose request sluice edited (`inject_usage`): its payload goes through the usage filter
+        /// and out re-framed (chunked, or until close for an HTTP/1.0 client). `input` is the upstream's framing.
+        case filtered(input: FilteredInput, rechunk: Bool)
+
+        /// The upstream framing this body reads, for filtering it instead.
+        var filteredInput: FilteredInput {
+            switch self {
+            case .contentLength(let remaining): .contentLength(remaining: remaining)
+            case .chunked, .dechunked: .chunked
+            case .untilClose: .untilClose
+            case .filtered(let input, _): input
+            }
+        }
+    }
+
+    /// The upstream framing of a filtered body (see `ResponseBody.filtered`).
+    /// `ResponseBody.filteredInput` maps a body to it.
+    enum FilteredInput: Equatable {
+        case chunked
+        case contentLength(remaining: Int64)
+        case untilClose
+        /// Close-delimited and the upstream has closed: what is left in `upstreamIn` is the end.
+        case closed
+    }
+
+    /// Where an exchange is with `inject_usage`.
+    enum UsageInjection: Equatable {
+        case off
+        /// The request body is held until it is complete; the upstream head waits for its Content-Length.
+        case holdingBody
+        /// The body went out with `stream_options.include_usage` added: the response's usage-only event is removed.
+        case injected
     }
 
     /// Why reads from one side are paused (haproxy's named blocking flags).
@@ -119,6 +151,11 @@ final class ClientSession: TimerHeapElement {
     var requestHeadWritten = false
     /// A response head waits for the client queue to drain before it is written (see `headDidNotFit`).
     var waitingForHeadRoom = false
+    var usageInjection: UsageInjection = .off
+    /// Finds the usage-only event of an injected exchange's response.
+    var usageFilter = UsageEventFilter()
+    /// The filtered stream's current event, held until the filter decides (see `ClientSession+UsageFilter`).
+    var usageHeld: ByteBuffer?
     var response: ResponseState = .awaitingHead
     /// Body bytes at the front of `upstreamIn` that are framed and may go to the client.
     var responseSendEnd = 0
@@ -389,13 +426,14 @@ final class ClientSession: TimerHeapElement {
         loop.metrics.addQueuedBytes(-reportedQueued)
         reportedQueued = 0
         phase = .closed
-        for buffer in [clientIn, clientOut, upstreamIn, upstreamOut] {
+        for buffer in [clientIn, clientOut, upstreamIn, upstreamOut, usageHeld] {
             if let buffer { loop.bufferPool.give(buffer) }
         }
         clientIn = nil
         clientOut = nil
         upstreamIn = nil
         upstreamOut = nil
+        usageHeld = nil
         releaseParsers()
         loop.sessionClosed(self)
         client = nil

@@ -61,10 +61,12 @@ enum HeadRewriter {
     /// (HTTP/1.0) gets `fallbackHost` (RFC 9112 §3.2: an HTTP/1.1 request must carry one). Content-Length goes
     /// out once, as the parsed number (`005` and `5, 5` reach the upstream as `5`); a chunked body as
     /// `Transfer-Encoding: chunked` (the parser refuses any other request coding). `overTLS`: the client came
-    /// over TLS (X-Forwarded-Proto: https). Returns false when it does not fit in `out`.
+    /// over TLS (X-Forwarded-Proto: https). `deferContentLength` leaves out Content-Length and the blank line that
+    /// ends the head, for a body that is edited before it goes (`inject_usage`): the caller appends both once the
+    /// body's new length is known. Returns false when it does not fit in `out`.
     static func writeRequestHead(into out: ByteBuffer, source: Span<UInt8>, head: RequestHead, pathRange: Range<Int>,
                                  clientIP: [UInt8], requestID: [UInt8], host: [UInt8]? = nil, fallbackHost: [UInt8] = [],
-                                 overTLS: Bool = false) -> Bool {
+                                 overTLS: Bool = false, deferContentLength: Bool = false) -> Bool {
         var fits = out.append(source.extracting(head.methodRange)) && out.append(byte: 0x20)
         fits = fits && (pathRange.isEmpty ? out.append(byte: UInt8(ascii: "/")) : out.append(source.extracting(pathRange)))
         fits = fits && out.append(" HTTP/1.1\r\nHost: ")
@@ -79,6 +81,8 @@ enum HeadRewriter {
         }
         fits = fits && out.append("\r\n")
         switch head.framing {
+        case .contentLength where deferContentLength:
+            break
         case .contentLength(let length):
             fits = fits && out.append("Content-Length: ") && out.append(decimal: Int(length)) && out.append("\r\n")
         case .chunked:
@@ -113,7 +117,17 @@ enum HeadRewriter {
             fits = fits && out.append("X-Forwarded-Host: ") && out.append(source.extracting(head.fields[host].value)) && out.append("\r\n")
         }
         fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) }
-        return fits && out.append("\r\n\r\n")
+        return fits && out.append(deferContentLength ? "\r\n" : "\r\n\r\n")
+    }
+
+    /// How the client's response body is framed when sluice does not pass the upstream's framing through.
+    enum Reframe: Equatable {
+        /// The upstream's Content-Length or Transfer-Encoding as parsed.
+        case asReceived
+        /// No framing field: the body ends with the connection (an HTTP/1.0 client of a chunked or edited body).
+        case untilClose
+        /// `Transfer-Encoding: chunked`, sluice writing the chunks (a body edited on its way, `inject_usage`).
+        case chunked
     }
 
     /// What the response head says about the body, for the stream tap, and the upstream's own request id.
@@ -127,16 +141,18 @@ enum HeadRewriter {
     /// Writes a response head for the client: status line as HTTP/1.1, the framing fields from the parsed head,
     /// end-to-end fields, and X-Accel-Buffering: no for event streams so an nginx further down does not buffer
     /// them. `requestID` nil writes an interim (1xx) head. The upstream's X-Request-Id is end to end and passes
-    /// unchanged; sluice's `requestID` is added only when the response has none. `dechunk` drops
-    /// Transfer-Encoding for an HTTP/1.0 client. Returns nil when the head does not fit in `out`.
+    /// unchanged; sluice's `requestID` is added only when the response has none. `reframe` replaces the upstream's
+    /// framing fields when sluice frames the body itself. Returns nil when the head does not fit in `out`.
     static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
-                                  close: Bool, dechunk: Bool, rateLimitFields: [RateLimitHeaderField] = []) -> ResponseFacts? {
+                                  close: Bool, reframe: Reframe = .asReceived, rateLimitFields: [RateLimitHeaderField] = []) -> ResponseFacts? {
         var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
         fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
         // RFC 9110 §8.6: no Content-Length in a 1xx; in a final head it is the parsed number (also for HEAD and 304).
-        if requestID != nil, let length = head.contentLength {
+        if requestID != nil, reframe == .asReceived, let length = head.contentLength {
             fits = fits && out.append("Content-Length: ") && out.append(decimal: Int(length)) && out.append("\r\n")
         }
+        if reframe == .chunked { fits = fits && out.append("Transfer-Encoding: chunked\r\n") }
+        let dechunk = reframe != .asReceived
         var facts = ResponseFacts()
         var accelBufferingSet = false
         for field in head.fields {

@@ -32,7 +32,7 @@ import Testing
         guard case .complete = parser.parse(bytes.span, requestMethod: method) else { return ("unparsed", nil) }
         let out = ByteBuffer(capacity: 16 * 1024)
         let facts = HeadRewriter.writeResponseHead(into: out, source: bytes.span, head: parser.head, requestID: requestID.map { Array($0.utf8) },
-                                                   close: false, dechunk: dechunk)
+                                                   close: false, reframe: dechunk ? .untilClose : .asReceived)
         return (out.withReadableSpan { span in String(decoding: (0..<span.count).map { span[$0] }, as: UTF8.self) }, facts)
     }
 
