@@ -330,3 +330,25 @@ def test_request_id_when_upstream_has_none_or_echoes_it(stack, reply):
     rec = wait_records(log, 1)[0]
     assert rec["request_id"] == sent[0], rec
     assert rec.get("upstream_request_id") is None, rec
+
+
+# -- an exchange's upstream head never outlives it ------------------------------------------------------------
+
+def test_head_of_a_failed_connect_is_not_sent_ahead_of_the_next_request(stack):
+    """A GET whose upstream refused the connection gets a 502 on a kept-alive client connection; its rewritten head
+    stayed queued for the upstream, so the next request on that connection went out behind it: the origin ran the
+    failed request after all and answered it, and that answer went to the next client request (a desync). The
+    origin, started on the same port between the two, must see exactly the second request."""
+    from origin import unused_port
+    port = unused_port()
+    sl = stack.proxy(port)
+    with RawConn(sl.port, timeout=5) as conn:
+        conn.send(request_bytes("GET", "/first"))
+        first = conn.read_response()
+        assert first.status == 502, first.status_line
+        assert first.header("connection") != "close", "the 502 to a bodiless GET keeps the connection"
+        origin = stack.origin(lambda c, req: respond(c, 200, f"answer to {req.target}".encode()), bind=("127.0.0.1", port))
+        conn.send(request_bytes("GET", "/second"))
+        second = conn.read_response()
+    assert second.status == 200 and second.body == b"answer to /second", (second.status_line, second.body)
+    assert [h.target for h in origin.heads] == ["/second"], [h.target for h in origin.heads]

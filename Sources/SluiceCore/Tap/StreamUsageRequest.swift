@@ -1,6 +1,6 @@
 /// One splice that makes a streaming OpenAI-compatible request body ask for usage
 /// (`"stream_options":{"include_usage":true}`): replace `removing` bytes at `offset` with `insertion`. Every other
-/// byte of the body stays as the client sent it. For `inject_usage` (issue 12, item 3); not wired yet.
+/// byte of the body stays as the client sent it. Used by `inject_usage` (ClientSession+UsageInjection).
 public struct StreamUsageEdit: Equatable, Sendable {
     /// What is written at `offset`.
     public enum Insertion: Equatable, Sendable {

@@ -12,7 +12,7 @@ public enum UsageEventStep: Equatable, Sendable {
 
 /// Finds the usage-only event of an OpenAI-compatible stream, so that a proxy that asked for usage on the client's
 /// behalf (`StreamUsageRequest`, `inject_usage`) can remove it and give the client exactly what the backend would
-/// have sent without `include_usage`. Not wired into the session yet.
+/// have sent without `include_usage`. The session feeds it in ClientSession+UsageFilter.
 ///
 /// The stream is cut into blocks, each ended by a blank line (WHATWG HTML §9.2.6; LF, CRLF or CR line ends). A block
 /// is dropped only when all its lines are `data` fields (no `event`, `id`, `retry` or comment that the client would
