@@ -286,3 +286,28 @@ def test_default_max_connections_follows_the_fd_limit(stack, tmp_path, nofile, l
     assert sl.ready["open_file_limit"] == int(nofile.split(":")[1])
     assert sl.ready["max_connections"] == expected
     assert get(sl.port, "/ok").status == 200
+
+
+def test_a_tls_client_over_the_cap_gets_its_503(stack, pki):
+    """At max_connections with no idle connection to close, a new TLS client gets the 503 over TLS at once: the
+    refusal is queued before the handshake, and the handshake must still be read for it to go out (it used to
+    wait for client_write, answered by nothing)."""
+    origin, release = _held_origin(stack)
+    cfg = _tls_listener_config(stack, pki, origin.port, "5s")
+    cfg.write_text(cfg.read_text().replace("max_connections 0", "max_connections 1"))
+    sl = stack.sluice(["--config", str(cfg)])
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    try:
+        with socket.create_connection(("127.0.0.1", sl.port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as busy:
+            busy.sendall(b"GET /busy HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            origin.wait_for(lambda: len(origin.heads) == 1, 5, "the busy request at the origin")
+            started = time.monotonic()
+            answer = _https_get(sl.port, pki, "/refused")
+            assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+            assert b"Retry-After: 1\r\n" in answer
+            assert time.monotonic() - started < 2, "the 503 waited for a timeout"
+            release.set()
+            assert busy.recv(65536).startswith(b"HTTP/1.1 200 ")
+    finally:
+        release.set()

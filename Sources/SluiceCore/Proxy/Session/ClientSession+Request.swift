@@ -14,7 +14,10 @@ extension ClientSession {
         case .idle, .readingHead:
             break
         case .exchange:
-            guard !requestIsComplete, clientReadPause.isEmpty else { return false }
+            // A TLS handshake still under way is read on: a response sluice queued at once (a 503 at
+            // max_connections) can only go out once the handshake has finished.
+            let handshaking = clientTransport.tls.map { !$0.isEstablished } ?? false
+            guard (!requestIsComplete && clientReadPause.isEmpty) || handshaking else { return false }
         case .lingering:
             return discardLingeringInput()
         case .closed:
