@@ -17,14 +17,23 @@ def _assert_error(r, status):
     err = r.json()["error"]
     assert isinstance(err["type"], str) and err["type"]
     assert isinstance(err["message"], str) and err["message"]
+    # Clients learn the upstream's name, never its address (that stays in the operator log and the record).
+    assert "127.0.0.1" not in err["message"], err["message"]
 
 
 def test_connection_refused_is_502(stack):
-    sl = stack.proxy(unused_port())
+    port = unused_port()
+    sl = stack.proxy(port)
     t0 = time.monotonic()
     r = get(sl.port, "/")
     _assert_error(r, 502)
     assert time.monotonic() - t0 < 2.0
+    assert r.json()["error"]["message"] == "cannot connect to upstream 'default'", r.json()
+    # The operator's warning says where.
+    deadline = time.monotonic() + 3
+    while not any("upstream error" in line and f"127.0.0.1:{port}" in line for line in sl.stderr_lines):
+        assert time.monotonic() < deadline, sl.stderr_lines
+        time.sleep(0.02)
 
 
 def test_connect_timeout_is_504(stack):

@@ -111,7 +111,17 @@ extension ClientSession {
             observer.tap.finish(now: now)
             let observation = observer.tap.observation
             record.sseEvents = observation.eventCount
-            record.ttftMilliseconds = observation.firstDataEventAt.map { Double($0 - exchangeStartedAt) }
+            record.ttfeMilliseconds = observation.firstDataEventAt.map { Double($0 - exchangeStartedAt) }
+            // The first token: the first event that carried output (a role-only chunk or `message_start` is an
+            // event, not a token); a body that is not an event stream delivers its output with its first byte.
+            let firstTokenAt = observer.tap.kind == .eventStream ? observation.firstContentEventAt
+                                                                 : observer.tap.firstBodyByteAt
+            record.ttftMilliseconds = firstTokenAt.map { Double($0 - exchangeStartedAt) }
+            if let firstTokenAt, let completion = observation.usage?.completionTokens, completion > 0 {
+                let generating = Double(now - firstTokenAt)
+                if generating > 0 { record.tokensPerSecond = Double(completion) * 1000 / generating }
+                if completion > 1 { record.tpotMilliseconds = max(0, generating) / Double(completion - 1) }
+            }
             record.maxGapMilliseconds = Double(observation.maxGap)
             if let model = observation.model { record.model = model }
             reportedUsage = observation.usage

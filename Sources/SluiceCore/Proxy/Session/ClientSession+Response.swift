@@ -63,7 +63,8 @@ extension ClientSession {
                 case .needMore:
                     return
                 case .failed(let error, _):
-                    return upstreamFailed(.badResponse("invalid response from upstream \(upstreamDisplay): \(error.message)"))
+                    return upstreamFailed(.badResponse("invalid response from upstream \(upstreamDisplay): \(error.message)",
+                                                       client: "invalid response from upstream \(upstreamName): \(error.message)"))
                 case .complete(let headLength):
                     guard acceptResponseHead(headLength: headLength, buffer: buffer, parsers: parsers) else { return }
                 }
@@ -278,7 +279,8 @@ extension ClientSession {
                 return replay()
             }
             let reason = error.map { $0.description } ?? "connection closed"
-            upstreamFailed(.badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))"))
+            upstreamFailed(.badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))",
+                                        client: "upstream \(upstreamName) closed before sending a complete response head"))
         case .body(.untilClose):
             responseFinished()
         case .body(.filtered(.untilClose, let rechunk)):

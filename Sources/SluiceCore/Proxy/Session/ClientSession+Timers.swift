@@ -68,13 +68,15 @@ extension ClientSession {
             guard let connection = upstream else { return }
             settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
             connectFailed(.upstreamTimeout("connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
-                                           end: .timeoutConnect))
+                                           client: "connecting to upstream \(upstreamName) timed out after \(timeouts.upstreamConnect) ms", end: .timeoutConnect))
         case .firstByte:
-            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte))
+            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms",
+                                            client: "upstream \(upstreamName) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte))
         case .total:
             upstreamFailed(.upstreamTimeout("exchange exceeded the total limit of \(timeouts.total) ms", end: .timeoutTotal))
         case .upstreamIdle:
-            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms", end: .timeoutIdle))
+            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
+                                            client: "upstream \(upstreamName) sent nothing for \(timeouts.upstreamIdle) ms", end: .timeoutIdle))
         case .clientBodyIdle:
             failRequestBody(.requestBodyStalled(milliseconds: timeouts.clientBodyIdle))
         case .linger:

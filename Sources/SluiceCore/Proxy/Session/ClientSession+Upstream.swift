@@ -2,7 +2,10 @@
 extension ClientSession {
     // MARK: - Upstream
 
+    /// The upstream's address, for the operator log and the record.
     var upstreamDisplay: String { settings.upstreams[upstreamIndex].display }
+    /// The upstream's configured name, quoted: what a client is told about it.
+    var upstreamName: String { "'\(settings.upstreams[upstreamIndex].name)'" }
 
     /// Takes an idle pooled connection or opens a new one.
     func connectUpstream() {
@@ -21,7 +24,8 @@ extension ClientSession {
             upstream = connection
             if connection.connected { requestSentAt = requestIsComplete ? loop.now : 0 }
         } catch {
-            connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(error.description)"))
+            connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(error.description)",
+                                       client: "cannot connect to upstream \(upstreamName)"))
         }
     }
 
@@ -95,7 +99,7 @@ extension ClientSession {
     /// The client gets a 502 naming the reason (or, mid-response, a truncated stream).
     func upstreamTLSFailed(_ reason: String) {
         upstreamReusable = false
-        upstreamFailed(.upstreamTLS("TLS with upstream \(upstreamDisplay) failed: \(reason)"))
+        upstreamFailed(.upstreamTLS("TLS with upstream \(upstreamDisplay) failed: \(reason)", client: "TLS with upstream \(upstreamName) failed: \(reason)"))
     }
 
     /// The server stopped taking the request. It may have answered early (e.g. 413) before closing, so

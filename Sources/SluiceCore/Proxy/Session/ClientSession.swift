@@ -278,7 +278,8 @@ final class ClientSession: TimerHeapElement {
             let error = Syscall.pendingError(connection.rawFD)
             guard error == 0 else {
                 settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
-                connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect to \(connection.address)", errno: error).description)"))
+                connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect to \(connection.address)", errno: error).description)",
+                                           client: "cannot connect to upstream \(upstreamName)"))
                 return drive()
             }
             connection.connected = true

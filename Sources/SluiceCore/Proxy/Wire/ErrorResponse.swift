@@ -38,7 +38,7 @@ enum ErrorResponse {
         var body = "{\"error\":{\"type\":"
         OpLog.appendQuoted(error.type, to: &body)
         body += ",\"message\":"
-        OpLog.appendQuoted(error.message, to: &body)
+        OpLog.appendQuoted(error.messageForClient, to: &body)
         body += "}}\n"
         if let customBody { body = String(decoding: customBody, as: UTF8.self) }
         out.append("HTTP/1.1 ")

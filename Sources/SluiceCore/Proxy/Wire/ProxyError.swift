@@ -16,9 +16,15 @@ struct ProxyError: Error, Equatable {
     let status: Int
     /// The `error.type` of the JSON body, a stable identifier clients can match.
     let type: String
-    /// The `error.message` of the JSON body, also logged.
+    /// What the operator log and the completion record say (an upstream's address included).
     let message: String
     let end: CompletionRecord.End
+    /// The `error.message` of the JSON body when it must say less than `message`: clients learn the upstream's
+    /// name, never its address.
+    var clientMessage: String? = nil
+
+    /// The message the client reads.
+    var messageForClient: String { clientMessage ?? message }
 
     // MARK: client
 
@@ -63,21 +69,23 @@ struct ProxyError: Error, Equatable {
 
     // MARK: upstream
 
-    static func unreachable(_ message: String) -> ProxyError {
-        ProxyError(source: .upstream, status: 502, type: "upstream_unreachable", message: message, end: .upstreamError)
+    // Each takes the full `message` and, where it names an address, the `client` text without it.
+
+    static func unreachable(_ message: String, client: String? = nil) -> ProxyError {
+        ProxyError(source: .upstream, status: 502, type: "upstream_unreachable", message: message, end: .upstreamError, clientMessage: client)
     }
 
-    static func badResponse(_ message: String) -> ProxyError {
-        ProxyError(source: .upstream, status: 502, type: "upstream_bad_response", message: message, end: .upstreamError)
+    static func badResponse(_ message: String, client: String? = nil) -> ProxyError {
+        ProxyError(source: .upstream, status: 502, type: "upstream_bad_response", message: message, end: .upstreamError, clientMessage: client)
     }
 
-    static func upstreamTLS(_ message: String) -> ProxyError {
-        ProxyError(source: .upstream, status: 502, type: "upstream_tls_error", message: message, end: .upstreamError)
+    static func upstreamTLS(_ message: String, client: String? = nil) -> ProxyError {
+        ProxyError(source: .upstream, status: 502, type: "upstream_tls_error", message: message, end: .upstreamError, clientMessage: client)
     }
 
     /// A 504: `end` says which clock ran out (`timeoutConnect`, `timeoutFirstByte`, `timeoutIdle`, `timeoutTotal`).
-    static func upstreamTimeout(_ message: String, end: CompletionRecord.End) -> ProxyError {
-        ProxyError(source: .upstream, status: 504, type: "upstream_timeout", message: message, end: end)
+    static func upstreamTimeout(_ message: String, client: String? = nil, end: CompletionRecord.End) -> ProxyError {
+        ProxyError(source: .upstream, status: 504, type: "upstream_timeout", message: message, end: end, clientMessage: client)
     }
 
     // MARK: internal
