@@ -147,11 +147,15 @@ class Backend:
             frames = [chunk(p) for p in pieces]
         # One byte per frame: 16 frames a write, so the test stays short and reads still land mid-event.
         per_write = 16 if self.plan == "per_byte" else 1
-        for i in range(0, len(frames), per_write):
-            conn.send(b"".join(frames[i:i + per_write]))
-            conn.sleep(0.005)
+        writes = [b"".join(frames[i:i + per_write]) for i in range(0, len(frames), per_write)]
         if self.framing != "length":
-            conn.send(LAST_CHUNK)
+            # The last chunk goes with the last event, as servers write them back to back: a client that
+            # stops at [DONE] (the openai SDK) then finds the body ended and leaves no abort behind.
+            writes[-1] += LAST_CHUNK
+        for i, data in enumerate(writes):
+            if i:
+                conn.sleep(0.005)
+            conn.send(data)
         return True
 
 
