@@ -5,7 +5,8 @@ for usage gets `"stream_options":{"include_usage":true}` (Content-Length adjuste
 sent it), and the usage-only chunk the backend then appends (`"choices":[]` and a `usage` object) is removed from
 the response, so the client receives the backend's stream minus that one event while the tap still reads the usage
 and the token budget is charged what the backend reported. A client that asked itself, a request that does not
-stream, a route without the key, and a body over the hold bound go through untouched.
+stream, a route without the key, a non-completions path, and a body over the hold bound, chunked or sent with
+`Expect: 100-continue` go through untouched.
 
 The origin here is a scripted OpenAI/vLLM stand-in (`Backend`): it sends the usage chunk exactly when the body it
 received asks for it (or always/never, per test), in chunk frames cut at varied places, and keeps every payload it
@@ -504,9 +505,9 @@ def test_pipelined_requests_are_each_edited(stack, tmp_path):
 
 def test_expect_100_continue_does_not_stall(stack, tmp_path):
     """Guards against a deadlock: a client that sends `Expect: 100-continue` and waits for the 100 before its body
-    must get it within 2 s even though sluice wants the whole body before forwarding an edited head; the exchange
-    then completes, and the response matches what sluice did to the request."""
-    backend = Backend(usage="asked")
+    must get it within 2 s although sluice holds bodies it edits; such a body goes unchanged (documented), so the
+    usage chunk the origin sends anyway reaches the client (the filter is off when sluice did not ask)."""
+    backend = Backend(usage="always")
     sl, log, origin = start(stack, tmp_path, backend)
     body = request_body()
     with RawConn(sl.port) as conn:
@@ -518,14 +519,16 @@ def test_expect_100_continue_does_not_stall(stack, tmp_path):
         r = conn.read_response("POST")
     assert r.status == 200 and r.complete, r.status_line
     check_consistent(body, origin.requests[0].body, backend.sent[0], r.body)
-    wait_records(log, 1)
+    check_forwarded(origin, 0, body)
+    check_client_stream(r, backend.sent[0])
+    check_reported(wait_records(log, 1)[0])
 
 
 def test_chunked_request_body_is_handled_consistently(stack, tmp_path):
-    """Guards a chunked upload on an inject route (the brief leaves open whether it is edited): the origin gets
-    valid framing and the client's JSON (plus include_usage if edited), and the usage chunk is removed exactly
-    when sluice asked for it."""
-    backend = Backend(usage="asked")
+    """Guards a chunked upload on an inject route: the origin gets valid framing and the client's JSON (plus
+    include_usage only if edited, and then the usage chunk removed); as documented it goes unchanged, so the usage
+    chunk the origin sends anyway reaches the client."""
+    backend = Backend(usage="always")
     sl, log, origin = start(stack, tmp_path, backend)
     body = request_body()
     framed = chunk(body[:50]) + chunk(body[50:]) + LAST_CHUNK
@@ -538,5 +541,18 @@ def test_chunked_request_body_is_handled_consistently(stack, tmp_path):
     if req.header("content-length") is not None:
         assert req.header("content-length") == str(len(req.body)) and not req.chunked, req.headers
     check_consistent(body, req.body, backend.sent[0], r.body)
-    rec, = wait_records(log, 1)
-    assert rec["end"] == "complete", rec
+    assert req.body == body, "a chunked upload was edited (documented: it goes unchanged)"
+    check_client_stream(r, backend.sent[0])
+    check_reported(wait_records(log, 1)[0])
+
+
+def test_legacy_completions_path_is_edited(stack, tmp_path):
+    """Guards the documented path rule (any `...completions` path): a streaming `/v1/completions` request is edited
+    too, and the usage chunk removed."""
+    backend = Backend(usage="asked")
+    sl, log, origin = start(stack, tmp_path, backend)
+    body = json.dumps({"model": "m", "prompt": "Say hello", "stream": True, "max_tokens": 8}).encode()
+    r = exchange(sl, body, target="/v1/completions")
+    check_forwarded(origin, 0, body[:-1] + INJECTED + b"}")
+    check_client_stream(r, backend.sent[0].replace(USAGE_EVENT, b""))
+    check_reported(wait_records(log, 1)[0])
