@@ -4,13 +4,6 @@ extension ClientSession {
 
     /// The facts the timeouts depend on, read from the session's state (ExchangeDeadlines decides).
     var deadlineFacts: ExchangeDeadlines.Facts {
-        let phase: ExchangeDeadlines.Phase = switch self.phase {
-        case .idle: .idle
-        case .readingHead: .readingHead
-        case .exchange: .exchange
-        case .lingering: .lingering
-        case .closed: .closed
-        }
         var facts = ExchangeDeadlines.Facts(phase: phase, requestsServed: requestsServed)
         facts.handshakePending = clientTransport.tls.map { !$0.isEstablished } ?? false
         if let connection = upstream {

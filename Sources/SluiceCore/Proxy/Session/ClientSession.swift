@@ -14,19 +14,8 @@
 /// Every upstream read is written to the client before the loop waits again (`drive`), and a direction
 /// whose queue reaches the high watermark stops reading its source until it drains to the low one.
 final class ClientSession: TimerHeapElement {
-    /// Where the client connection is in its life.
-    enum Phase {
-        /// Between requests (keep-alive), no byte of the next one yet.
-        case idle
-        /// Some bytes of a request head arrived; waiting for the rest.
-        case readingHead
-        /// A request was accepted; it is being forwarded and its response relayed.
-        case exchange
-        /// The last response is out; our write side is shut and remaining input is discarded briefly so
-        /// closing does not reset the connection before the client read the response.
-        case lingering
-        case closed
-    }
+    /// Where the client connection is in its life (one type with the timeouts that depend on it).
+    typealias Phase = ConnectionPhase
 
     /// How far the request body has been framed.
     enum RequestBody {

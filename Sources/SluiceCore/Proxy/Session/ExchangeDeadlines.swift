@@ -1,16 +1,22 @@
+/// Where a client connection is in its life.
+enum ConnectionPhase: Equatable {
+    /// Between requests (keep-alive), or accepted with no byte of a request yet.
+    case idle
+    /// Some bytes of a request head arrived; waiting for the rest.
+    case readingHead
+    /// A request was accepted; it is being forwarded and its response relayed.
+    case exchange
+    /// The last response is out; our write side is shut and remaining input is discarded briefly so
+    /// closing does not reset the connection before the client read the response.
+    case lingering
+    case closed
+}
+
 /// The timeouts of a client connection as pure functions of its phase, its recorded times and a few facts: which
 /// deadline comes next, and which one has passed. The session records times and carries the verdict out; nothing
 /// here reads a clock, so every timeout is unit-tested with plain numbers.
 enum ExchangeDeadlines {
-    /// Where the connection is, as far as timeouts care.
-    enum Phase: Equatable {
-        /// Between requests, or accepted with nothing read yet.
-        case idle
-        case readingHead
-        case exchange
-        case lingering
-        case closed
-    }
+    typealias Phase = ConnectionPhase
 
     /// The loop-millisecond times the timeouts count from; 0 means "not started" (that clock never expires).
     struct Times: Equatable {
