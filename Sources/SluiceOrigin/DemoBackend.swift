@@ -2,12 +2,14 @@ import Foundation
 import Glibc
 import SluiceCore
 
-/// A mock OpenAI-compatible backend for `sluice demo` and for tests.
+/// A mock OpenAI- and Anthropic-compatible backend for `sluice demo` and for tests.
 ///
 /// It answers `POST /v1/chat/completions` (streamed as SSE or as one JSON
 /// object), `GET /v1/models`, `GET /v1/models/sluice-demo` and `GET /healthz`
-/// with OpenAI's wire format, so the official SDKs work against it. The reply
-/// is `replyText(forUserMessage:)`, streamed one word per event.
+/// with OpenAI's wire format, and `POST /v1/messages` with Anthropic's (its
+/// named SSE events, or one `message` object), so the official SDKs of both
+/// work against it. The reply is `replyText(forUserMessage:)`, streamed one
+/// word per event.
 ///
 /// It is deliberately simple rather than fast: blocking sockets, one accept
 /// thread and one thread per connection. It is not on the proxy's hot path.

@@ -67,8 +67,8 @@ struct DemoConnection {
                 return .abort
             }
             return request.keepAlive ? .keepReading : .closeAfterResponse
-        case .stream(let reply, let includeUsage):
-            return stream(reply.streamEvents(includeUsage: includeUsage), for: request)
+        case .stream(let events):
+            return stream(events, for: request)
         }
     }
 

@@ -7,8 +7,9 @@ import Glibc
 enum DemoResponsePlan: Equatable, Sendable {
     /// A complete response with a Content-Length body.
     case fixed(DemoFixedResponse)
-    /// A `text/event-stream` reply written one event at a time.
-    case stream(reply: DemoChatReply, includeUsage: Bool)
+    /// A `text/event-stream` reply written one event at a time, each event
+    /// already framed (`data: ...\n\n`, with an `event:` line for Anthropic's).
+    case stream(events: [String])
 }
 
 /// A response whose body is known up front.
@@ -21,6 +22,11 @@ struct DemoFixedResponse: Equatable, Sendable {
 
     /// An OpenAI-shaped error response.
     init(error: DemoAPIError, extraHeaders: [DemoHeader] = []) {
+        self.init(status: error.status, contentType: "application/json", body: Array(error.json.utf8), extraHeaders: extraHeaders)
+    }
+
+    /// An Anthropic-shaped error response, for `/v1/messages`.
+    init(anthropicError error: DemoAnthropicError, extraHeaders: [DemoHeader] = []) {
         self.init(status: error.status, contentType: "application/json", body: Array(error.json.utf8), extraHeaders: extraHeaders)
     }
 
@@ -53,8 +59,22 @@ enum DemoRouter {
                 return .fixed(DemoFixedResponse(error: error))
             case .success(let chat):
                 let reply = DemoChatReply(request: chat)
-                if chat.stream { return .stream(reply: reply, includeUsage: chat.includeUsage) }
+                if chat.stream { return .stream(events: reply.streamEvents(includeUsage: chat.includeUsage)) }
                 return .fixed(.json(reply.completionJSON))
+            }
+        case "/v1/messages":
+            guard request.method == "POST" else {
+                return .fixed(DemoFixedResponse(
+                    anthropicError: DemoAnthropicError(status: 405, message: "Method Not Allowed: \(request.method) \(request.path)"),
+                    extraHeaders: [DemoHeader(name: "Allow", value: "POST")]))
+            }
+            switch DemoMessagesRequest.decode(request.body) {
+            case .failure(let error):
+                return .fixed(DemoFixedResponse(anthropicError: error))
+            case .success(let messages):
+                let reply = DemoMessagesReply(request: messages)
+                if messages.stream { return .stream(events: reply.streamEvents) }
+                return .fixed(.json(reply.bodyJSON))
             }
         case "/v1/models":
             guard isRead else { return .fixed(methodNotAllowed(request, allow: "GET, HEAD")) }

@@ -200,7 +200,13 @@ case .run(let overrides):
 case .demo(var overrides):
     let signals = blockSignals()
     let backend: DemoBackend
-    do { backend = try DemoBackend(host: "127.0.0.1", port: 0) } catch {
+    let backendPort = UInt16(overrides.backendPort ?? 0)
+    do { backend = try DemoBackend(host: "127.0.0.1", port: backendPort) } catch {
+        // One line, like a busy --listen address: what, where, and the flag that moves it.
+        if let error = error as? DemoBackendError, error.errno == EADDRINUSE {
+            fail("cannot start the demo backend", ["address": .string("127.0.0.1:\(backendPort)"), "error": .string(error.description),
+                                                   "hint": .string("another process listens there; choose another with --backend-port (0 picks a free port)")])
+        }
         fail("cannot start the demo backend", ["error": .string("\(error)")])
     }
     backend.start()
@@ -213,7 +219,8 @@ case .demo(var overrides):
     let running = serve(config)
     let address = running.listeners.first ?? "127.0.0.1:8080"
     print("""
-        sluice demo: a mock OpenAI-compatible backend on 127.0.0.1:\(backend.port), sluice in front on \(address).
+        sluice demo: a mock LLM backend (OpenAI /v1/chat/completions, Anthropic /v1/messages) on 127.0.0.1:\(backend.port),
+        sluice in front on \(address).
         Stream a chat completion through the proxy (tokens arrive one by one):
 
           curl -N http://\(address)/v1/chat/completions -H 'Content-Type: application/json' \\

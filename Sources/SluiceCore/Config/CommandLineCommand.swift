@@ -14,11 +14,14 @@ public struct CommandLineOverrides: Sendable, Equatable {
     public var logStdout: Bool
     /// `--admin ADDR`: replaces the `admin` block's `listen` (and enables the admin listener).
     public var admin: ListenAddress?
+    /// `--backend-port N` (`demo` only): the port, 0-65535, of the mock backend on 127.0.0.1; nil or 0 lets
+    /// the kernel pick a free one. ``Config/load(overrides:)`` ignores it.
+    public var backendPort: Int?
 
     /// Creates overrides; everything defaults to "not given".
     public init(
         configPath: String? = nil, listeners: [ListenAddress] = [], upstreamURL: String? = nil, workers: Int? = nil,
-        logFile: String? = nil, logStdout: Bool = false, admin: ListenAddress? = nil
+        logFile: String? = nil, logStdout: Bool = false, admin: ListenAddress? = nil, backendPort: Int? = nil
     ) {
         self.configPath = configPath
         self.listeners = listeners
@@ -27,6 +30,7 @@ public struct CommandLineOverrides: Sendable, Equatable {
         self.logFile = logFile
         self.logStdout = logStdout
         self.admin = admin
+        self.backendPort = backendPort
     }
 }
 
@@ -36,8 +40,8 @@ public enum CommandLineCommand: Sendable, Equatable {
     case run(CommandLineOverrides)
     /// `sluice check --config FILE`: validate the file, print `FILE: ok`, exit 0 (or 1).
     case check(configPath: String)
-    /// `sluice demo [--listen ADDR]... [--workers N] [--log-file PATH] [--log-stdout] [--admin ADDR]`:
-    /// embedded mock backend plus proxy.
+    /// `sluice demo [--listen ADDR]... [--workers N] [--log-file PATH] [--log-stdout] [--admin ADDR]
+    /// [--backend-port N]`: embedded mock backend plus proxy.
     /// `configPath` and `upstreamURL` are always nil; empty `listeners` means 127.0.0.1:8080.
     case demo(CommandLineOverrides)
     /// `--help` or `-h` anywhere: print ``helpText``, exit 0.
@@ -53,7 +57,7 @@ public enum CommandLineCommand: Sendable, Equatable {
           sluice [--config FILE] [--listen ADDR]... [--upstream URL] [--workers N]
                  [--log-file PATH] [--log-stdout] [--admin ADDR]
           sluice check --config FILE
-          sluice demo [--listen ADDR]... [--workers N]
+          sluice demo [--listen ADDR]... [--workers N] [--backend-port N]
                       [--log-file PATH] [--log-stdout] [--admin ADDR]
           sluice --help | -h
           sluice --version
@@ -63,7 +67,9 @@ public enum CommandLineCommand: Sendable, Equatable {
           check           validate FILE; print "FILE: ok" and exit 0, or the error
                           and exit 1
           demo            run an embedded mock LLM backend behind the proxy
-                          (listens on 127.0.0.1:8080 unless --listen is given)
+                          (listens on 127.0.0.1:8080 unless --listen is given);
+                          the backend speaks OpenAI's /v1/chat/completions and
+                          Anthropic's /v1/messages
 
         Flags (write --flag VALUE or --flag=VALUE):
           --config FILE   read the configuration from FILE (see proxy.conf.example)
@@ -82,6 +88,9 @@ public enum CommandLineCommand: Sendable, Equatable {
                           e.g. 127.0.0.1:9901;
                           replaces the 'admin' block's 'listen'; must not be a public
                           listener (default: no admin listener)
+          --backend-port N
+                          demo only: the mock backend listens on 127.0.0.1:N,
+                          0-65535 (default 0: any free port)
           -h, --help      print this help and exit
           --version       print the version and the commit it was built from, and exit
 
@@ -96,6 +105,7 @@ public enum CommandLineCommand: Sendable, Equatable {
         case logFile = "--log-file"
         case logStdout = "--log-stdout"
         case admin = "--admin"
+        case backendPort = "--backend-port"
 
         /// Whether the flag takes a value; `--log-stdout` is a switch.
         var takesValue: Bool { self != .logStdout }
@@ -109,7 +119,7 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .config: "FILE"
             case .listen, .admin: "ADDR"
             case .upstream: "URL"
-            case .workers: "N"
+            case .workers, .backendPort: "N"
             case .logFile: "PATH"
             case .logStdout: ""
             }
@@ -125,6 +135,7 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .logFile: "--log-file /var/log/sluice/completions.jsonl"
             case .logStdout: "--log-stdout"
             case .admin: "--admin 127.0.0.1:9901"
+            case .backendPort: "--backend-port 8000"
             }
         }
 
@@ -139,6 +150,7 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .logFile: ["log", "logfile", "access-log", "completion-log"]
             case .logStdout: ["stdout"]
             case .admin: ["metrics", "metrics-address", "admin-address", "admin-listen"]
+            case .backendPort: ["origin-port", "upstream-port", "mock-port", "demo-port"]
             }
         }
     }
@@ -150,8 +162,8 @@ public enum CommandLineCommand: Sendable, Equatable {
     static func flags(acceptedBy commandWord: String?) -> [Flag] {
         switch commandWord {
         case "check": [.config]
-        case "demo": [.listen, .workers, .logFile, .logStdout, .admin]
-        default: Flag.allCases
+        case "demo": [.listen, .workers, .logFile, .logStdout, .admin, .backendPort]
+        default: Flag.allCases.filter { $0 != .backendPort }
         }
     }
 
@@ -272,6 +284,10 @@ public enum CommandLineCommand: Sendable, Equatable {
             overrides.admin = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--admin: ") {
                 () throws(ConfigValueError) in try ConfigValues.listenAddress(value)
             }
+        case .backendPort:
+            overrides.backendPort = try ConfigError.locating(file: ConfigError.commandLine, line: 0) {
+                () throws(ConfigValueError) in try ConfigValues.integer(value, in: 0...65535, what: "--backend-port")
+            }
         }
     }
 
@@ -354,6 +370,11 @@ public enum CommandLineCommand: Sendable, Equatable {
 
     /// The error for a flag the command word does not take.
     private static func notAccepted(_ flag: Flag, at position: Int, in arguments: [String], commandWord: String) -> CommandLineError {
+        if flag == .backendPort, commandWord != "demo" {
+            // The proxy's backends come from --upstream or the file; only the demo starts one of its own.
+            return CommandLineError("'--backend-port' is only accepted by 'sluice demo'",
+                                    hint: "it places the demo's own backend, e.g. `sluice demo --backend-port 8000`; the proxy's backend is set with --upstream or --config")
+        }
         let message = "'\(flag.rawValue)' is not accepted by 'sluice \(commandWord)'"
         if commandWord == "demo", flag == .upstream || flag == .config {
             // The demo brings its own backend; someone giving it theirs wants the proxy itself.

@@ -33,6 +33,9 @@ import Testing
          .run(CommandLineOverrides(configPath: "c", logFile: "l", logStdout: true, admin: metrics))),
         (["demo", "--log-stdout", "--admin", "127.0.0.1:9901", "--log-file", "d.jsonl"],
          .demo(CommandLineOverrides(logFile: "d.jsonl", logStdout: true, admin: metrics))),
+        (["demo", "--backend-port", "8000"], .demo(CommandLineOverrides(backendPort: 8000))),
+        (["demo", "--backend-port=0", "--listen", ":80"], .demo(CommandLineOverrides(listeners: [any], backendPort: 0))),
+        (["demo", "--backend-port", "65535"], .demo(CommandLineOverrides(backendPort: 65535))),
         (["--help"], .help),
         (["-h"], .help),
         (["check", "--help"], .help),
@@ -115,6 +118,20 @@ import Testing
         (["demo", "--config", "c", "--log-file", "x"], "'--config' is not accepted by 'sluice demo'",
          "sluice demo runs its own backend; to proxy yours, run `sluice --config c --log-file x`"),
         (["demo", "--lsiten", ":1"], "unknown flag '--lsiten'", "did you mean --listen? see sluice --help"),
+        (["demo", "--backend-port"], "missing value for --backend-port: expected N", "e.g. --backend-port 8000"),
+        (["demo", "--backend-port", "65536"], "--backend-port must be a whole number from 0 to 65535, got '65536'",
+         "e.g. --backend-port 8000"),
+        (["demo", "--backend-port", "-1"], "--backend-port must be a whole number from 0 to 65535, got '-1'", "e.g. --backend-port 8000"),
+        (["demo", "--backend-port=x"], "--backend-port must be a whole number from 0 to 65535, got 'x'", "e.g. --backend-port 8000"),
+        (["demo", "--backend-port", "1", "--backend-port", "2"], "--backend-port given more than once",
+         "keep one --backend-port; see sluice --help"),
+        (["demo", "--backend-prot", "1"], "unknown flag '--backend-prot'", "did you mean --backend-port? see sluice --help"),
+        (["demo", "--backend", "1"], "unknown flag '--backend'", "did you mean --backend-port? see sluice --help"),
+        (["--backend", "http://x"], "unknown flag '--backend'", "did you mean --upstream? see sluice --help"),
+        (["--backend-port", "8000"], "'--backend-port' is only accepted by 'sluice demo'",
+         "it places the demo's own backend, e.g. `sluice demo --backend-port 8000`; the proxy's backend is set with --upstream or --config"),
+        (["check", "--config", "c", "--backend-port", "1"], "'--backend-port' is only accepted by 'sluice demo'",
+         "it places the demo's own backend, e.g. `sluice demo --backend-port 8000`; the proxy's backend is set with --upstream or --config"),
     ])
     func rejected(arguments: [String], message: String, hint: String) {
         do {
@@ -137,7 +154,7 @@ import Testing
         ("--logstdout", "--log-stdout"), ("--verion", "--version"), ("--hepl", "--help"),
         ("--up", "--upstream"), ("--work", "--workers"),
         ("--port", "--listen"), ("-p", "--listen"), ("--bind", "--listen"), ("-c", "--config"), ("-f", "--config"),
-        ("--backend", "--upstream"), ("--threads", "--workers"), ("-j", "--workers"), ("--metrics", "--admin"),
+        ("--backend", "--backend-port"), ("--upstream-port", "--backend-port"), ("--threads", "--workers"), ("-j", "--workers"), ("--metrics", "--admin"),
         ("-v", "--version"), ("-V", "--version"), ("--log", "--log-file"),
     ])
     func suggestedFlag(typed: String, expected: String) {
@@ -168,6 +185,7 @@ import Testing
     @Test(arguments: [
         "--config", "--listen", "--upstream", "--workers", "--help", "-h", "--version", "check", "demo", "127.0.0.1:8080",
         "FILE: ok", "--log-file PATH", "--log-stdout", "--admin ADDR", "/metrics", "127.0.0.1:9901",
+        "--backend-port N", "/v1/messages",
     ])
     func helpMentions(word: String) {
         #expect(CommandLineCommand.helpText.contains(word))
