@@ -8,8 +8,8 @@ import re
 TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 #: The record's keys, in the order `CompletionRecord.writeJSON` writes them.
 KEYS = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "status",
-        "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttft_ms", "duration_ms", "max_gap_ms",
-        "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage", "end",
+        "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttfe_ms", "ttft_ms", "tpot_ms",
+        "tokens_per_second", "duration_ms", "max_gap_ms", "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage", "end",
         "error", "worker"]
 #: Keys written only when set, right after `usage` (token budgets, issue 12).
 USAGE_KEYS = ["usage_source", "estimated_usage"]
@@ -32,5 +32,11 @@ def check_shape(rec: dict) -> None:
     assert rec["duration_ms"] >= 0 and rec["max_gap_ms"] >= 0 and rec["paused_ms"] >= 0, rec
     if rec["ttfb_ms"] is not None:
         assert 0 <= rec["ttfb_ms"] <= rec["duration_ms"], rec
-    if rec["ttft_ms"] is not None:
-        assert rec["ttfb_ms"] is not None and rec["ttfb_ms"] <= rec["ttft_ms"] <= rec["duration_ms"], rec
+    for key in ("ttfe_ms", "ttft_ms"):
+        if rec[key] is not None:
+            assert rec["ttfb_ms"] is not None and rec["ttfb_ms"] <= rec[key] <= rec["duration_ms"], rec
+    if rec["ttfe_ms"] is not None and rec["ttft_ms"] is not None:
+        assert rec["ttfe_ms"] <= rec["ttft_ms"], rec
+    for key in ("tpot_ms", "tokens_per_second"):
+        if rec[key] is not None:
+            assert rec["ttft_ms"] is not None and rec["usage"] is not None and rec[key] >= 0, rec

@@ -8,6 +8,8 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from completion_log_common import check_shape
 from origin import (LAST_CHUNK, SSE_HEAD, BlackHole, OriginStopping, PeerClosed, SendStalled, chunk, respond,
                     unused_port)
@@ -360,17 +362,95 @@ def test_ttft_ttfb_and_gaps_match_the_origin_clock(stack, tmp_path):
     assert r.status == 200 and r.complete
     rec, = wait_records(log, 1)
     check_shape(rec)
-    ttft_true = (truth["t_first"] - truth["head_at"]) * 1000
+    ttfe_true = (truth["t_first"] - truth["head_at"]) * 1000
     ttfb_true = (truth["t_head"] - truth["head_at"]) * 1000
     gap_true = (truth["t_third"] - truth["t_second"]) * 1000
-    print(f"ttft {rec['ttft_ms']} (truth {ttft_true:.1f}), ttfb {rec['ttfb_ms']} (truth {ttfb_true:.1f}), "
+    print(f"ttfe {rec['ttfe_ms']} (truth {ttfe_true:.1f}), ttfb {rec['ttfb_ms']} (truth {ttfb_true:.1f}), "
           f"max_gap {rec['max_gap_ms']} (truth {gap_true:.1f}), duration {rec['duration_ms']}")
     assert rec["end"] == "complete" and rec["sse_events"] == 3, rec
-    assert abs(rec["ttft_ms"] - ttft_true) <= 20, f"ttft_ms {rec['ttft_ms']} vs truth {ttft_true:.1f}"
+    assert abs(rec["ttfe_ms"] - ttfe_true) <= 20, f"ttfe_ms {rec['ttfe_ms']} vs truth {ttfe_true:.1f}"
+    # No event carried output (no content, delta or text), so there was no first token.
+    assert rec["ttft_ms"] is None and rec["tpot_ms"] is None and rec["tokens_per_second"] is None, rec
     assert abs(rec["ttfb_ms"] - ttfb_true) <= 20 and rec["ttfb_ms"] < 50, f"ttfb_ms {rec['ttfb_ms']}"
-    # Between two events only: the 500 ms before the first event is TTFT, not a gap.
+    # Between two events only: the 500 ms before the first event is TTFE, not a gap.
     assert abs(rec["max_gap_ms"] - gap_true) <= 20, f"max_gap_ms {rec['max_gap_ms']} vs truth {gap_true:.1f}"
     low = (truth["t_end"] - truth["head_at"]) * 1000
     high = (t_done - t0) * 1000
     assert low - 20 <= rec["duration_ms"] <= high + 20, \
         f"duration_ms {rec['duration_ms']} not in [{low:.1f}, {high:.1f}]"
+
+
+#: OpenAI-style: a role-only chunk with the head, content 300 ms later, three more tokens 100 ms apart, usage.
+OPENAI_EVENTS = [b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
+                 b'data: {"choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n',
+                 b'data: {"choices":[{"index":0,"delta":{"content":"lo"}}]}\n\n',
+                 b'data: {"choices":[{"index":0,"delta":{"content":","}}]}\n\n',
+                 b'data: {"choices":[{"index":0,"delta":{"content":" you"}}],'
+                 b'"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}\n\ndata: [DONE]\n\n']
+#: Anthropic-style: message_start (and a content_block_start) with the head, the first content_block_delta later.
+ANTHROPIC_EVENTS = [b'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x",'
+                    b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
+                    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+                    b'"content_block":{"type":"text","text":""}}\n\n',
+                    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                    b'"delta":{"type":"text_delta","text":"Hel"}}\n\n',
+                    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                    b'"delta":{"type":"text_delta","text":"lo"}}\n\n',
+                    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+                    b'"delta":{"type":"text_delta","text":","}}\n\n',
+                    b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+                    b'"usage":{"output_tokens":4}}\n\nevent: message_stop\ndata: {"type":"message_stop"}\n\n']
+
+
+def test_ttft_is_the_first_content_event_and_ttfe_the_first_event(stack, tmp_path):
+    """Issue 14: the first event (a role-only chunk, `message_start`) arrives with the head, the first token
+    300 ms later. ttfe_ms is TTFB; ttft_ms is the first content-bearing event; tokens_per_second and tpot_ms come
+    from the reported completion tokens and the time from the first token to the end. A plain JSON body sent
+    300 ms after its head has its first token at its first byte."""
+    log = tmp_path / "c.jsonl"
+    truth = {}
+
+    def handler(conn, req):
+        t = truth.setdefault(req.target, {"head_at": req.head_at})
+        if req.target.startswith("/v1/json"):
+            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n")
+            conn.sleep(0.3)
+            t["first"] = conn.send(b"{")
+            conn.sleep(0.1)
+            t["end"] = conn.send(b"}")
+            return
+        events = OPENAI_EVENTS if req.target.startswith("/v1/chat") else ANTHROPIC_EVENTS
+        t["t_head"] = conn.send(SSE_HEAD + chunk(events[0]))
+        conn.sleep(0.3)
+        t["first"] = conn.send(chunk(events[1]))
+        for ev in events[2:]:
+            conn.sleep(0.1)
+            conn.send(chunk(ev))
+        t["end"] = conn.send(LAST_CHUNK)
+
+    origin = stack.origin(handler)
+    sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})], log=log_config(log))
+    paths = ["/v1/chat/completions", "/v1/messages", "/v1/json"]
+    for path in paths:
+        r = get(sl.port, path)
+        assert r.status == 200 and r.complete, path
+    records = {rec["path"]: rec for rec in wait_records(log, len(paths))}
+    for path in paths:
+        rec, t = records[path], truth[path]
+        check_shape(rec)
+        first_true = (t["first"] - t["head_at"]) * 1000
+        print(path, {k: rec[k] for k in ("ttfb_ms", "ttfe_ms", "ttft_ms", "tpot_ms", "tokens_per_second",
+                                         "duration_ms")}, f"first token truth {first_true:.1f}")
+        assert 300 <= rec["ttft_ms"] <= 300 + 60 and abs(rec["ttft_ms"] - first_true) <= 20, (path, rec)
+        if path == "/v1/json":
+            assert rec["ttfe_ms"] is None and rec["sse_events"] == 0, rec
+            assert rec["tpot_ms"] is None and rec["tokens_per_second"] is None, "no usage reported"
+            continue
+        assert abs(rec["ttfe_ms"] - rec["ttfb_ms"]) <= 20 and rec["ttfe_ms"] < 60, (path, rec)
+        assert rec["usage"]["completion_tokens"] == 4, rec
+        # Three tokens after the first, 100 ms apart (then the end): tpot ≈ 100 ms, 4 tokens in ≈ 300 ms.
+        generating = rec["duration_ms"] - rec["ttft_ms"]
+        assert rec["tpot_ms"] == pytest.approx(generating / 3, abs=0.01), rec
+        assert rec["tokens_per_second"] == pytest.approx(4000 / generating, rel=1e-3), rec
+        assert 90 <= rec["tpot_ms"] <= 100 + 20, rec
+        assert 4 / 0.36 <= rec["tokens_per_second"] <= 4 / 0.29, rec

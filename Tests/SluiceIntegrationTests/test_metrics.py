@@ -30,7 +30,7 @@ FAMILIES = {
     "sluice_rate_limit_rejections": "counter", "sluice_backpressure_pauses": "counter",
     "sluice_log_records_written": "counter", "sluice_log_records_dropped": "counter",
     "sluice_active_connections": "gauge", "sluice_active_streams": "gauge", "sluice_queued_bytes": "gauge",
-    "sluice_ttfb_seconds": "histogram", "sluice_ttft_seconds": "histogram",
+    "sluice_ttfb_seconds": "histogram", "sluice_ttfe_seconds": "histogram", "sluice_ttft_seconds": "histogram",
     "sluice_duration_seconds": "histogram", "sluice_event_gap_seconds": "histogram",
 }
 
@@ -76,7 +76,9 @@ def _handler(release: threading.Event):
             for i in range(n):
                 if i:
                     conn.sleep(0.02)  # each event in its own read: one gap per pair of events
-                conn.send(chunk(f"data: {{\"i\": {i}}}\n\n".encode()))
+                # A role-only chunk first (the first event, not a token), then content: TTFE and TTFT differ.
+                delta = '{"role": "assistant"}' if i == 0 else f'{{"content": "t{i}"}}'
+                conn.send(chunk(f"data: {{\"i\": {i}, \"choices\": [{{\"delta\": {delta}}}]}}\n\n".encode()))
             conn.send(LAST_CHUNK)
         elif path.startswith("/v1/json/"):
             respond(conn, 200, b'{"ok": true}', [("Content-Type", "application/json")])
@@ -243,7 +245,7 @@ def test_metrics_parse_and_agree_with_the_log(stack, tmp_path):
         problems.append(f"sluice_backpressure_pauses_total {m.get('sluice_backpressure_pauses_total')} "
                         f"< {len(paused)} records with paused_ms > 0")
 
-    for name, key in (("sluice_ttfb_seconds", "ttfb_ms"), ("sluice_ttft_seconds", "ttft_ms"),
+    for name, key in (("sluice_ttfb_seconds", "ttfb_ms"), ("sluice_ttfe_seconds", "ttfe_ms"), ("sluice_ttft_seconds", "ttft_ms"),
                       ("sluice_duration_seconds", "duration_ms")):
         values = [r[key] / 1000 for r in records if r[key] is not None]
         agree(m.get(name + "_count"), len(values), f"{name}_count vs records with {key}")
@@ -253,6 +255,10 @@ def test_metrics_parse_and_agree_with_the_log(stack, tmp_path):
         assert buckets[-1][0] == float("inf") and buckets[-1][1] == m.get(name + "_count")
         for le, count in buckets:
             agree(count, sum(1 for v in values if v <= le), f"{name}_bucket{{le={le}}}")
+
+    streams = [r for r in records if r["path"].startswith("/v1/sse/")]
+    if not all(r["ttft_ms"] is not None and r["ttft_ms"] >= r["ttfe_ms"] + 15 for r in streams):
+        problems.append("an SSE stream's TTFT is not its first content event, 20 ms after the role chunk (TTFE)")
 
     gaps = sum(max(0, r["sse_events"] - 1) for r in records)
     agree(m.get("sluice_event_gap_seconds_count"), gaps, "sluice_event_gap_seconds_count vs sum(sse_events - 1)")

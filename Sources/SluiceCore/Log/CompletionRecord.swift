@@ -113,8 +113,17 @@ public struct CompletionRecord: Sendable {
     public var sseEvents: Int
     /// Until the response head arrived; nil if it never did.
     public var ttfbMilliseconds: Double?
-    /// Until the first SSE `data:` event; nil if there was none.
+    /// Until the first SSE `data:` event (time to first event), whatever it carried; nil if there was none.
+    public var ttfeMilliseconds: Double?
+    /// Until the first output (time to first token): the first content-bearing SSE event (an OpenAI-style
+    /// non-empty `content`/`reasoning_content`/`tool_calls`/`text` delta, Anthropic's `content_block_delta`),
+    /// or the first body byte of a non-SSE response; nil if there was none.
     public var ttftMilliseconds: Double?
+    /// Time per output token after the first: (end − first token) / (completion tokens − 1), from reported
+    /// usage; nil when unknown or when at most one token was reported.
+    public var tpotMilliseconds: Double?
+    /// Reported completion tokens / seconds from the first token to the end; nil when unknown or no time passed.
+    public var tokensPerSecond: Double?
     public var durationMilliseconds: Double
     /// Longest time between two SSE events.
     public var maxGapMilliseconds: Double
@@ -169,7 +178,10 @@ public struct CompletionRecord: Sendable {
         self.responseBytes = 0
         self.sseEvents = 0
         self.ttfbMilliseconds = nil
+        self.ttfeMilliseconds = nil
         self.ttftMilliseconds = nil
+        self.tpotMilliseconds = nil
+        self.tokensPerSecond = nil
         self.durationMilliseconds = 0
         self.maxGapMilliseconds = 0
         self.pausedMilliseconds = 0
@@ -229,8 +241,15 @@ extension CompletionRecord {
         JSONBytes.appendInt(sseEvents, to: &out)
         JSONBytes.appendRaw(",\"ttfb_ms\":", to: &out)
         Self.appendOptionalMilliseconds(ttfbMilliseconds, to: &out)
+        JSONBytes.appendRaw(",\"ttfe_ms\":", to: &out)
+        Self.appendOptionalMilliseconds(ttfeMilliseconds, to: &out)
         JSONBytes.appendRaw(",\"ttft_ms\":", to: &out)
         Self.appendOptionalMilliseconds(ttftMilliseconds, to: &out)
+        JSONBytes.appendRaw(",\"tpot_ms\":", to: &out)
+        Self.appendOptionalMilliseconds(tpotMilliseconds, to: &out)
+        // Three decimals like the times: a rate, not a time, but the same fixed-point writer fits it.
+        JSONBytes.appendRaw(",\"tokens_per_second\":", to: &out)
+        Self.appendOptionalMilliseconds(tokensPerSecond, to: &out)
         JSONBytes.appendRaw(",\"duration_ms\":", to: &out)
         JSONBytes.appendMilliseconds(durationMilliseconds, to: &out)
         JSONBytes.appendRaw(",\"max_gap_ms\":", to: &out)

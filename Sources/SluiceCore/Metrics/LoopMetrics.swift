@@ -1,8 +1,10 @@
-/// One of the four timing histograms.
+/// One of the five timing histograms.
 public enum LatencyMetric: Int, Sendable, CaseIterable {
     /// Request forwarded → response head received.
     case ttfb
-    /// Request forwarded → first SSE `data:` event.
+    /// Request forwarded → first SSE `data:` event, whatever it carried.
+    case ttfe
+    /// Request forwarded → first output: the first content-bearing SSE event, or a non-SSE body's first byte.
     case ttft
     /// Whole exchange, accept of the request to its last byte or its end.
     case duration
@@ -12,7 +14,7 @@ public enum LatencyMetric: Int, Sendable, CaseIterable {
     /// Upper bounds of the buckets in microseconds, ascending; `+Inf` is implicit.
     public var bucketBounds: [Int] {
         switch self {
-        case .ttfb, .ttft, .duration:
+        case .ttfb, .ttfe, .ttft, .duration:
             // From a local origin's few milliseconds to a reasoning model's ten minutes; roughly
             // 1-2.5-5 per decade, which keeps the quantile error small where LLM latencies sit.
             [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -28,6 +30,7 @@ public enum LatencyMetric: Int, Sendable, CaseIterable {
     var metricName: String {
         switch self {
         case .ttfb: "sluice_ttfb_seconds"
+        case .ttfe: "sluice_ttfe_seconds"
         case .ttft: "sluice_ttft_seconds"
         case .duration: "sluice_duration_seconds"
         case .eventGap: "sluice_event_gap_seconds"
@@ -37,7 +40,8 @@ public enum LatencyMetric: Int, Sendable, CaseIterable {
     var help: String {
         switch self {
         case .ttfb: "Time from forwarding the request to receiving the upstream's response head."
-        case .ttft: "Time from forwarding the request to the first SSE data event."
+        case .ttfe: "Time from forwarding the request to the first SSE data event."
+        case .ttft: "Time from forwarding the request to the first output: a content-bearing SSE event or a body's first byte."
         case .duration: "Duration of exchanges, from the request to the end of the response."
         case .eventGap: "Time between consecutive SSE events of a response."
         }
@@ -217,12 +221,13 @@ public final class LoopMetrics: Sendable {
     }
 
     /// Counts a finished exchange from its record: requests by route and status class, exchanges
-    /// by end, and the TTFB, TTFT and duration histograms (those reached). The inter-event gap
+    /// by end, and the TTFB, TTFE, TTFT and duration histograms (those reached). The inter-event gap
     /// histogram is fed per event by the stream tap instead.
     public func countCompletion(_ record: borrowing CompletionRecord, route: Int?) {
         countRequest(route: route, status: record.status)
         countExchange(record.end)
         if let ttfb = record.ttfbMilliseconds { observe(.ttfb, milliseconds: ttfb) }
+        if let ttfe = record.ttfeMilliseconds { observe(.ttfe, milliseconds: ttfe) }
         if let ttft = record.ttftMilliseconds { observe(.ttft, milliseconds: ttft) }
         observe(.duration, milliseconds: record.durationMilliseconds)
     }

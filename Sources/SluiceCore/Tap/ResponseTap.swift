@@ -119,6 +119,7 @@ public struct ResponseTap: Sendable {
     private var lastEventAt: Int64?
     private var maxGap: Int64 = 0
     private var firstContentEventAt: Int64?
+    private var firstByteAt: Int64?
     private var reader = UsageReader()
     private var capture: CaptureBuffer
 
@@ -147,6 +148,7 @@ public struct ResponseTap: Sendable {
         lastEventAt = nil
         maxGap = 0
         firstContentEventAt = nil
+        firstByteAt = nil
         reader.reset()
         capture.reset()
         if kind == .json && readsUsage { reader.beginDocument() }
@@ -155,6 +157,7 @@ public struct ResponseTap: Sendable {
     /// Reads the next piece of the body, received at `now` (loop milliseconds).
     public mutating func observe(_ bytes: Span<UInt8>, now: Int64) {
         guard !finished else { return }
+        if firstByteAt == nil && bytes.count > 0 { firstByteAt = now }
         switch kind {
         case .eventStream:
             readEventStream(bytes, now: now)
@@ -207,6 +210,8 @@ public struct ResponseTap: Sendable {
     public var dispatchedEventCount: Int { eventCount }
     /// `now` of the latest dispatched event; cheap, like `dispatchedEventCount`.
     public var latestEventAt: Int64? { lastEventAt }
+    /// `now` of the first `observe` call that had bytes: a non-SSE body's time to first token. Nil before any.
+    public var firstBodyByteAt: Int64? { firstByteAt }
 
     // MARK: - SSE (WHATWG HTML §9.2.6 "Interpreting an event stream")
 

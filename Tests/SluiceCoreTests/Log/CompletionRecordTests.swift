@@ -17,7 +17,10 @@ import Testing
         record.responseBytes = 40_213
         record.sseEvents = 153
         record.ttfbMilliseconds = 41.25
+        record.ttfeMilliseconds = 41.75
         record.ttftMilliseconds = 502.5
+        record.tpotMilliseconds = 28.5
+        record.tokensPerSecond = 35.0877193
         record.durationMilliseconds = 4812.0004
         record.maxGapMilliseconds = 220
         record.pausedMilliseconds = 0
@@ -35,8 +38,8 @@ import Testing
         let expected = #"{"ts":"2025-01-01T00:00:00.123Z","request_id":"7f3a9c2e4b1d0a86","#
             + #""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","client":"203.0.113.7:51234","#
             + #""route":"/v1","method":"POST","path":"/v1/chat/completions","upstream":"10.0.0.5:8000","status":200,"#
-            + #""request_bytes":812,"response_bytes":40213,"sse_events":153,"ttfb_ms":41.250,"ttft_ms":502.500,"#
-            + #""duration_ms":4812.000,"max_gap_ms":220.000,"paused_ms":0.000,"peak_queued_bytes":65536,"#
+            + #""request_bytes":812,"response_bytes":40213,"sse_events":153,"ttfb_ms":41.250,"ttfe_ms":41.750,"#
+            + #""ttft_ms":502.500,"tpot_ms":28.500,"tokens_per_second":35.088,"duration_ms":4812.000,"max_gap_ms":220.000,"paused_ms":0.000,"peak_queued_bytes":65536,"#
             + #""rate_limit_key":"9e107d9d372bb682","rate_limit_decision":"allowed","model":"gpt-4o-mini","#
             + #""usage":{"prompt_tokens":21,"completion_tokens":152,"total_tokens":173},"usage_source":"reported","#
             + #""end":"complete","#
@@ -52,14 +55,15 @@ import Testing
         record.error = "bad request line"
         let expected = #"{"ts":"1970-01-01T00:00:00.000Z","request_id":"r1","traceparent":null,"client":"[::1]:9","#
             + #""route":null,"method":"GET","path":"/","upstream":null,"status":400,"request_bytes":0,"#
-            + #""response_bytes":0,"sse_events":0,"ttfb_ms":null,"ttft_ms":null,"duration_ms":0.000,"#
+            + #""response_bytes":0,"sse_events":0,"ttfb_ms":null,"ttfe_ms":null,"ttft_ms":null,"tpot_ms":null,"#
+            + #""tokens_per_second":null,"duration_ms":0.000,"#
             + #""max_gap_ms":0.000,"paused_ms":0.000,"peak_queued_bytes":0,"rate_limit_key":null,"#
             + #""rate_limit_decision":null,"model":null,"usage":null,"end":"rejected_bad_request","#
             + #""error":"bad request line","worker":0}"# + "\n"
         #expect(record.jsonLine == expected)
         let object = try #require(LogTestSupport.jsonObject(record.jsonLine))
         #expect(object["usage"] is NSNull, "no usage in the stream is an explicit null, never an estimate")
-        #expect(object["ttft_ms"] is NSNull)
+        for key in ["ttfe_ms", "ttft_ms", "tpot_ms", "tokens_per_second"] { #expect(object[key] is NSNull, "\(key)") }
     }
 
     @Test func anEstimateIsLoggedApartFromUsage() throws {
@@ -97,8 +101,8 @@ import Testing
         record.capturedRequestBody = "{}"
         let line = record.jsonLine
         let keys = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "status",
-                    "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttft_ms", "duration_ms", "max_gap_ms",
-                    "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage",
+                    "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttfe_ms", "ttft_ms", "tpot_ms",
+                    "tokens_per_second", "duration_ms", "max_gap_ms", "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage",
                     "usage_source", "estimated_usage", "end", "error", "worker", "request_body", "response_text", "capture_truncated"]
         let positions = keys.map { key in line.range(of: "\"\(key)\":").map { line.distance(from: line.startIndex, to: $0.lowerBound) } ?? -1 }
         #expect(!positions.contains(-1))

@@ -85,6 +85,7 @@ import Testing
         record.status = 200
         record.end = .complete
         record.ttfbMilliseconds = 30
+        record.ttfeMilliseconds = 31
         record.ttftMilliseconds = 480
         record.durationMilliseconds = 2000
         registry.loop(0).countCompletion(record, route: 0)
@@ -95,6 +96,9 @@ import Testing
         #expect(samples["sluice_exchanges_total{end=\"complete\"}"] == "1")
         #expect(samples["sluice_ttfb_seconds_count"] == "1", "an exchange that never reached a response head has no TTFB")
         #expect(samples["sluice_ttft_seconds_bucket{le=\"0.5\"}"] == "1")
+        #expect(samples["sluice_ttft_seconds_bucket{le=\"0.25\"}"] == "0")
+        #expect(samples["sluice_ttfe_seconds_bucket{le=\"0.05\"}"] == "1")
+        #expect(samples["sluice_ttfe_seconds_count"] == "1")
         #expect(samples["sluice_duration_seconds_count"] == "2")
         #expect(samples["sluice_duration_seconds_sum"] == "2.0002")
     }
@@ -292,7 +296,28 @@ sluice_ttfb_seconds_bucket{le="600"} 2
 sluice_ttfb_seconds_bucket{le="+Inf"} 3
 sluice_ttfb_seconds_sum 700.043
 sluice_ttfb_seconds_count 3
-# HELP sluice_ttft_seconds Time from forwarding the request to the first SSE data event.
+# HELP sluice_ttfe_seconds Time from forwarding the request to the first SSE data event.
+# TYPE sluice_ttfe_seconds histogram
+sluice_ttfe_seconds_bucket{le="0.005"} 0
+sluice_ttfe_seconds_bucket{le="0.01"} 0
+sluice_ttfe_seconds_bucket{le="0.025"} 0
+sluice_ttfe_seconds_bucket{le="0.05"} 0
+sluice_ttfe_seconds_bucket{le="0.1"} 0
+sluice_ttfe_seconds_bucket{le="0.25"} 0
+sluice_ttfe_seconds_bucket{le="0.5"} 0
+sluice_ttfe_seconds_bucket{le="1"} 0
+sluice_ttfe_seconds_bucket{le="2.5"} 0
+sluice_ttfe_seconds_bucket{le="5"} 0
+sluice_ttfe_seconds_bucket{le="10"} 0
+sluice_ttfe_seconds_bucket{le="30"} 0
+sluice_ttfe_seconds_bucket{le="60"} 0
+sluice_ttfe_seconds_bucket{le="120"} 0
+sluice_ttfe_seconds_bucket{le="300"} 0
+sluice_ttfe_seconds_bucket{le="600"} 0
+sluice_ttfe_seconds_bucket{le="+Inf"} 0
+sluice_ttfe_seconds_sum 0
+sluice_ttfe_seconds_count 0
+# HELP sluice_ttft_seconds Time from forwarding the request to the first output: a content-bearing SSE event or a body's first byte.
 # TYPE sluice_ttft_seconds histogram
 sluice_ttft_seconds_bucket{le="0.005"} 0
 sluice_ttft_seconds_bucket{le="0.01"} 0

@@ -337,6 +337,22 @@ struct ResponseTapTests {
                                                        model: "m"))
     }
 
+    @Test("the first body byte's time is kept for every kind, from the first call that had bytes",
+          arguments: [ResponseTap.Kind.eventStream, .json, .other])
+    func firstBodyByte(_ kind: ResponseTap.Kind) {
+        var tap = ResponseTap()
+        tap.reset(kind: kind)
+        #expect(tap.firstBodyByteAt == nil)
+        tap.observe(Support.bytes("").span, now: 5)
+        #expect(tap.firstBodyByteAt == nil, "an empty piece is no byte")
+        tap.observe(Support.bytes("{").span, now: 9)
+        tap.observe(Support.bytes("}").span, now: 12)
+        tap.finish(now: 14)
+        #expect(tap.firstBodyByteAt == 9)
+        tap.reset(kind: kind)
+        #expect(tap.firstBodyByteAt == nil, "reset forgets it")
+    }
+
     @Test("data lines longer than the line-search window, with every line end", arguments: ["\n", "\r\n", "\r"])
     func longLines(_ lineEnd: String) {
         // 2,500 and 5,000 bytes: each spans several search windows, and CR-only ends must not be missed in one.
