@@ -20,6 +20,8 @@ final class WriterLoop {
     var batch: [UInt8] = []
     /// Records rendered into `batch` and not yet written to every sink.
     var batchCount = 0
+    /// Records of `batch` already counted as written (every sink took them whole) while a sink was blocked.
+    var batchCounted = 0
     var reopenPending = false
     var nextReopenAttempt: Int64 = 0
     private var reportedDrops = 0
@@ -78,8 +80,17 @@ final class WriterLoop {
                     }
                 }
                 if allDone {
-                    queue.noteWritten(batchCount)
+                    queue.noteWritten(batchCount - batchCounted)
                     batchCount = 0
+                    batchCounted = 0
+                } else {
+                    // A blocked pipe may hold part of the batch: the records every sink took whole count now, so
+                    // the written counter matches what a reader of the sink can see.
+                    let whole = recordsEverywhere()
+                    if whole > batchCounted {
+                        queue.noteWritten(whole - batchCounted)
+                        batchCounted = whole
+                    }
                 }
             }
             syncFiles(now, force: false)
@@ -104,14 +115,19 @@ final class WriterLoop {
         if !flushed {
             // The batch's records that every sink already has are not lost; those some sink
             // lacks are (a whole record each: a partial one was cut or finished).
-            let everywhere = batchCount == 0 ? 0 : batch.withUnsafeBytes { bytes in
-                sinks.map { RecordBoundary.count(in: bytes, from: 0, to: min($0.written, bytes.count)) }.min() ?? 0
-            }
+            let everywhere = batchCount == 0 ? 0 : recordsEverywhere()
             let left = batchCount - everywhere + queue.pendingCount
             OpLog.warn("completion log not flushed at shutdown", ["unwritten_records": .int(left)])
         }
         for sink in sinks where sink.ownsFD && sink.fd >= 0 { close(sink.fd) }
         control.flushedAll.store(flushed, ordering: .releasing)
+    }
+
+    /// How many of the batch's records every sink has taken whole.
+    private func recordsEverywhere() -> Int {
+        batch.withUnsafeBytes { bytes in
+            sinks.map { RecordBoundary.count(in: bytes, from: 0, to: min($0.written, bytes.count)) }.min() ?? 0
+        }
     }
 
     // MARK: Writing
