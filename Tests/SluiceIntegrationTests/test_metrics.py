@@ -300,3 +300,27 @@ def test_admin_listener_serves_only_metrics(stack):
     r = get(sl.port, "/metrics")
     assert r.status == 200 and r.body == b"/metrics"
     assert [h.target for h in origin.heads] == ["/metrics"]
+
+
+def test_ttft_histogram_without_a_completion_log(stack):
+    """With no completion log and no token budget (metrics only), an event stream is still read for its first
+    content event: a role-only chunk at once and the first content 200 ms later give one TTFT of about 0.2 s."""
+
+    def handler(conn, req):
+        role = b'data: {"choices":[{"index":0,"delta":{"role":"assistant"}}]}\n\n'
+        content = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+        conn.send(SSE_HEAD + chunk(role))
+        conn.sleep(0.2)
+        conn.send(chunk(content) + chunk(b"data: [DONE]\n\n") + LAST_CHUNK)
+
+    origin = stack.origin(handler)
+    sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {})],
+                            log={"stdout": "off"}, admin="127.0.0.1:0")
+    r = get(sl.port, "/v1/chat/completions")
+    assert r.status == 200 and r.complete
+    deadline = time.monotonic() + 3
+    while (m := Scrape(sl)).get("sluice_ttft_seconds_count") != 1:
+        assert time.monotonic() < deadline, m.get("sluice_ttft_seconds_count")
+        time.sleep(0.05)
+    assert 0.19 <= m.get("sluice_ttft_seconds_sum") <= 0.3, m.get("sluice_ttft_seconds_sum")
+    assert m.get("sluice_ttfe_seconds_sum") < 0.1

@@ -206,8 +206,9 @@ extension ClientSession {
         responseStatus = head.status
         responseHeadAt = loop.now
         if body != nil {
-            // Usage and model feed only the completion record and token budgets.
-            let readsUsage = loop.completions != nil || settings.routes[routeIndex].chargesTokens
+            // An event stream is always read: its first content event is the TTFT the histogram observes. Usage and
+            // model of other bodies feed only the completion record and token budgets.
+            let readsUsage = facts.eventStream || loop.completions != nil || settings.routes[routeIndex].chargesTokens
             responseObserver = loop.takeResponseObserver(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other,
                                                          readsUsage: readsUsage, capture: captureResponseBytes)
             countedAsStream = true
