@@ -20,6 +20,26 @@ final class AdmissionPeers: Sendable {
         entries.withLock { $0.removeAll { $0.loop == nil || $0.loop === loop } }
     }
 
+    /// The loop with the fewest connections (open, plus handed to it and not adopted yet) when it has fewer than
+    /// `asking`, with one more counted as on its way there; nil when `asking` is as little loaded as any. The caller
+    /// then sends it `.adopt`. Once per accepted connection, never per chunk.
+    func lessLoaded(than asking: ProxyLoop) -> ProxyLoop? {
+        entries.withLock { entries -> ProxyLoop? in
+            var best: ProxyLoop?
+            var bestLoad = asking.load
+            for entry in entries {
+                guard let loop = entry.loop, loop !== asking else { continue }
+                let load = loop.load
+                if load < bestLoad {
+                    best = loop
+                    bestLoad = load
+                }
+            }
+            best?.pendingAdoptions.wrappingAdd(1, ordering: .relaxed)
+            return best
+        }
+    }
+
     /// Claims an idle connection of the loop, other than `asking`, with the most unclaimed ones; nil when no other
     /// loop has one. The caller then sends that loop `.evictIdle`.
     func claimIdleConnection(besides asking: ProxyLoop) -> ProxyLoop? {

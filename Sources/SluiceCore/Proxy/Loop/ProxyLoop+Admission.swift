@@ -57,6 +57,9 @@ extension ProxyLoop {
         idleAvailable.wrappingAdd(idle.count - before, ordering: .relaxed)
     }
 
+    /// Connections this loop serves or is about to adopt, for `AdmissionPeers.lessLoaded` (any thread).
+    var load: Int { publishedSessions.load(ordering: .relaxed) + pendingAdoptions.load(ordering: .relaxed) }
+
     /// Idle connections another loop may claim (any thread).
     var unclaimedIdleCount: Int { idleAvailable.load(ordering: .relaxed) }
 

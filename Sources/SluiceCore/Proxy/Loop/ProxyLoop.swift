@@ -26,6 +26,8 @@ public final class ProxyLoop {
         /// Use `settings` for new exchanges; start accepting on `addListeners` (bound, listening sockets the loop
         /// now owns) and close `removeListeners` (fds of this loop's listeners).
         case reload(ProxySettings, addListeners: [(fd: Int32, tls: Bool)], removeListeners: [Int32])
+        /// Another loop accepted a connection and hands it to this less loaded one (`AdmissionPeers.lessLoaded`).
+        case adopt(fd: Int32, peer: SocketAddress, tls: Bool)
     }
 
     final class Listener {
@@ -76,7 +78,9 @@ public final class ProxyLoop {
     private var lastAcceptWarning: Int64 = -100_000
     /// Some listener is out of epoll after an accept failure.
     private var acceptPaused = false
-    private(set) var sessionCount = 0
+    private(set) var sessionCount = 0 {
+        didSet { publishedSessions.store(sessionCount, ordering: .relaxed) }
+    }
     /// Client connections with no request under way, oldest first: at `max_connections` the oldest makes room.
     var idle = IdleConnections<ClientSession>()
 
@@ -88,6 +92,9 @@ public final class ProxyLoop {
     /// This loop's idle connections that no other loop has claimed (`AdmissionPeers`): the owner adds and removes
     /// as its idle list changes, a claim takes one.
     let idleAvailable = Atomic<Int>(0)
+    /// `sessionCount` for the other loops, and connections handed to this loop not adopted yet (`AdmissionPeers`).
+    let publishedSessions = Atomic<Int>(0)
+    let pendingAdoptions = Atomic<Int>(0)
 
     /// Creates a loop that takes ownership of `listeners` (bound, listening, non-blocking sockets).
     init(index: Int, settings: ProxySettings, listeners: [(fd: Int32, tls: Bool)], metrics: LoopMetrics,
@@ -146,6 +153,9 @@ public final class ProxyLoop {
                 idleAvailable.wrappingAdd(1, ordering: .relaxed)
             case .reload(let newSettings, let added, let removed):
                 applyReload(newSettings, addListeners: added, removeListeners: removed)
+            case .adopt(let fd, let peer, let tls):
+                pendingAdoptions.wrappingSubtract(1, ordering: .relaxed)
+                adopt(fd, peer: peer, tls: tls)
             }
         }
     }
@@ -257,10 +267,9 @@ public final class ProxyLoop {
 
     // MARK: - Accepting
 
-    /// Connections taken per listener wakeup. Every worker watches the one shared accept queue (level-triggered),
-    /// so taking one and returning to epoll lets the other woken workers take the next ones (nginx's default
-    /// `multi_accept off`); a worker that took a whole burst would serve it alone.
-    private static let acceptsPerWakeup = 1
+    /// Connections taken per listener wakeup; each goes to the least loaded loop (see `accept`), so a burst is
+    /// spread however the wakeups fall.
+    private static let acceptsPerWakeup = 16
     /// On drain, at most this many connections of the backlog are taken before the listeners close.
     private static let drainAcceptLimit = 1024
     private static let acceptBackoffMilliseconds: Int64 = 100
@@ -275,49 +284,62 @@ public final class ProxyLoop {
                 return
             }
             guard case .processed(let accepted) = result else { return }
-            let rawClient = accepted.fd
-            Syscall.setNoDelay(rawClient)
-            let session: ClientSession
-            if listener.tls {
-                // settings.serverTLS exists whenever a listener terminates TLS (the config requires the block).
-                // The engine allocates OpenSSL's state only when the client's first byte arrives (`Transport.read`).
-                guard let context = settings.serverTLS else {
-                    _ = Glibc.close(rawClient)
-                    continue
-                }
-                session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer, tls: TLSEngine(server: context))
-            } else {
-                session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: accepted.peer)
-            }
-            do {
-                try epoll.addEdgeTriggered(rawClient, token: table.register(rawClient, .client(session)))
-            } catch {
-                // Counted in first, so that close() gives back exactly what it takes (the slot, the gauge, the count).
-                sessionCount += 1
-                metrics.addActiveConnections(1)
-                _ = connections.admit(limit: 0)
-                session.close()
+            Syscall.setNoDelay(accepted.fd)
+            // One accept queue wakes whichever worker runs first, and on 2 CPUs one can take a whole burst of long
+            // streams: each connection goes to the loop with the fewest (Envoy's exact balance), never while draining.
+            if !isDraining, let target = connections.peers.lessLoaded(than: self) {
+                target.send(.adopt(fd: accepted.fd, peer: accepted.peer, tls: listener.tls))
                 continue
             }
+            adopt(accepted.fd, peer: accepted.peer, tls: listener.tls)
+        }
+    }
+
+    /// Makes a session of an accepted connection, here or handed over by another loop, and admits it under
+    /// `max_connections`.
+    private func adopt(_ rawClient: Int32, peer: SocketAddress, tls: Bool) {
+        let session: ClientSession
+        if tls {
+            // settings.serverTLS exists whenever a listener terminates TLS (the config requires the block).
+            // The engine allocates OpenSSL's state only when the client's first byte arrives (`Transport.read`).
+            guard let context = settings.serverTLS else {
+                _ = Glibc.close(rawClient)
+                return
+            }
+            session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: peer, tls: TLSEngine(server: context))
+        } else {
+            session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: peer)
+        }
+        do {
+            try epoll.addEdgeTriggered(rawClient, token: table.register(rawClient, .client(session)))
+        } catch {
+            // Counted in first, so that close() gives back exactly what it takes (the slot, the gauge, the count).
             sessionCount += 1
             metrics.addActiveConnections(1)
-            scheduleTimer(session, at: now + Int64(settings.timeouts.clientHeader > 0 ? settings.timeouts.clientHeader : 60_000))
-            let limit = settings.maxConnections
-            // At max_connections an idle connection makes room (the evicted one's slot is free before the second
-            // admit); only with none idle on this loop is the new one refused: a 503 at once, then a lingering
-            // close (the refusal is not counted). Another loop may take the freed slot first; then it is a 503.
-            if connections.admit(limit: limit) || (evictIdleConnection(limit: limit) && connections.admit(limit: limit)) {
-                listIdle(rawClient, session)
-            } else if let peer = connections.peers.claimIdleConnection(besides: self) {
-                // Another worker holds idle connections: this one is admitted over the cap, and that worker closes
-                // its oldest idle one in its next turn, which brings the count back.
-                _ = connections.admit(limit: 0)
-                peer.send(.evictIdle(limit: limit))
-                listIdle(rawClient, session)
-            } else {
-                session.refuseOverCapacity(limit: limit)
-            }
+            _ = connections.admit(limit: 0)
+            session.close()
+            return
         }
+        sessionCount += 1
+        metrics.addActiveConnections(1)
+        scheduleTimer(session, at: now + Int64(settings.timeouts.clientHeader > 0 ? settings.timeouts.clientHeader : 60_000))
+        let limit = settings.maxConnections
+        // At max_connections an idle connection makes room (the evicted one's slot is free before the second
+        // admit); only with none idle on this loop is the new one refused: a 503 at once, then a lingering
+        // close (the refusal is not counted). Another loop may take the freed slot first; then it is a 503.
+        if connections.admit(limit: limit) || (evictIdleConnection(limit: limit) && connections.admit(limit: limit)) {
+            listIdle(rawClient, session)
+        } else if let owner = connections.peers.claimIdleConnection(besides: self) {
+            // Another worker holds idle connections: this one is admitted over the cap, and that worker closes
+            // its oldest idle one in its next turn, which brings the count back.
+            _ = connections.admit(limit: 0)
+            owner.send(.evictIdle(limit: limit))
+            listIdle(rawClient, session)
+        } else {
+            session.refuseOverCapacity(limit: limit)
+        }
+        // Handed over after this loop began draining: served like any connection that arrived just before.
+        if isDraining { session.beginDrain() }
     }
 
     /// Out of descriptors or memory: stop accepting for a moment and keep serving what we have.
