@@ -556,3 +556,31 @@ def test_legacy_completions_path_is_edited(stack, tmp_path):
     check_forwarded(origin, 0, body[:-1] + INJECTED + b"}")
     check_client_stream(r, backend.sent[0].replace(USAGE_EVENT, b""))
     check_reported(wait_records(log, 1)[0])
+
+
+def test_many_tiny_events_to_a_slow_reader_keep_the_framing(stack, tmp_path):
+    """Guards the growth bound of re-chunking: blank lines are one-byte events, each re-emitted as its own chunk
+    with about nine bytes of framing, so a piece of them can grow tenfold on its way out. With the client queue
+    nearly full (a reader that waits before reading), a piece that did not fit used to be taken only in part while
+    the chunk decoder had moved past it all. The client must get the origin's payload minus the usage event,
+    in valid chunked framing."""
+    filler = b"\n" * 60_000
+
+    def handler(conn, req):
+        doc = json.loads(req.body)
+        assert doc.get("stream_options") == {"include_usage": True}, doc
+        events = [e for _, e in stream_events(True)]
+        payload = events[0] + filler + b"".join(events[1:])
+        conn.send(SSE_HEAD + chunk(events[0]) + chunk(filler) + b"".join(chunk(e) for e in events[1:]) + LAST_CHUNK)
+        handler.sent = payload
+        return True
+
+    origin = stack.origin(handler)
+    sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}"}, [("/", "o", {"inject_usage": "on"})],
+                            log={"stdout": "off"})
+    with RawConn(sl.port, rcvbuf=4096) as conn:
+        send_chat(conn, request_body())
+        time.sleep(0.5)  # let sluice fill the client queue before anything is read
+        r = conn.read_response("POST")
+    assert r.status == 200 and r.complete, (r.status_line, r.raw_body[-200:])
+    assert r.body == handler.sent.replace(USAGE_EVENT, b""), "payload differs from the origin's minus the usage event"

@@ -7,6 +7,9 @@
 extension ClientSession {
     /// Room kept in `clientOut` for a chunk's size line and CRLF and the last chunk.
     private static let framingRoom = 32
+    /// How much a piece can grow on its way out: every event becomes a chunk with up to 9 bytes of framing
+    /// (5 hex digits, two CRLFs), and the shortest event is one byte (a blank line), so at most tenfold.
+    private static let worstGrowth = 10
 
     /// Whether the response head says `text/event-stream`: only event streams are filtered.
     static func isEventStream(_ head: ResponseHead, _ source: Span<UInt8>) -> Bool {
@@ -20,7 +23,8 @@ extension ClientSession {
         let out = takeBuffer(&clientOut)
         let held = usageHeld?.readableCount ?? 0
         if out.writableCount < held + 2 * Self.framingRoom { out.compact() }
-        let room = out.writableCount - held - Self.framingRoom
+        // A piece is taken whole (the chunk decoder has moved past it), so it is cut to what fits at worst.
+        let room = (out.writableCount - held - Self.framingRoom) / Self.worstGrowth
         guard room > 0 else { return false }
         let available = buffer.readableCount
         switch input {
@@ -41,7 +45,8 @@ extension ClientSession {
             }
         case .contentLength(let remaining):
             guard available > 0 else { return false }
-            let taken = filterPayload(buffer, Int(min(Int64(min(available, room)), remaining)), into: out, rechunk: rechunk)
+            let taken = Int(min(Int64(min(available, room)), remaining))
+            filterPayload(buffer, taken, into: out, rechunk: rechunk)
             if Int64(taken) == remaining {
                 endFiltered(out, rechunk: rechunk)
             } else {
@@ -68,14 +73,11 @@ extension ClientSession {
         processResponseBytes()
     }
 
-    /// Feeds `buffer[0..<count]` (payload) to the tap and the filter, emits or holds each event, and consumes what it
-    /// took; returns how many bytes that was (less than `count` when the client queue filled at an event boundary).
-    @discardableResult
-    private func filterPayload(_ buffer: ByteBuffer, _ count: Int, into out: ByteBuffer, rechunk: Bool) -> Int {
+    /// Feeds `buffer[0..<count]` (payload) to the tap and the filter, emits or holds each event, and consumes it all;
+    /// `count` was cut so that its worst growth fits `clientOut`.
+    private func filterPayload(_ buffer: ByteBuffer, _ count: Int, into out: ByteBuffer, rechunk: Bool) {
         var offset = 0
         while offset < count {
-            // Stop at an event boundary when the rest might not fit with its framing; the filter is then between events.
-            guard out.writableCount >= (usageHeld?.readableCount ?? 0) + (count - offset) + Self.framingRoom else { break }
             let step = buffer.withReadableSpan(from: offset, to: count) { usageFilter.next($0) }
             switch step {
             case .needMore:
@@ -96,9 +98,8 @@ extension ClientSession {
                 offset = count
             }
         }
-        buffer.consume(offset)
+        buffer.consume(count)
         releaseIfEmpty(&usageHeld)
-        return offset
     }
 
     /// Writes the held bytes and `buffer[range]` to the client as one piece (one chunk when re-chunking).
