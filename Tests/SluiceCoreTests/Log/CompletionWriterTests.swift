@@ -98,7 +98,7 @@ import Testing
         close(ends[1])
         ends[1] = -1
         LogTestSupport.join(reader)
-        let fileText = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+        let fileText = String(decoding: LogTestSupport.contents(ofFile: path) ?? [], as: UTF8.self)
         let pipeText = collected.withLock { String(decoding: $0, as: UTF8.self) }
         #expect(fileText == pipeText)
         #expect(fileText.split(separator: "\n").count == 2000)

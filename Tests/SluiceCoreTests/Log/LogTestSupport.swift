@@ -83,9 +83,26 @@ enum LogTestSupport {
         return record
     }
 
+    /// The bytes of a file, read with open/read: Foundation's `FileManager.contents(atPath:)` leaks its buffer
+    /// (LeakSanitizer) when the file changes size while it reads, as a log being written does.
+    static func contents(ofFile path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            guard count > 0 else { break }
+            bytes.append(contentsOf: chunk[0..<count])
+        }
+        return bytes
+    }
+
     /// The lines of a file, without the trailing empty one.
     static func lines(ofFile path: String) -> [String] {
-        guard let data = FileManager.default.contents(atPath: path) else { return [] }
+        guard let data = contents(ofFile: path) else { return [] }
         var lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         if lines.last == "" { lines.removeLast() }
         return lines
