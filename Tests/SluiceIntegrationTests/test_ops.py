@@ -78,6 +78,8 @@ def _start_streams(port: int, count: int, prefix: str = "/s") -> list[StreamClie
 
 
 def _refused(port: int) -> bool:
+    """True once nothing listens on `port`; a connect caught while the workers close their descriptors of the
+    socket may be reset instead, which is not refused yet."""
     s = socket.socket()
     s.settimeout(2)
     try:
@@ -85,6 +87,8 @@ def _refused(port: int) -> bool:
         return False
     except ConnectionRefusedError:
         return True
+    except ConnectionResetError:
+        return False
     finally:
         s.close()
 

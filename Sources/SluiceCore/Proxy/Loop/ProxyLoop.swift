@@ -183,7 +183,11 @@ public final class ProxyLoop {
         // Pooled connections index the old upstream table; exchanges in flight keep theirs until they end.
         closePooledUpstreams()
         pools = Array(repeating: [], count: newSettings.upstreams.count)
-        for listener in listeners where removed.contains(listener.rawFD) { closeListener(listener) }
+        for listener in listeners where removed.contains(listener.rawFD) {
+            // As on drain: connections the kernel already completed are served, not reset by the close.
+            if listener.pausedUntil == 0 { accept(listener, upTo: ProxyLoop.drainAcceptLimit) }
+            closeListener(listener)
+        }
         for (raw, tls) in added {
             if isDraining {
                 _ = Glibc.close(raw)
