@@ -324,16 +324,8 @@ def echo_handler(conn: OriginConn, req: Request) -> None:
     respond(conn, 200, req.target.encode(), [("Content-Type", "text/plain")])
 
 
-#: The head of a chunked `text/event-stream` response, for handlers that write events themselves.
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
-#: The zero-size chunk that ends a chunked body.
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def chunk(data: bytes) -> bytes:
-    """`data` framed as one chunk."""
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+# For handlers that write events themselves; they live in streams.py with the other stream builders.
+from streams import LAST_CHUNK, SSE_HEAD, chunk  # noqa: E402,F401  (re-exported)
 
 
 class Origin:

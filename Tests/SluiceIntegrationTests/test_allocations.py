@@ -55,6 +55,7 @@ import pytest
 import sluice_proc
 from origin import OriginConn, Request
 from rawhttp import RawConn, request_bytes
+from streams import LAST_CHUNK, SSE_HEAD, chunk
 
 HERE = Path(__file__).resolve().parent
 SHIM_SOURCE = HERE / "malloc_count.c"
@@ -173,17 +174,13 @@ def counted_sluice(stack, tmp_path: Path, origin_port: int, args: Optional[list]
 
 # -- the lock-step origin ----------------------------------------------------------------------------
 
-EVENT_STREAM_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
-
-
 def event_frame(stream: int, i: int) -> bytes:
     """One SSE event of EVENT_BYTES bytes as one chunk frame; the content names its stream and index."""
     text = f'data: {{"s":{stream},"i":{i},"p":"'.encode()
     tail = b'"}\n\n'
     event = text + b"x" * (EVENT_BYTES - len(text) - len(tail)) + tail
     assert len(event) == EVENT_BYTES
-    return b"%x\r\n" % EVENT_BYTES + event + b"\r\n"
+    return chunk(event)
 
 
 class StreamControl:
@@ -203,7 +200,7 @@ class LockstepStreams:
         self.streams = 0
 
     def handler(self, conn: OriginConn, req: Request):
-        conn.send(EVENT_STREAM_HEAD)
+        conn.send(SSE_HEAD)
         control = StreamControl(conn, req)
         self.controls.put(control)
         if not control.done.wait(60):
@@ -234,7 +231,7 @@ class LockstepStreams:
                     got += data
                 # Exactly this frame: the next event has not been written yet, so nothing else can be here.
                 assert got == frame, f"stream {sid} event {i}: expected {frame!r}, got {got!r}"
-            control.conn.send(b"0\r\n\r\n")
+            control.conn.send(LAST_CHUNK)
             got = b""
             while len(got) < 5:
                 data = sock.recv(65536)
@@ -341,11 +338,11 @@ SATURATED_BATCH = 1000
 def saturated_handler(conn: OriginConn, req: Request):
     """/flood/<n>: n events written back to back (1000 per send), then the last chunk."""
     n = int(req.target.rsplit("/", 1)[1])
-    conn.send(EVENT_STREAM_HEAD)
+    conn.send(SSE_HEAD)
     batch = SATURATED_FRAME * SATURATED_BATCH
     for _ in range(n // SATURATED_BATCH):
         conn.send(batch)
-    conn.send(SATURATED_FRAME * (n % SATURATED_BATCH) + b"0\r\n\r\n")
+    conn.send(SATURATED_FRAME * (n % SATURATED_BATCH) + LAST_CHUNK)
     return True
 
 

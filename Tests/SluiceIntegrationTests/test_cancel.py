@@ -9,6 +9,7 @@ import pytest
 
 from origin import respond
 from rawhttp import RawConn, request_bytes
+from streams import BARE_SSE_HEAD, LAST_CHUNK, chunk
 
 EVENT = b"data: {\"tick\": true}\n\n"
 MAX_EVENTS = 200  # 200 x 50 ms bounds the stream at 10 s
@@ -17,12 +18,12 @@ MAX_EVENTS = 200  # 200 x 50 ms bounds the stream at 10 s
 def _streaming_handler(conn, req):
     if req.target == "/after":
         return respond(conn, 200, b"after")
-    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.send(BARE_SSE_HEAD)
     for _ in range(MAX_EVENTS):
-        conn.send(f"{len(EVENT):x}\r\n".encode() + EVENT + b"\r\n")
+        conn.send(chunk(EVENT))
         if conn.wait_peer_closed(0.05):
             return False
-    conn.send(b"0\r\n\r\n")
+    conn.send(LAST_CHUNK)
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])

@@ -22,6 +22,7 @@ import pytest
 from origin import OriginStopping, PeerClosed, respond
 from rawhttp import ChunkedDecoder, RawConn, get, request_bytes
 from sluice_proc import read_jsonl, wait_records
+from streams import chunked
 
 SMUGGLED_LINE = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 H = b"Host: sluice.test\r\n"
@@ -52,14 +53,6 @@ def _fail_with_origin_errors(origin):
 def smuggling_body(size: int) -> bytes:
     """`size` bytes (rounded up to whole lines) of request-looking text."""
     return SMUGGLED_LINE * -(-size // len(SMUGGLED_LINE))
-
-
-def chunked(data: bytes, piece: int = 16384) -> bytes:
-    out = bytearray()
-    for i in range(0, len(data), piece):
-        part = data[i:i + piece]
-        out += b"%x\r\n" % len(part) + part + b"\r\n"
-    return bytes(out + b"0\r\n\r\n")
 
 
 class EarlyAnswerOrigin:

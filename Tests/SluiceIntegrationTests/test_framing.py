@@ -9,6 +9,7 @@ import pytest
 
 from origin import respond
 from rawhttp import RawConn, get as get_one, request_bytes
+from streams import BARE_SSE_HEAD, LAST_CHUNK, chunk
 
 
 def _after(conn, req):
@@ -36,9 +37,9 @@ def test_chunked_response_terminates_and_connection_is_reusable(stack):
             return _after(conn, req)
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
         for piece in (b"one ", b"two ", b"three"):
-            conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            conn.send(chunk(piece))
             conn.sleep(0.02)
-        conn.send(b"0\r\n\r\n")
+        conn.send(LAST_CHUNK)
 
     sl = stack.proxy(stack.origin(handler))
     with RawConn(sl.port) as c:
@@ -85,7 +86,7 @@ def test_bodyless_responses(stack, case):
             conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n")
         elif case == "HEAD-chunked":
             assert req.method == "HEAD"
-            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.send(BARE_SSE_HEAD)
         elif case == "204":
             conn.send(b"HTTP/1.1 204 No Content\r\nX-Case: 204\r\n\r\n")
         else:
@@ -120,9 +121,9 @@ def test_http10_client_gets_dechunked_close_delimited_body(stack):
     def handler(conn, req):
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
         for p in pieces:
-            conn.send(f"{len(p):x}\r\n".encode() + p + b"\r\n")
+            conn.send(chunk(p))
             conn.sleep(0.02)
-        conn.send(b"0\r\n\r\n")
+        conn.send(LAST_CHUNK)
 
     origin = stack.origin(handler)
     sl = stack.proxy(origin)
@@ -149,9 +150,9 @@ def test_chunked_upload_forwarded_as_chunked(stack):
         c.send(b"POST /upload HTTP/1.1\r\nHost: sluice.test\r\nTransfer-Encoding: chunked\r\n"
                b"Content-Type: application/octet-stream\r\n\r\n")
         for p in parts:
-            c.send(f"{len(p):x}\r\n".encode() + p + b"\r\n")
+            c.send(chunk(p))
             time.sleep(0.02)  # separate reads at sluice: the upload is streamed, not one write
-        c.send(b"0\r\n\r\n")
+        c.send(LAST_CHUNK)
         r = c.read_response()
     body = b"".join(parts)
     assert r.status == 200 and r.body == hashlib.sha256(body).hexdigest().encode()

@@ -22,9 +22,9 @@ import time
 import pytest
 
 from completion_log_common import check_shape
-from origin import LAST_CHUNK, SSE_HEAD, chunk
 from rawhttp import RawConn, request_bytes
 from sluice_proc import wait_records
+from streams import LAST_CHUNK, OMIT, SSE_HEAD, chunk, openai_chunk, sse_head
 
 #: The bound on the request bodies sluice holds to edit (the lead's documented value: bodies over it are
 #: forwarded unchanged).
@@ -52,16 +52,9 @@ def request_body(**fields) -> bytes:
     return json.dumps({k: v for k, v in doc.items() if v is not None}).encode()
 
 
-def sse(doc: dict) -> bytes:
-    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
-
-
 def chat_chunk(delta: dict, finish=None, usage_null: bool = False) -> bytes:
-    doc = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-           "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-    if usage_null:  # OpenAI writes "usage":null in every chunk of a stream that asked for usage
-        doc["usage"] = None
-    return sse(doc)
+    # OpenAI writes "usage":null in every chunk of a stream that asked for usage
+    return openai_chunk(delta, finish, id="x", model="m", usage=None if usage_null else OMIT)
 
 
 def stream_events(with_usage: bool) -> list[tuple[str, bytes]]:
@@ -140,8 +133,7 @@ class Backend:
         self.sent.append(payload)
         pieces = split(events, self.plan)
         if self.framing == "length":
-            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                      + f"Content-Length: {len(payload)}\r\n\r\n".encode())
+            conn.send(sse_head("Cache-Control: no-cache", framing=f"Content-Length: {len(payload)}"))
             frames = pieces
         else:
             conn.send(SSE_HEAD)

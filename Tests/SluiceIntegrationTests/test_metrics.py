@@ -14,10 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from origin import respond, unused_port
 from rawhttp import RawConn, get, request_bytes
 from sluice_proc import wait_records
+from streams import LAST_CHUNK, SSE_HEAD, chunk
 
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
-LAST_CHUNK = b"0\r\n\r\n"
 ENDS = ["complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect", "timeout_first_byte",
         "timeout_idle", "timeout_total", "client_write_timeout", "rejected_rate_limit", "rejected_bad_request",
         "drain"]
@@ -33,10 +31,6 @@ FAMILIES = {
     "sluice_ttfb_seconds": "histogram", "sluice_ttfe_seconds": "histogram", "sluice_ttft_seconds": "histogram",
     "sluice_duration_seconds": "histogram", "sluice_event_gap_seconds": "histogram",
 }
-
-
-def chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 class Scrape:

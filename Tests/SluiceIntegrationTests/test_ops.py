@@ -11,6 +11,7 @@ import time
 from origin import unused_port
 from rawhttp import RawConn, get, request_bytes
 from sluice_proc import wait_records, write_routes_config
+from streams import BARE_SSE_HEAD, LAST_CHUNK, chunk
 
 STREAMS = 20
 
@@ -21,22 +22,18 @@ def sse_handler(tag: str, events: int, gap: float):
     /s/, back to back for any other path."""
 
     def handler(conn, req):
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.send(BARE_SSE_HEAD)
         for i in range(events):
             if i and req.target.startswith("/s/"):
                 conn.sleep(gap)
-            conn.send(_chunk(_event(tag, req.target, i)))
-        conn.send(b"0\r\n\r\n")
+            conn.send(chunk(_event(tag, req.target, i)))
+        conn.send(LAST_CHUNK)
 
     return handler
 
 
 def _event(tag: str, target: str, i: int) -> bytes:
     return f"data: {{\"origin\":\"{tag}\",\"path\":\"{target}\",\"n\":{i}}}\n\n".encode()
-
-
-def _chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 def _expected(tag: str, target: str, events: int) -> bytes:

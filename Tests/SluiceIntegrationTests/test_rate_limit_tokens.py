@@ -10,45 +10,31 @@ import time
 
 import pytest
 
-from origin import LAST_CHUNK, chunk, respond
+from origin import respond
 from rate_limit_common import auth, check_429, go_duration, one, sf_list
 from rawhttp import get
 from sluice_proc import log_config, wait_records
+from streams import (LAST_CHUNK, OPENAI_DONE, anthropic_event, anthropic_message_start, anthropic_text_delta, chunk,
+                     openai_chunk, openai_usage_chunk, usage)
 
 
 # --------------------------------------------------------------------------------------------
 # 3. Token budget: usage charged after the fact; over budget → 429 until refill
 # --------------------------------------------------------------------------------------------
 
-def _sse(events, names=None) -> bytes:
-    out = b""
-    for i, ev in enumerate(events):
-        if names and names[i]:
-            out += b"event: " + names[i].encode() + b"\n"
-        out += b"data: " + (ev if isinstance(ev, str) else json.dumps(ev, separators=(",", ":"))).encode() + b"\n\n"
-    return out
-
-
 def openai_stream(prompt: int, completion: int) -> bytes:
-    base = {"id": "chatcmpl-rl", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
-    return _sse([{**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "hi"},
-                                       "finish_reason": None}], "usage": None},
-                 {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None},
-                 {**base, "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                                                   "total_tokens": prompt + completion}},
-                 "[DONE]"])
+    ids = {"id": "chatcmpl-rl", "model": "gpt-4o-mini"}
+    return b"".join([openai_chunk({"role": "assistant", "content": "hi"}, logprobs=False, usage=None, **ids),
+                     openai_chunk({}, "stop", logprobs=False, usage=None, **ids),
+                     openai_usage_chunk(usage(prompt, completion), **ids),
+                     OPENAI_DONE])
 
 
 def anthropic_stream(inp: int, out: int) -> bytes:
-    ev = [("message_start", {"type": "message_start", "message": {
-              "id": "msg_rl", "type": "message", "role": "assistant", "content": [], "model": "claude-x",
-              "stop_reason": None, "usage": {"input_tokens": inp, "output_tokens": 1}}}),
-          ("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                   "delta": {"type": "text_delta", "text": "hi"}}),
-          ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
-                             "usage": {"output_tokens": out}}),
-          ("message_stop", {"type": "message_stop"})]
-    return _sse([e for _, e in ev], [n for n, _ in ev])
+    return b"".join([anthropic_message_start(inp, id="msg_rl", stop_reason=None),
+                     anthropic_text_delta("hi"),
+                     anthropic_event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": out}),
+                     anthropic_event("message_stop")])
 
 
 def json_completion(prompt: int, completion: int) -> bytes:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from origin import Origin, respond
+from streams import BARE_SSE_HEAD, LAST_CHUNK, chunk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
                                 reason="a private /etc/hosts needs root and unshare (util-linux)")
@@ -47,12 +48,12 @@ def _named_handler(label: bytes, stream_seconds: float = 0.0):
         if req.target != "/stream":
             respond(conn, 200, label, [("Content-Type", "text/plain")])
             return
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.send(BARE_SSE_HEAD)
         for _ in range(10):
             conn.sleep(stream_seconds / 10)
             event = b"data: " + label + b"\n\n"
-            conn.send(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-        conn.send(b"0\r\n\r\n")
+            conn.send(chunk(event))
+        conn.send(LAST_CHUNK)
     return handler
 
 

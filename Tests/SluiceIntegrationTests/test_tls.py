@@ -23,6 +23,7 @@ import pytest
 from origin import unused_port
 from rawhttp import get
 from sluice_proc import SLUICE_BIN, wait_records
+from streams import BARE_SSE_HEAD, LAST_CHUNK, chunk
 
 HERE = Path(__file__).resolve().parent
 EVENTS = 5
@@ -79,14 +80,14 @@ class TLSOrigin:
                     head += more
                 match = re.search(rb"\r\nhost: *([^\r]*)", head, re.I)
                 self.hosts.append(match.group(1).decode() if match else "")
-                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                tls.sendall(BARE_SSE_HEAD)
                 for i in range(EVENTS):
                     if i:
                         time.sleep(self.gap)
                     event = _event(i)
                     self.sent_at.append(time.monotonic())
-                    tls.sendall(f"{len(event):x}\r\n".encode() + event + b"\r\n")
-                tls.sendall(b"0\r\n\r\n")
+                    tls.sendall(chunk(event))
+                tls.sendall(LAST_CHUNK)
         except (ssl.SSLError, OSError) as exc:
             self.errors.append(repr(exc))
 
@@ -219,13 +220,13 @@ _plain_sent_at: list[float] = []
 
 def _plain_sse_handler(conn, req):
     _plain_sent_at.clear()
-    conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.send(BARE_SSE_HEAD)
     for i in range(EVENTS):
         if i:
             conn.sleep(GAP)
         event = _event(i)
-        _plain_sent_at.append(conn.send(f"{len(event):x}\r\n".encode() + event + b"\r\n"))
-    conn.send(b"0\r\n\r\n")
+        _plain_sent_at.append(conn.send(chunk(event)))
+    conn.send(LAST_CHUNK)
 
 
 def test_curl_streams_through_tls_termination(stack, pki):

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 
 import pytest
 
+import streams
 from rawhttp import RawConn, get, request_bytes
 from sluice_proc import wait_records
-
-LAST_CHUNK = b"0\r\n\r\n"
-SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+from streams import (BARE_SSE_HEAD as SSE_HEAD, LAST_CHUNK, OPENAI_DONE, anthropic_event, anthropic_message_start,
+                     anthropic_text_delta, chunk, openai_usage_chunk, usage)
 
 #: The request body every test sends: its JSON string values are "m" + "user" + 95 bytes of content,
 #: 100 text bytes, so the prompt estimate is exactly 25 tokens.
@@ -26,17 +27,8 @@ BODY = json.dumps({"model": "m", "stream": True, "max_tokens": 64,
 PROMPT_ESTIMATE = 25
 
 
-def chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
-
-
-def sse(obj) -> bytes:
-    return b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj, separators=(",", ":")).encode()) + b"\n\n"
-
-
-def openai_chunk(delta: dict, finish=None) -> bytes:
-    return sse({"id": "chatcmpl-e", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+#: The OpenAI chunks of these streams (ids and model as a gpt-4o-mini stream would have them).
+openai_chunk = partial(streams.openai_chunk, id="chatcmpl-e", model="gpt-4o-mini")
 
 
 def openai_events(deltas: int) -> list[bytes]:
@@ -47,27 +39,17 @@ def openai_events(deltas: int) -> list[bytes]:
 
 
 def openai_stream(deltas: int, usage: dict | None = None) -> bytes:
-    tail = [sse({"id": "chatcmpl-e", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
-                 "choices": [], "usage": usage})] if usage else []
-    return b"".join(openai_events(deltas) + tail + [sse(b"[DONE]")])
+    tail = [openai_usage_chunk(usage, id="chatcmpl-e", model="gpt-4o-mini")] if usage else []
+    return b"".join(openai_events(deltas) + tail + [OPENAI_DONE])
 
 
 def anthropic_start(input_tokens: int) -> list[bytes]:
-    return [b"event: message_start\n" + sse({"type": "message_start", "message": {
-                "id": "msg_e", "type": "message", "role": "assistant", "content": [], "model": "claude-x",
-                "usage": {"input_tokens": input_tokens, "output_tokens": 1}}}),
-            b"event: content_block_start\n" + sse({"type": "content_block_start", "index": 0,
-                                                    "content_block": {"type": "text", "text": ""}})]
+    return [anthropic_message_start(input_tokens, id="msg_e"),
+            anthropic_event("content_block_start", index=0, content_block={"type": "text", "text": ""})]
 
 
 def anthropic_delta(i: int) -> bytes:
-    return b"event: content_block_delta\n" + sse({"type": "content_block_delta", "index": 0,
-                                                  "delta": {"type": "text_delta", "text": f"w{i} "}})
-
-
-def usage(prompt: int, completion: int, total: int | None = None) -> dict:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion if total is None else total}
+    return anthropic_text_delta(f"w{i} ")
 
 
 def handler(conn, req):

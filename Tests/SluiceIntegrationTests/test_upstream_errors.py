@@ -6,6 +6,7 @@ import pytest
 
 from origin import BlackHole, OriginStopping, PeerClosed, SendStalled, unused_port
 from rawhttp import RawConn, get, request_bytes
+from streams import BARE_SSE_HEAD
 
 REASON = {502: "Bad Gateway", 504: "Gateway Timeout"}
 
@@ -107,8 +108,7 @@ def test_first_byte_timeout_is_504_and_upstream_closed(stack):
 
 def test_upstream_idle_timeout_mid_body_aborts_client(stack):
     def stalls(conn, req):
-        conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-                  b"c\r\ndata: first\n\r\n")
+        conn.send(BARE_SSE_HEAD + b"c\r\ndata: first\n\r\n")
         conn.wait_peer_closed(10)  # then silence
         return False
 

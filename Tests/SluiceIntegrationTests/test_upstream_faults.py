@@ -19,14 +19,9 @@ import pytest
 from origin import respond
 from rawhttp import RawConn, request_bytes
 from sluice_proc import wait_records
+from streams import LAST_CHUNK, SSE_HEAD, chunk, sse_head
 
-SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
 EVENTS = [b"data: {\"i\": %d}\n\n" % i for i in range(3)]
-
-
-def chunk(data: bytes) -> bytes:
-    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
 def logged_proxy(stack, origin, **kw):
@@ -64,8 +59,7 @@ def test_reset_mid_stream_aborts_the_client_and_is_logged(stack, framing):
                 conn.send(chunk(ev))
                 conn.sleep(0.02)
         else:
-            conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n"
-                      % (len(body) + 1000) + body)
+            conn.send(sse_head(framing=f"Content-Length: {len(body) + 1000}") + body)
             conn.sleep(0.05)
         conn.abort()  # SO_LINGER 0: RST, not FIN
         return False
@@ -201,7 +195,7 @@ def test_reused_connection_closed_without_answer_after_streamed_body_is_502(stac
         raw = request_bytes("POST", "/two", [("Content-Type", "application/json")], b'{"prompt": "hi"}')
     else:
         raw = (b"POST /two HTTP/1.1\r\nHost: sluice.test\r\nTransfer-Encoding: chunked\r\n\r\n"
-               + chunk(b'{"prompt": "hi"}') + b"0\r\n\r\n")
+               + chunk(b'{"prompt": "hi"}') + LAST_CHUNK)
     origin = stack.origin(_closes_on_reuse(how))
     sl, log = logged_proxy(stack, origin)
     r = _first_then_second(sl, "POST", raw)
