@@ -42,7 +42,9 @@ let package = Package(
         .executableTarget(name: "SluiceFuzzChunked", dependencies: ["SluiceFuzzSupport"]),
         .executableTarget(name: "SluiceFuzzTap", dependencies: ["SluiceFuzzSupport"]),
         .executableTarget(name: "SluiceFuzzConfig", dependencies: ["SluiceFuzzSupport"]),
-        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore"]),
+        // The unit tests share SluiceFuzzSupport's test helpers (the chunked-body reassembly), so a unit test and
+        // the fuzz target check the decoder against one reference.
+        .testTarget(name: "SluiceCoreTests", dependencies: ["SluiceCore", "SluiceFuzzSupport"]),
     ],
     swiftLanguageModes: [.v6]
 )

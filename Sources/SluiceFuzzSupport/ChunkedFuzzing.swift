@@ -15,28 +15,8 @@ public enum ChunkedFuzzing {
         roundTrip(bytes, choices: &choices)
     }
 
-    /// What decoding a body produced, offsets in the whole input.
-    enum Decoded: Equatable {
-        case ended(payload: [UInt8], at: Int)
-        case consumedAll(payload: [UInt8])
-        case failed(HTTPParseError, at: Int)
-
-        /// What `ChunkedDecoder.scan` reports for the same input: no payload.
-        var scanned: Scanned {
-            switch self {
-            case .ended(_, let at): .ended(at: at)
-            case .consumedAll: .consumedAll
-            case .failed(let error, let at): .failed(error, at: at)
-            }
-        }
-    }
-
-    /// What `scan` produced, offsets in the whole input.
-    enum Scanned: Equatable {
-        case ended(at: Int)
-        case consumedAll
-        case failed(HTTPParseError, at: Int)
-    }
+    typealias Decoded = ChunkedBody.Decoded
+    typealias Scanned = ChunkedBody.Scanned
 
     private static func differential(_ bytes: [UInt8], choices: inout FuzzChoices) {
         for limits in [HTTPLimits(), choices.smallHeadLimits()] {
@@ -55,7 +35,7 @@ public enum ChunkedFuzzing {
                     propertyFailed("chunked: split decode differs from whole decode",
                                    "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)\nwhole \(whole)\nsplit \(split)")
                 }
-                let scanned = scan(bytes, cuts: cuts, limits: limits)
+                let scanned = ChunkedBody.scan(bytes, cuts: cuts, limits: limits)
                 guard scanned == whole.scanned else {
                     propertyFailed("chunked: scan differs from next",
                                    "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)\nnext \(whole)\nscan \(scanned)")
@@ -110,57 +90,25 @@ public enum ChunkedFuzzing {
         return (body, after)
     }
 
-    /// Decodes `bytes` given as separate spans cut at `cuts` with `next`, reassembling the payload from the `.data`
-    /// steps; checks that a settled decoder repeats itself.
+    /// `ChunkedBody.decode` (which traps on a step of no bytes or past its span), and checks that a settled decoder
+    /// repeats itself: `.end(0)` once finished, the same error at offset 0 once failed, whatever it is given next.
     static func decode(_ bytes: [UInt8], cuts: [Int], limits: HTTPLimits) -> Decoded {
-        var decoder = ChunkedDecoder(limits: limits)
-        var payload: [UInt8] = []
-        var segmentStart = 0
-        for segmentEnd in cuts + [bytes.count] {
-            let segment = bytes.span.extracting(segmentStart..<segmentEnd)
-            var offset = 0
-            while offset < segment.count {
-                let base = segmentStart + offset
-                let step = decoder.next(segment.extracting(offset...))
-                switch step {
-                case .framing(let count), .data(let count):
-                    guard count > 0, count <= segment.count - offset else {
-                        propertyFailed("chunked: a step of no bytes or past the input",
-                                       "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)\nat \(base): \(step)")
-                    }
-                    if case .data = step { payload += bytes[base..<base + count] }
-                    offset += count
-                case .end(let count):
-                    guard decoder.isFinished, decoder.next(segment) == .end(0) else {
-                        propertyFailed("chunked: a finished decoder does not repeat .end(0)",
-                                       "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)")
-                    }
-                    return .ended(payload: payload, at: base + count)
-                case .failed(let error, let at):
-                    guard decoder.next(segment) == .failed(error, at: 0) else {
-                        propertyFailed("chunked: a failed decoder does not repeat its error",
-                                       "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)")
-                    }
-                    return .failed(error, at: base + at)
-                }
+        let result = ChunkedBody.decodeKeepingDecoder(bytes, cuts: cuts, limits: limits)
+        var decoder = result.decoder
+        switch result.decoded {
+        case .ended:
+            guard decoder.isFinished, decoder.next(bytes.span) == .end(0) else {
+                propertyFailed("chunked: a finished decoder does not repeat .end(0)",
+                               "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)")
             }
-            segmentStart = segmentEnd
-        }
-        return .consumedAll(payload: payload)
-    }
-
-    /// `decode` with `scan`, without the payload.
-    static func scan(_ bytes: [UInt8], cuts: [Int], limits: HTTPLimits) -> Scanned {
-        var decoder = ChunkedDecoder(limits: limits)
-        var segmentStart = 0
-        for segmentEnd in cuts + [bytes.count] {
-            switch decoder.scan(bytes.span.extracting(segmentStart..<segmentEnd)) {
-            case .consumedAll: break
-            case .ended(let at): return .ended(at: segmentStart + at)
-            case .failed(let error, let at): return .failed(error, at: segmentStart + at)
+        case .failed(let error, _):
+            guard decoder.next(bytes.span) == .failed(error, at: 0) else {
+                propertyFailed("chunked: a failed decoder does not repeat its error",
+                               "input \(escaped(bytes))\nlimits \(limits)\ncuts \(cuts)")
             }
-            segmentStart = segmentEnd
+        case .consumedAll:
+            break
         }
-        return .consumedAll
+        return result.decoded
     }
 }

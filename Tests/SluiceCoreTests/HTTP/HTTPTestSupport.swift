@@ -1,4 +1,5 @@
 @testable import SluiceCore
+import SluiceFuzzSupport
 
 /// Helpers for the HTTP tests, in a namespace so that they cannot clash with other folders' tests.
 enum HTTPTestSupport {
@@ -40,57 +41,23 @@ enum HTTPTestSupport {
         return feedings
     }
 
-    /// The outcome of decoding a chunked body with `ChunkedDecoder.next`.
-    enum Decoded: Equatable {
-        /// The body ended at this offset of the whole input, with this payload.
-        case ended(payload: [UInt8], at: Int)
-        /// The input ran out before the body ended.
-        case consumedAll(payload: [UInt8])
-        case failed(HTTPParseError, at: Int)
-    }
+    /// The outcome of decoding a chunked body with `ChunkedDecoder.next` (shared with the chunked fuzz target).
+    typealias Decoded = ChunkedBody.Decoded
 
     /// Decodes `bytes` given to a fresh decoder as separate spans split at `cuts`, reassembling the payload from
     /// `.data` steps; offsets are translated to offsets of the whole input.
     static func decode(_ bytes: [UInt8], cuts: [Int], limits: HTTPLimits = HTTPLimits()) -> Decoded {
-        var decoder = ChunkedDecoder(limits: limits)
-        var payload: [UInt8] = []
-        var segmentStart = 0
-        for segmentEnd in cuts + [bytes.count] {
-            let segment = bytes.span.extracting(segmentStart..<segmentEnd)
-            var offset = 0
-            while offset < segment.count {
-                let base = segmentStart + offset
-                switch decoder.next(segment.extracting(offset...)) {
-                case .framing(let count):
-                    offset += count
-                case .data(let count):
-                    payload += bytes[base..<base + count]
-                    offset += count
-                case .end(let count):
-                    return .ended(payload: payload, at: base + count)
-                case .failed(let error, let at):
-                    return .failed(error, at: base + at)
-                }
-            }
-            segmentStart = segmentEnd
-        }
-        return .consumedAll(payload: payload)
+        ChunkedBody.decode(bytes, cuts: cuts, limits: limits)
     }
 
     /// Like `decode` but with `ChunkedDecoder.scan`; returns the end offset in the whole input, or nil if the body
     /// did not end, or the failure.
     static func scan(_ bytes: [UInt8], cuts: [Int],
                      limits: HTTPLimits = HTTPLimits()) -> Result<Int?, HTTPParseFailure> {
-        var decoder = ChunkedDecoder(limits: limits)
-        var segmentStart = 0
-        for segmentEnd in cuts + [bytes.count] {
-            switch decoder.scan(bytes.span.extracting(segmentStart..<segmentEnd)) {
-            case .consumedAll: break
-            case .ended(let at): return .success(segmentStart + at)
-            case .failed(let error, let at): return .failure(HTTPParseFailure(error, at: segmentStart + at))
-            }
-            segmentStart = segmentEnd
+        switch ChunkedBody.scan(bytes, cuts: cuts, limits: limits) {
+        case .ended(let at): .success(at)
+        case .consumedAll: .success(nil)
+        case .failed(let error, let at): .failure(HTTPParseFailure(error, at: at))
         }
-        return .success(nil)
     }
 }
