@@ -69,3 +69,15 @@ extension ConfigValues {
         return range
     }
 }
+
+// Parsing lives with the configuration (Net/ knows nothing of config errors, so Config depends on Net, never back).
+extension IPRange {
+    /// Parses `10.0.0.0/8`, `::1/128` or a single address (`/32` or `/128` implied).
+    /// - Throws: ``ConfigError`` with file "command line" and line 0; the file parser wraps
+    ///   the same check with its own file and line.
+    public init(parsing text: String) throws(ConfigError) {
+        self = try ConfigError.locating(file: ConfigError.commandLine, line: 0) { () throws(ConfigValueError) in
+            try ConfigValues.ipRange(text)
+        }
+    }
+}

@@ -4,8 +4,8 @@
 /// §2.5.5.2). A dual-stack listener reports IPv4 peers in that form, so storing both the same
 /// way means one client has one rate-limit key and IPv4 ranges match it however it arrived.
 ///
-/// Lives in RateLimit/ (standard library only) because client keys are built from
-/// `X-Forwarded-For` text on the request path; Config/ reuses it for `trusted_proxies`.
+/// Lives in Net/ (standard library only), shared by RateLimit/ (client keys built from `X-Forwarded-For` text on the
+/// request path) and Config/ (`trusted_proxies`), so neither of those imports the other.
 public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
     /// Bits 127...64 of the address (the first 8 bytes in network order, as a number).
     public let high: UInt64
