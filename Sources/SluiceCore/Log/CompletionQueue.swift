@@ -1,4 +1,3 @@
-import Glibc
 import Synchronization
 
 /// The bounded side queue between the loops and the completion-log writer.
@@ -212,7 +211,7 @@ struct SingleThreadOwner: ~Copyable, Sendable {
     init() {}
 
     func isCurrentThread() -> Bool {
-        let current = UInt(pthread_self())
+        let current = Syscall.currentThreadID()
         let (claimed, previous) = owner.compareExchange(expected: 0, desired: current, ordering: .relaxed)
         return claimed || previous == current
     }

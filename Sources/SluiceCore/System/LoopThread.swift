@@ -1,7 +1,8 @@
 import CSluiceLinux
 import Glibc
 
-/// Starts a detached OS thread (pthread) that runs one loop for the life of the process.
+/// Starts a detached OS thread (pthread) that runs one loop for the life of the process. In System/ because it is a
+/// kernel thread's wrapper; the loops themselves know nothing of pthreads.
 public enum LoopThread {
     private final class Box {
         let body: @Sendable () -> Void
@@ -22,5 +23,12 @@ public enum LoopThread {
         }
         _ = pthread_setname_np(thread, String(name.prefix(15)))
         pthread_detach(thread)
+    }
+}
+
+extension Syscall {
+    /// An identifier of the calling thread, unique among live threads (pthread_self), for ownership checks.
+    static func currentThreadID() -> UInt {
+        UInt(pthread_self())
     }
 }
