@@ -56,6 +56,8 @@ func serve(_ config: Config) -> RunningProxy {
                          "tls_listeners": .strings(running.tlsListeners),
                          "admin": running.admin.map { .string($0) } ?? .json("null"),
                          "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
+                         // Routed upstreams whose names are retried in the background (/readyz is 503 until they resolve).
+                         "unresolved_upstreams": .strings(running.unresolvedUpstreams.map(\.name)),
                          "completion_log": .strings(sinks),
                          // The same reading ProxySettings made: start-up has already raised the soft limit.
                          "max_connections": .int(config.effectiveMaxConnections(openFileLimit: Syscall.openFileLimit())),
@@ -187,6 +189,10 @@ case .check(let path):
         printToStderr(error.located(orIn: path))
         exit(1)
     }
+    // Names are looked up as a start would look them up: `check` says what start-up will do with each.
+    let findings = UpstreamNameCheck.findings(config, file: path)
+    findings.forEach { printToStderr($0.description) }
+    if findings.contains(where: { $0.severity == .error }) { exit(1) }
     print("\(path): ok")
 case .run(let overrides):
     let config: Config

@@ -15,7 +15,7 @@ KEYS = ["ts", "request_id", "traceparent", "client", "route", "method", "path", 
 USAGE_KEYS = ["usage_source", "estimated_usage"]
 ENDS = {"complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect", "timeout_first_byte",
         "timeout_idle", "timeout_total", "client_write_timeout", "rejected_rate_limit", "rejected_bad_request",
-        "drain", "rejected_overload"}
+        "drain", "rejected_overload", "upstream_unresolved"}
 
 
 def check_shape(rec: dict) -> None:

@@ -364,7 +364,7 @@ def test_promtool_alerts_fire_on_failure_and_stay_quiet_when_healthy(tmp_path):
     """Unit tests of the rules on synthetic series (two pods, one-minute samples over 40 minutes):
     a healthy deployment (1 % 5xx, upstream errors among successes, p95 TTFT under a second, no
     drops) raises nothing; a failing one (every forwarded exchange an upstream error or connect
-    timeout, while rate-limit rejections still succeed; 37 % 5xx; TTFT ~10 s; drops) raises all four."""
+    timeout or unresolved name, while rate-limit rejections still succeed; 37 % 5xx; TTFT ~10 s; drops) raises all four."""
     promtool = _promtool()
     healthy, failing = [], []
     for pod in ("sluice-0", "sluice-1"):
@@ -383,6 +383,8 @@ def test_promtool_alerts_fire_on_failure_and_stay_quiet_when_healthy(tmp_path):
             _series(pod, "sluice_exchanges_total", {"end": "complete"}, "0x40"),
             _series(pod, "sluice_exchanges_total", {"end": "upstream_error"}, "0+50x40"),
             _series(pod, "sluice_exchanges_total", {"end": "timeout_connect"}, "0+10x40"),
+            # A name that never resolved fails exchanges too (502 upstream_unresolved).
+            _series(pod, "sluice_exchanges_total", {"end": "upstream_unresolved"}, "0+5x40"),
             _series(pod, "sluice_exchanges_total", {"end": "rejected_rate_limit"}, "0+100x40"),
             # Only sluice-0's queue overflows: the alert names that pod.
             _series(pod, "sluice_log_records_dropped_total", {}, "0+5x40" if pod == "sluice-0" else "0x40"),

@@ -190,7 +190,7 @@ final class AdminLoop {
         case .wait:
             break
         case .respond(let reply):
-            connection.response = AdminRoutes.response(to: reply, isReady: readiness.isReady, metrics: { metrics.render() }).bytes
+            connection.response = AdminRoutes.response(to: reply, readiness: readiness.report, metrics: { metrics.render() }).bytes
             connection.written = 0
             flush(connection)
         case .close(let reason):

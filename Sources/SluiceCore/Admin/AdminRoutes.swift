@@ -22,9 +22,10 @@ struct AdminResponse: Equatable {
 enum AdminRoutes {
     /// The response to `reply`.
     /// - Parameters:
-    ///   - isReady: false once draining (`/readyz` answers 503).
+    ///   - readiness: what `/readyz` answers: 200 `ready`, or 503 with why not (`draining`, or one line per
+    ///     routed upstream whose name has not resolved yet).
     ///   - metrics: renders the Prometheus text; called only for `/metrics`.
-    static func response(to reply: AdminReply, isReady: Bool, metrics: () -> String) -> AdminResponse {
+    static func response(to reply: AdminReply, readiness: ReadinessReport, metrics: () -> String) -> AdminResponse {
         switch reply {
         case .badRequest(let message):
             return AdminResponse(status: 400, reason: "Bad Request", contentType: "text/plain", body: message + "\n")
@@ -41,11 +42,17 @@ enum AdminRoutes {
                 return AdminResponse(status: 200, reason: "OK", contentType: MetricsRegistry.contentType, body: metrics(), headOnly: headOnly)
             case "/healthz":
                 return AdminResponse(status: 200, reason: "OK", contentType: "text/plain", body: "ok\n", headOnly: headOnly)
-            case "/readyz" where isReady:
-                return AdminResponse(status: 200, reason: "OK", contentType: "text/plain", body: "ready\n", headOnly: headOnly)
             case "/readyz":
-                return AdminResponse(status: 503, reason: "Service Unavailable", contentType: "text/plain", body: "draining\n",
-                                     headOnly: headOnly)
+                let body: String
+                switch readiness {
+                case .ready:
+                    return AdminResponse(status: 200, reason: "OK", contentType: "text/plain", body: "ready\n", headOnly: headOnly)
+                case .draining:
+                    body = "draining\n"
+                case .unresolved(let upstreams):
+                    body = upstreams.map { "not ready: \($0.description)\n" }.joined()
+                }
+                return AdminResponse(status: 503, reason: "Service Unavailable", contentType: "text/plain", body: body, headOnly: headOnly)
             default:
                 return AdminResponse(status: 404, reason: "Not Found", contentType: "text/plain",
                                      body: "not found; try /metrics, /healthz or /readyz\n")

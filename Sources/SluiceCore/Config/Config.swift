@@ -182,6 +182,8 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
     public var maxIdleConnections: Int
     /// Milliseconds between lookups of a host name; 0 looks it up only at start-up and reload.
     public var resolveInterval: Int
+    /// What a name that does not resolve at start-up (or reload) does to it.
+    public var resolveAtStart: ResolveAtStart
     /// Verification settings of an `https` upstream; nil for `http`.
     public var tls: TLSClientConfig?
 
@@ -195,6 +197,7 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
         name: String, scheme: UpstreamScheme, host: String, port: UInt16,
         maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections,
         resolveInterval: Int = UpstreamConfig.defaultResolveInterval,
+        resolveAtStart: ResolveAtStart = .retry,
         tls: TLSClientConfig? = nil
     ) {
         self.name = name
@@ -203,6 +206,7 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
         self.port = port
         self.maxIdleConnections = maxIdleConnections
         self.resolveInterval = resolveInterval
+        self.resolveAtStart = resolveAtStart
         self.tls = tls ?? (scheme == .https ? TLSClientConfig() : nil)
     }
 
@@ -211,6 +215,16 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
         let host = self.host.contains(":") ? "[\(self.host)]" : self.host
         return "\(scheme.rawValue)://\(host):\(port)"
     }
+}
+
+/// `resolve_at_start`: what start-up (and a reload) does when a routed upstream's host name does not resolve.
+public enum ResolveAtStart: String, Sendable, Equatable, CaseIterable {
+    /// Start anyway and look the name up again in the background (1 s, doubling up to `resolve_interval`); its
+    /// routes answer 502 `upstream_unresolved` and `/readyz` 503 until it resolves. A pod whose backend Service is
+    /// not there yet starts and turns ready, instead of crash-looping.
+    case retry
+    /// Refuse to start (a reload keeps the running configuration), as a missing name always did before.
+    case required
 }
 
 /// Timeouts in milliseconds; 0 means the timer is off.

@@ -10,6 +10,8 @@ struct ConfigDraft: Equatable {
         var server: ConfigValues.Server?
         var maxIdle = UpstreamConfig.defaultMaxIdleConnections
         var resolveInterval = UpstreamConfig.defaultResolveInterval
+        /// nil: the top-level `resolve_at_start` (or its default) applies.
+        var resolveAtStart: ResolveAtStart?
         var tls = TLSClientConfig()
         /// Line of the first `tls_*` key, for "only for https" errors; 0 when none.
         var tlsLine = 0
@@ -80,6 +82,8 @@ struct ConfigDraft: Equatable {
     /// nil means `auto` or not given: one worker per online CPU.
     var workers: Int?
     var drainTimeout = Config.defaultDrainTimeout
+    /// The top-level `resolve_at_start`: the default of upstreams that do not set their own.
+    var resolveAtStart = ResolveAtStart.retry
     var listeners: [ListenAddress] = []
     /// Line of each entry of ``listeners``; 0 for one that came from `--listen` or the default.
     var listenerLines: [Int] = []

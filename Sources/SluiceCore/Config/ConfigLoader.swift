@@ -97,6 +97,8 @@ extension ConfigDraft {
             // with its line, which is more useful than guessing what was meant.
             if let index = upstreams.firstIndex(where: { $0.name == root.upstream }) {
                 upstreams[index].server = server
+                // The file's `server` line no longer says where the name came from.
+                keyLines["upstream.\(upstreams[index].name).server"] = nil
             }
             return
         }
@@ -131,6 +133,7 @@ extension ConfigDraft {
                 UpstreamConfig(
                     name: upstream.name, scheme: server.scheme, host: server.host, port: server.port,
                     maxIdleConnections: upstream.maxIdle, resolveInterval: upstream.resolveInterval,
+                    resolveAtStart: upstream.resolveAtStart ?? resolveAtStart,
                     tls: server.scheme == .https ? upstream.tls : nil))
         }
         let resolvedRateLimits = try resolveRateLimits(file: file)

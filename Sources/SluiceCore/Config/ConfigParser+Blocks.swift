@@ -42,6 +42,10 @@ extension ConfigParser {
         case "server":
             let text = try single(values, for: name, expected: "URL", usage: "server http://127.0.0.1:8000", line: line)
             draft.upstreams[index].server = try value(line) { () throws(ConfigValueError) in try ConfigValues.upstreamURL(text) }
+            // Where a name that does not resolve is reported (`sluice check`, a `required` start-up).
+            draft.keyLines["upstream.\(draft.upstreams[index].name).server"] = line.number
+        case "resolve_at_start":
+            draft.upstreams[index].resolveAtStart = try resolveAtStart(values, line: line)
         case ConfigUpstreamTLSKey.caFile.rawValue:
             draft.upstreams[index].tls.caFile = try single(values, for: name, expected: "PATH", usage: "tls_ca_file /etc/ssl/my-ca.pem", line: line)
         case ConfigUpstreamTLSKey.caDirectory.rawValue:
@@ -60,6 +64,15 @@ extension ConfigParser {
                 try ConfigValues.integer(text, in: 0...Self.maximumIdleConnections, what: "max_idle")
             }
         }
+    }
+
+    /// The value of `resolve_at_start`, at the top level or in an upstream block.
+    func resolveAtStart(_ values: [String], line: ConfigLine) throws(ConfigError) -> ResolveAtStart {
+        let text = try single(values, for: "resolve_at_start", expected: "retry or required", usage: "resolve_at_start required", line: line)
+        guard let mode = ResolveAtStart(rawValue: text) else {
+            throw error(line, "resolve_at_start must be retry or required, got \(ConfigValues.quoted(text))")
+        }
+        return mode
     }
 
     mutating func route(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {

@@ -240,6 +240,8 @@ struct ConfigParser {
         case .drainTimeout:
             let text = try single(values, for: name, expected: "a duration", usage: "drain_timeout 300s", line: line)
             draft.drainTimeout = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
+        case .resolveAtStart:
+            draft.resolveAtStart = try resolveAtStart(values, line: line)
         case .listen:
             // `listen ADDRESS tls` terminates TLS there (see the `tls` block).
             let terminatesTLS = values.count == 2 && values[1] == "tls"

@@ -22,7 +22,7 @@ enum ConfigBlockKind: String, CaseIterable {
         switch self {
         case .timeouts: ConfigTimeoutKey.allCases.map(\.rawValue)
         case .limits: ConfigLimitKey.allCases.map(\.rawValue)
-        case .upstream: ["server", "max_idle", "resolve_interval"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
+        case .upstream: ["server", "max_idle", "resolve_interval", "resolve_at_start"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
                 + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit", ConfigRouteKey.injectUsage.rawValue]
@@ -100,6 +100,8 @@ enum ConfigTopLevelKey: String, CaseIterable {
     case trustedProxies = "trusted_proxies"
     /// `drain_timeout DURATION`: how long SIGTERM waits for exchanges in flight.
     case drainTimeout = "drain_timeout"
+    /// `resolve_at_start retry|required`: the default of every upstream block (which may set its own).
+    case resolveAtStart = "resolve_at_start"
 
     /// Whether the key may appear on several lines (each adds to a list).
     var repeats: Bool {

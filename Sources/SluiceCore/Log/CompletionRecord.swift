@@ -37,6 +37,8 @@ public struct CompletionRecord: Sendable {
         case drain
         /// Answered 503 at once: `max_connections` client connections were open.
         case rejectedOverload = "rejected_overload"
+        /// Answered 502: the route's upstream name has not resolved since start-up (or the reload that added it).
+        case upstreamUnresolved = "upstream_unresolved"
 
         /// Position in `allCases`, used as a metrics array index without a search.
         public var ordinal: Int {
@@ -54,6 +56,7 @@ public struct CompletionRecord: Sendable {
             case .rejectedBadRequest: 10
             case .drain: 11
             case .rejectedOverload: 12
+            case .upstreamUnresolved: 13
             }
         }
     }

@@ -45,6 +45,9 @@ public final class RunningProxy: Sendable {
     /// The configuration in force (after any reload).
     public var config: Config { state.withLock { $0.config } }
 
+    /// The routed upstreams of the settings in force whose names have not resolved yet.
+    public var unresolvedUpstreams: [UnresolvedUpstream] { state.withLock { $0.settings }.unresolvedUpstreams }
+
     /// Open client connections over all loops.
     public var openConnections: Int { metrics.loops.reduce(0) { $0 + $1.activeConnections } }
 
@@ -63,7 +66,8 @@ public final class RunningProxy: Sendable {
     /// ones are kept, so no connection is refused meanwhile. Exchanges in flight keep their settings.
     /// What only a restart can change (workers, admin, log sinks, watermarks) keeps its running value.
     /// - Returns: one message per setting kept because it needs a restart.
-    /// - Throws: when an upstream cannot be resolved or a new address cannot be bound; nothing changed then.
+    /// - Throws: when a `resolve_at_start required` upstream does not resolve or a new address cannot be bound;
+    ///   nothing changed then.
     public func reload(_ newConfig: Config) throws(StartError) -> [String] {
         try state.withLock { state throws(StartError) -> [String] in
             let (config, kept) = Self.restartOnly(newConfig, running: state.config)
@@ -93,6 +97,8 @@ public final class RunningProxy: Sendable {
                 }
                 state.config = config
                 state.settings = settings
+                readiness.watch(settings)
+                Self.logResolution(settings)
                 return kept
             } catch {
                 added.flatMap(\.fds).forEach { _ = Glibc.close($0) }
@@ -154,6 +160,8 @@ public final class RunningProxy: Sendable {
                 OpLog.info("upstream addresses changed", fields(upstream.addresses.host, addresses))
             case .recovered(let addresses):
                 OpLog.info("upstream name resolves again", fields(upstream.addresses.host, addresses))
+            case .resolved(let addresses):
+                OpLog.info("upstream name resolves; its routes are served", fields(upstream.addresses.host, addresses))
             case .failed(let error, first: true):
                 OpLog.warn("upstream name lookup failed; its last addresses stay in use",
                            ["upstream": .string(upstream.name), "error": .string(error),
@@ -162,6 +170,29 @@ public final class RunningProxy: Sendable {
         }
     }
 
+    /// Logs, for settings just built, each upstream start-up could not look up: a routed name that does not
+    /// resolve (retried in the background from now on), one whose lookup failed but that keeps the addresses it
+    /// had before a reload, and one no route uses (never looked up). One line each; the resolver thread logs
+    /// when a name resolves.
+    static func logResolution(_ settings: ProxySettings) {
+        for upstream in settings.upstreams {
+            let addresses = upstream.addresses
+            if !upstream.routed {
+                OpLog.warn("upstream not used by any route: its name is not looked up",
+                           ["upstream": .string(upstream.name), "server": .string(upstream.display)])
+            } else if let reason = addresses.unresolvedReason {
+                OpLog.warn("upstream name does not resolve; retrying in the background (its routes answer 502 upstream_unresolved "
+                           + "and /readyz 503 until it resolves)",
+                           ["upstream": .string(upstream.name), "host": .string(addresses.host), "error": .string(reason)])
+            } else if let failure = addresses.creationFailure {
+                OpLog.warn("upstream name lookup failed; its last addresses stay in use",
+                           ["upstream": .string(upstream.name), "error": .string(failure),
+                            "addresses": .strings(addresses.all.map(\.description))])
+            }
+        }
+    }
+
+    /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
     /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
     /// `milliseconds` for them, then flushes the completion log. Returns false if something did not finish.
     public func stop(within milliseconds: Int) -> Bool {
@@ -175,17 +206,6 @@ public final class RunningProxy: Sendable {
         let flushed = completionWriter?.stop(flushWithin: max(100, Int(deadline - Syscall.monotonicMilliseconds()))) ?? true
         return flushed && stoppedLoops.count == loops.count
     }
-}
-
-/// Whether the proxy takes new work, for `GET /readyz`. Any thread.
-public final class Readiness: Sendable {
-    private let draining = Atomic<Bool>(false)
-
-    public init() {}
-
-    public var isReady: Bool { !draining.load(ordering: .acquiring) }
-
-    func startDraining() { draining.store(true, ordering: .releasing) }
 }
 
 /// A listen address bound on every worker.
@@ -226,8 +246,9 @@ final class StopCounter: Sendable {
 /// Binds the listeners and starts one `ProxyLoop` thread per worker.
 public enum ProxyServer {
     /// Binds every listen address once per worker, opens the completion log, then starts the loops. Throws
-    /// before any loop starts, so an address in use, an unresolvable upstream or an unwritable log is a
-    /// start-up error.
+    /// before any loop starts, so an address in use, an unwritable log or a routed upstream with
+    /// `resolve_at_start required` whose name does not resolve is a start-up error (any other name that does
+    /// not resolve is retried in the background).
     public static func start(config: Config) throws(StartError) -> RunningProxy {
         Syscall.ignoreSIGPIPE()
         Syscall.configureAllocator()
@@ -267,6 +288,7 @@ public enum ProxyServer {
             }
         }
         let readiness = Readiness()
+        readiness.watch(settings)
         var admin: String?
         if let address = config.admin {
             do { admin = try AdminServer.start(address: address, metrics: metrics, readiness: readiness) } catch {
@@ -297,6 +319,7 @@ public enum ProxyServer {
         }
         let running = RunningProxy(config: config, settings: settings, listeners: listeners, admin: admin, completionWriter: writer,
                                    metrics: metrics, readiness: readiness, loops: handoffs, stoppedLoops: stopped)
+        RunningProxy.logResolution(settings)
         do { try LoopThread.spawn(name: "sluice-resolver") { running.refreshUpstreamAddressesUntilStopped() } } catch {
             throw StartError(error.description)
         }

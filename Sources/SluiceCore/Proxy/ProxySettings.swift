@@ -16,6 +16,9 @@ public final class ProxySettings: Sendable {
         public var hostHeader: [UInt8]?
         /// `host[:port]` of the upstream: the Host of a request that came without one (HTTP/1.0).
         public var authority: [UInt8]
+        /// A route uses it: only then is its name looked up, and only then does an unresolved name hold back
+        /// `/readyz`.
+        public var routed: Bool
     }
 
     public struct Route: Sendable {
@@ -66,27 +69,32 @@ public final class ProxySettings: Sendable {
     /// Every pooled buffer has this size: it holds a whole request or response head, or a full queue.
     public var bufferCapacity: Int { max(highWatermark, httpLimits.maxHeadBytes) + 1024 }
 
-    /// Resolves upstream host names (blocking getaddrinfo: start-up and reload only, never on a loop; later
-    /// lookups are the resolver thread's, see `RunningProxy.refreshUpstreamAddresses`) and
-    /// names the routes' and rules' metrics slots in `metrics`. The rate limiter of `previous` is kept, budgets
-    /// and all, when the rules did not change; otherwise the new rules start with full budgets.
+    /// Resolves the host names of the upstreams routes use (blocking getaddrinfo: start-up and reload only, never
+    /// on a loop; later lookups, and the retries of a name that did not resolve, are the resolver thread's, see
+    /// `RunningProxy.refreshUpstreamAddresses`) and names the routes' and rules' metrics slots in `metrics`. The
+    /// rate limiter of `previous` is kept, budgets and all, when the rules did not change; otherwise the new rules
+    /// start with full budgets. A name that fails a reload's lookup keeps `previous`'s addresses.
+    /// - Throws: a `StartError` at the `server` line of a routed upstream with `resolve_at_start required` whose
+    ///   name does not resolve (ending with the resolver's message); a TLS file that does not load.
     public init(config: Config, previous: ProxySettings? = nil, metrics: MetricsRegistry) throws(StartError) {
         var upstreams: [Upstream] = []
         let contexts = try Self.tlsContexts(config)
+        let routedNames = Set(config.routes.map(\.upstream))
         for (upstream, tls) in zip(config.upstreams, contexts.upstreams) {
-            let addresses: UpstreamAddresses
-            do {
-                addresses = try UpstreamAddresses(host: upstream.host, port: upstream.port, refreshInterval: upstream.resolveInterval,
-                                                  now: Syscall.monotonicMilliseconds())
-            } catch {
-                throw StartError("upstream '\(upstream.name)': \(error.description)")
+            let routed = routedNames.contains(upstream.name)
+            let addresses = UpstreamAddresses(host: upstream.host, port: upstream.port, refreshInterval: upstream.resolveInterval,
+                                              now: Syscall.monotonicMilliseconds(), lookUp: routed,
+                                              previous: previous?.upstreams.first { $0.name == upstream.name }?.addresses)
+            if routed, upstream.resolveAtStart == .required, let reason = addresses.unresolvedReason {
+                throw StartError("upstream '\(upstream.name)' does not resolve (resolve_at_start required): \(reason)",
+                                 file: config.sourcePath, line: config.serverLine(of: upstream))
             }
             let host = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
             upstreams.append(Upstream(name: upstream.name, addresses: addresses, display: "\(host):\(upstream.port)",
                                       maxIdleConnections: upstream.maxIdleConnections, tls: tls,
                                       tlsHost: upstream.tls?.serverName ?? upstream.host,
                                       hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8),
-                                      authority: Array(Self.authority(upstream).utf8)))
+                                      authority: Array(Self.authority(upstream).utf8), routed: routed))
         }
         serverTLS = contexts.server
         // Read after start-up raised the soft limit to the hard one (`ProxyServer.start`); a reload reads it again.
@@ -119,6 +127,14 @@ public final class ProxySettings: Sendable {
         ruleMetricsSlots = metrics.useRateLimiter(limiter, rules: config.rateLimits.map(\.name))
         includeQueryInLog = config.log.includeQuery
         requestBodyScanLimit = config.log.requestBodyScanLimit
+    }
+
+    /// The routed upstreams whose names have not resolved yet: what `/readyz` and the start-up lines report.
+    public var unresolvedUpstreams: [UnresolvedUpstream] {
+        upstreams.compactMap { upstream in
+            guard upstream.routed, let reason = upstream.addresses.unresolvedReason else { return nil }
+            return UnresolvedUpstream(name: upstream.name, server: upstream.display, reason: reason)
+        }
     }
 
     /// `host[:port]` as a Host field names an upstream (the port only when not the scheme's default).

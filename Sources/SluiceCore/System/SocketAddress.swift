@@ -50,9 +50,9 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
         hints.ai_family = AF_UNSPEC
         var result: UnsafeMutablePointer<addrinfo>?
         let status = getaddrinfo(host, String(port), &hints, &result)
-        guard status == 0, result != nil else {
-            throw SystemError(call: "getaddrinfo(\(host)): \(String(cString: gai_strerror(status)))", errno: 0)
-        }
+        let code = Glibc.errno  // read at once: only EAI_SYSTEM means anything by it
+        guard status == 0 else { throw resolverError(host: host, status: status, errno: code) }
+        guard result != nil else { throw SystemError(call: "getaddrinfo(\(host))", reason: "no address") }
         defer { freeaddrinfo(result) }
         var addresses: [SocketAddress] = []
         var entry = result
@@ -65,8 +65,15 @@ public struct SocketAddress: Sendable, Equatable, CustomStringConvertible {
             if !addresses.contains(address) { addresses.append(address) }
             entry = current.pointee.ai_next
         }
-        guard !addresses.isEmpty else { throw SystemError(call: "getaddrinfo(\(host)): no address", errno: 0) }
+        guard !addresses.isEmpty else { throw SystemError(call: "getaddrinfo(\(host))", reason: "no address") }
         return addresses
+    }
+
+    /// getaddrinfo's failure in the resolver's words: its EAI_* code through `gai_strerror`; only EAI_SYSTEM
+    /// leaves the cause in errno.
+    static func resolverError(host: String, status: Int32, errno code: Int32) -> SystemError {
+        if status == EAI_SYSTEM && code != 0 { return SystemError(call: "getaddrinfo(\(host))", errno: code) }
+        return SystemError(call: "getaddrinfo(\(host))", reason: String(cString: gai_strerror(status)))
     }
 
     public var family: Int32 { Int32(storage.ss_family) }

@@ -4,13 +4,24 @@ import Glibc
 public struct SystemError: Error, CustomStringConvertible, Sendable {
     public let call: String
     public let errno: Int32
+    /// The failure in words when errno does not say it: getaddrinfo reports through its own EAI_* codes
+    /// (`gai_strerror`) and leaves errno alone, so `strerror(errno)` would append a stale ": Success".
+    public let reason: String?
 
     public init(call: String, errno: Int32) {
         self.call = call
         self.errno = errno
+        reason = nil
     }
 
-    public var description: String { "\(call): \(String(cString: strerror(errno)))" }
+    /// A failure that errno does not describe (`errno` is 0).
+    public init(call: String, reason: String) {
+        self.call = call
+        errno = 0
+        self.reason = reason
+    }
+
+    public var description: String { "\(call): \(reason ?? String(cString: strerror(errno)))" }
 }
 
 /// The outcome of a non-blocking call: EAGAIN is a value, not an error.

@@ -6,7 +6,7 @@ import Testing
 @Suite struct AdminRoutesTests {
     private struct Case {
         var reply: AdminReply
-        var ready = true
+        var readiness = ReadinessReport.ready
         var status: Int
         var body: String
         var headOnly = false
@@ -15,11 +15,19 @@ import Testing
 
     private static func get(_ path: String) -> AdminReply { .route(AdminRequest(method: .get, path: path)) }
 
+    private static let unresolved = UnresolvedUpstream(name: "backend", server: "llm-backend:8000",
+                                                       reason: "getaddrinfo(llm-backend): Name or service not known")
+
     private static let cases: [Case] = [
         Case(reply: get("/healthz"), status: 200, body: "ok\n"),
-        Case(reply: get("/healthz"), ready: false, status: 200, body: "ok\n"),
+        Case(reply: get("/healthz"), readiness: .draining, status: 200, body: "ok\n"),
+        // Liveness is not readiness: a name that does not resolve yet is not cured by a restart.
+        Case(reply: get("/healthz"), readiness: .unresolved([unresolved]), status: 200, body: "ok\n"),
         Case(reply: get("/readyz"), status: 200, body: "ready\n"),
-        Case(reply: get("/readyz"), ready: false, status: 503, body: "draining\n"),
+        Case(reply: get("/readyz"), readiness: .draining, status: 503, body: "draining\n"),
+        Case(reply: get("/readyz"), readiness: .unresolved([unresolved, UnresolvedUpstream(name: "b", server: "b.invalid:80", reason: "r")]),
+             status: 503, body: "not ready: upstream 'backend' (llm-backend:8000) does not resolve yet: getaddrinfo(llm-backend): "
+                 + "Name or service not known\nnot ready: upstream 'b' (b.invalid:80) does not resolve yet: r\n"),
         Case(reply: get("/metrics"), status: 200, body: "# metrics\n", rendersMetrics: true),
         Case(reply: .route(AdminRequest(method: .head, path: "/metrics")), status: 200, body: "# metrics\n", headOnly: true,
              rendersMetrics: true),
@@ -34,7 +42,7 @@ import Testing
     func response(_ index: Int) {
         let testCase = Self.cases[index]
         var rendered = false
-        let response = AdminRoutes.response(to: testCase.reply, isReady: testCase.ready) {
+        let response = AdminRoutes.response(to: testCase.reply, readiness: testCase.readiness) {
             rendered = true
             return "# metrics\n"
         }

@@ -82,7 +82,8 @@ import Testing
     @Test func endHasExactlyTheSpecifiedSpellings() {
         let specified = ["complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect",
                          "timeout_first_byte", "timeout_idle", "timeout_total", "client_write_timeout",
-                         "rejected_rate_limit", "rejected_bad_request", "drain", "rejected_overload"]
+                         "rejected_rate_limit", "rejected_bad_request", "drain", "rejected_overload",
+                         "upstream_unresolved"]
         #expect(CompletionRecord.End.allCases.map(\.rawValue) == specified)
         #expect(CompletionRecord.End.allCases.map(\.ordinal) == Array(0..<specified.count))
     }

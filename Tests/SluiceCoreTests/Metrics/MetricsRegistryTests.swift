@@ -232,6 +232,7 @@ sluice_exchanges_total{end="rejected_rate_limit"} 0
 sluice_exchanges_total{end="rejected_bad_request"} 0
 sluice_exchanges_total{end="drain"} 0
 sluice_exchanges_total{end="rejected_overload"} 0
+sluice_exchanges_total{end="upstream_unresolved"} 0
 # HELP sluice_client_bytes_received_total Bytes read from clients.
 # TYPE sluice_client_bytes_received_total counter
 sluice_client_bytes_received_total 150

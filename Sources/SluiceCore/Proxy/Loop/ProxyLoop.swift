@@ -444,7 +444,10 @@ public final class ProxyLoop {
     func openUpstream(_ upstreamIndex: Int, of settings: ProxySettings) throws(SystemError) -> UpstreamConnection {
         let upstream = settings.upstreams[upstreamIndex]
         let generation = upstream.addresses.generation
-        let address = upstream.addresses.next(now: now)
+        // The session answers an unresolved name before it gets here (`connectUpstream`); this is the backstop.
+        guard let address = upstream.addresses.next(now: now) else {
+            throw SystemError(call: "connect to \(upstream.display)", reason: "the name does not resolve yet")
+        }
         var tls: TLSEngine?
         if let context = upstream.tls {
             // Creating an SSL fails only when memory does.

@@ -9,6 +9,12 @@ extension ClientSession {
 
     /// Takes an idle pooled connection or opens a new one.
     func connectUpstream() {
+        // A name that has not resolved yet has no address to try (the resolver thread keeps looking): a 502 now,
+        // with no connect attempt, no upstream address in the record and no tokens charged.
+        if let reason = settings.upstreams[upstreamIndex].addresses.unresolvedReason {  // one atomic load once resolved
+            return upstreamFailed(.unresolved("upstream \(upstreamName) (\(upstreamDisplay)) does not resolve yet: \(reason)",
+                                              client: "upstream \(upstreamName) does not resolve yet"))
+        }
         upstreamContacted = true
         if !replayed, let pooled = loop.takePooledUpstream(upstreamIndex, of: settings) {
             pooled.session = self

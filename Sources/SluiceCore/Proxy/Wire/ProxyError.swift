@@ -75,6 +75,13 @@ struct ProxyError: Error, Equatable {
         ProxyError(source: .upstream, status: 502, type: "upstream_unreachable", message: message, end: .upstreamError, clientMessage: client)
     }
 
+    /// The upstream's host name has not resolved yet (retried in the background): nothing was tried, so the
+    /// client learns only the upstream's name.
+    static func unresolved(_ message: String, client: String) -> ProxyError {
+        ProxyError(source: .upstream, status: 502, type: "upstream_unresolved", message: message, end: .upstreamUnresolved,
+                   clientMessage: client)
+    }
+
     static func badResponse(_ message: String, client: String? = nil) -> ProxyError {
         ProxyError(source: .upstream, status: 502, type: "upstream_bad_response", message: message, end: .upstreamError, clientMessage: client)
     }
