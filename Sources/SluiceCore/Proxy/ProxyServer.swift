@@ -193,7 +193,6 @@ public final class RunningProxy: Sendable {
     }
 
     /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
-    /// Stops the loops (exchanges in flight are cut and recorded as `drain`), waits up to
     /// `milliseconds` for them, then flushes the completion log. Returns false if something did not finish.
     public func stop(within milliseconds: Int) -> Bool {
         readiness.startDraining()
