@@ -30,6 +30,9 @@ FAMILIES = {
     "sluice_active_connections": "gauge", "sluice_active_streams": "gauge", "sluice_queued_bytes": "gauge",
     "sluice_ttfb_seconds": "histogram", "sluice_ttfe_seconds": "histogram", "sluice_ttft_seconds": "histogram",
     "sluice_duration_seconds": "histogram", "sluice_event_gap_seconds": "histogram",
+    "sluice_prompt_tokens": "counter", "sluice_completion_tokens": "counter", "sluice_build_info": "gauge",
+    "process_cpu_seconds": "counter", "process_resident_memory_bytes": "gauge", "process_open_fds": "gauge",
+    "process_start_time_seconds": "gauge",
 }
 
 
@@ -55,10 +58,19 @@ class Scrape:
         assert key in self.samples, f"no series {name}{labels} in /metrics"
         return self.samples[key]
 
+    def total(self, name: str) -> float:
+        """The sum of every series of sample `name` (e.g. TTFT's, which are by route and model)."""
+        return sum(v for (n, _), v in self.samples.items() if n == name)
+
     def buckets(self, name: str) -> list[tuple[float, float]]:
-        """(le, cumulative count) in file order, +Inf last."""
+        """(le, cumulative count) summed over the family's series, ascending, +Inf last."""
         fam = self.families[name]
-        return [(float(s.labels["le"]), s.value) for s in fam.samples if s.name == name + "_bucket"]
+        counts: dict[float, float] = {}
+        for s in fam.samples:
+            if s.name == name + "_bucket":
+                le = float(s.labels["le"])
+                counts[le] = counts.get(le, 0) + s.value
+        return sorted(counts.items())
 
 
 def _handler(release: threading.Event):
@@ -241,12 +253,13 @@ def test_metrics_parse_and_agree_with_the_log(stack, tmp_path):
 
     for name, key in (("sluice_ttfb_seconds", "ttfb_ms"), ("sluice_ttfe_seconds", "ttfe_ms"), ("sluice_ttft_seconds", "ttft_ms"),
                       ("sluice_duration_seconds", "duration_ms")):
+        # TTFT is by route and model: its series are summed (the other histograms have one series).
         values = [r[key] / 1000 for r in records if r[key] is not None]
-        agree(m.get(name + "_count"), len(values), f"{name}_count vs records with {key}")
-        if abs(m.get(name + "_sum") - sum(values)) > 1e-6 * max(1, len(values)):
-            problems.append(f"{name}_sum {m.get(name + '_sum')} vs log {sum(values)}")
+        agree(m.total(name + "_count"), len(values), f"{name}_count vs records with {key}")
+        if abs(m.total(name + "_sum") - sum(values)) > 1e-6 * max(1, len(values)):
+            problems.append(f"{name}_sum {m.total(name + '_sum')} vs log {sum(values)}")
         buckets = m.buckets(name)
-        assert buckets[-1][0] == float("inf") and buckets[-1][1] == m.get(name + "_count")
+        assert buckets[-1][0] == float("inf") and buckets[-1][1] == m.total(name + "_count")
         for le, count in buckets:
             agree(count, sum(1 for v in values if v <= le), f"{name}_bucket{{le={le}}}")
 
@@ -313,8 +326,9 @@ def test_ttft_histogram_without_a_completion_log(stack):
     r = get(sl.port, "/v1/chat/completions")
     assert r.status == 200 and r.complete
     deadline = time.monotonic() + 3
-    while (m := Scrape(sl)).get("sluice_ttft_seconds_count") != 1:
-        assert time.monotonic() < deadline, m.get("sluice_ttft_seconds_count")
+    while (m := Scrape(sl)).total("sluice_ttft_seconds_count") != 1:
+        assert time.monotonic() < deadline, m.total("sluice_ttft_seconds_count")
         time.sleep(0.05)
-    assert 0.19 <= m.get("sluice_ttft_seconds_sum") <= 0.3, m.get("sluice_ttft_seconds_sum")
+    # No model in the request or the stream: the series is model "none".
+    assert 0.19 <= m.get("sluice_ttft_seconds_sum", route="/", model="none") <= 0.3, m.text
     assert m.get("sluice_ttfe_seconds_sum") < 0.1

@@ -83,8 +83,8 @@ public struct CompletionRecord: Sendable {
 
     // MARK: Identity
 
-    /// Wall clock at the start of the exchange, milliseconds since the Unix epoch (UTC).
-    public var timestampMilliseconds: Int64
+    /// Wall clock at the start of the exchange, microseconds since the Unix epoch (UTC).
+    public var timestampMicroseconds: Int64
     /// The `X-Request-Id` sluice sent upstream.
     public var requestID: String
     /// The client's `traceparent` (W3C Trace Context) if it sent one.
@@ -106,7 +106,7 @@ public struct CompletionRecord: Sendable {
     /// The status sent to the client, 0 if none was sent.
     public var status: Int
 
-    // MARK: Volume and timing (milliseconds on the loop's monotonic clock)
+    // MARK: Volume and timing (milliseconds, measured in microseconds on the loop's monotonic clock)
 
     /// Bytes received from the client: head and body.
     public var requestBytes: Int64
@@ -164,9 +164,9 @@ public struct CompletionRecord: Sendable {
 
     /// A record with the identity fields set and everything else empty: status 0, zero counts,
     /// timings unset, `end` `.complete`. The loop fills the rest as the exchange progresses.
-    public init(timestampMilliseconds: Int64, requestID: String, clientAddress: String, method: String,
+    public init(timestampMicroseconds: Int64, requestID: String, clientAddress: String, method: String,
                 path: String, worker: Int) {
-        self.timestampMilliseconds = timestampMilliseconds
+        self.timestampMicroseconds = timestampMicroseconds
         self.requestID = requestID
         self.traceparent = nil
         self.upstreamRequestID = nil
@@ -215,7 +215,7 @@ extension CompletionRecord {
     /// Writer thread; allocates only when `out` must grow.
     public func writeJSON(into out: inout [UInt8]) {
         JSONBytes.appendRaw("{\"ts\":\"", to: &out)
-        Self.appendTimestamp(timestampMilliseconds, to: &out)
+        Self.appendTimestamp(microseconds: timestampMicroseconds, to: &out)
         JSONBytes.appendRaw("\",\"request_id\":", to: &out)
         JSONBytes.appendString(requestID, to: &out)
         if let upstreamRequestID {
@@ -301,12 +301,12 @@ extension CompletionRecord {
         JSONBytes.appendRaw("}\n", to: &out)
     }
 
-    /// Milliseconds since the Unix epoch on the wall clock (a vDSO call, no syscall), for
-    /// ``timestampMilliseconds``; taken once per exchange.
-    public static func wallClockMilliseconds() -> Int64 {
+    /// Microseconds since the Unix epoch on the wall clock (a vDSO call, no syscall), for
+    /// ``timestampMicroseconds``; taken once per exchange.
+    public static func wallClockMicroseconds() -> Int64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
     }
 
     /// The line as a `String` (tests and diagnostics).
@@ -353,16 +353,17 @@ extension CompletionRecord {
         }
     }
 
-    /// RFC 3339 §5.6 in UTC with milliseconds, e.g. `2025-01-31T23:59:59.123Z`. Computed with
-    /// integer calendar arithmetic (H. Hinnant, "chrono-compatible low-level date algorithms",
-    /// civil_from_days), so it needs neither Foundation nor the C library's time zone state.
-    static func appendTimestamp(_ milliseconds: Int64, to out: inout [UInt8]) {
-        let dayMilliseconds: Int64 = 86_400_000
-        var days = milliseconds / dayMilliseconds
-        var remainder = milliseconds % dayMilliseconds
+    /// RFC 3339 §5.6 in UTC with microseconds, e.g. `2025-01-31T23:59:59.123456Z` (the wall clock is read
+    /// with microsecond resolution, so all six digits are measured). Computed with integer calendar
+    /// arithmetic (H. Hinnant, "chrono-compatible low-level date algorithms", civil_from_days), so it needs
+    /// neither Foundation nor the C library's time zone state.
+    static func appendTimestamp(microseconds: Int64, to out: inout [UInt8]) {
+        let dayMicroseconds: Int64 = 86_400_000_000
+        var days = microseconds / dayMicroseconds
+        var remainder = microseconds % dayMicroseconds
         if remainder < 0 { // floor division, for instants before 1970
             days -= 1
-            remainder += dayMilliseconds
+            remainder += dayMicroseconds
         }
         let z = days + 719_468
         let era = (z >= 0 ? z : z - 146_096) / 146_097
@@ -390,13 +391,13 @@ extension CompletionRecord {
         out.append(UInt8(ascii: "-"))
         digits(day, 2)
         out.append(UInt8(ascii: "T"))
-        digits(remainder / 3_600_000, 2)
+        digits(remainder / 3_600_000_000, 2)
         out.append(UInt8(ascii: ":"))
-        digits(remainder / 60_000 % 60, 2)
+        digits(remainder / 60_000_000 % 60, 2)
         out.append(UInt8(ascii: ":"))
-        digits(remainder / 1000 % 60, 2)
+        digits(remainder / 1_000_000 % 60, 2)
         out.append(UInt8(ascii: "."))
-        digits(remainder % 1000, 3)
+        digits(remainder % 1_000_000, 6)
         out.append(UInt8(ascii: "Z"))
     }
 }

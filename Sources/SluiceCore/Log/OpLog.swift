@@ -85,7 +85,7 @@ public enum OpLog {
         line += String(decoding: quoted, as: UTF8.self)
     }
 
-    /// RFC 3339 UTC with milliseconds.
+    /// RFC 3339 UTC with microseconds, like the completion record's `ts`, so the two logs interleave exactly.
     public static func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
@@ -97,6 +97,6 @@ public enum OpLog {
             return String(repeating: "0", count: max(0, width - text.count)) + text
         }
         return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1_000_000), 3))Z"
+            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1000), 6))Z"
     }
 }

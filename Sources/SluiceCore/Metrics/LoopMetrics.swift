@@ -1,11 +1,9 @@
-/// One of the five timing histograms.
+/// One of the timing histograms without labels. TTFT, labelled by route and model, is in ``ModelSeriesLayout``.
 public enum LatencyMetric: Int, Sendable, CaseIterable {
     /// Request forwarded → response head received.
     case ttfb
     /// Request forwarded → first SSE `data:` event, whatever it carried.
     case ttfe
-    /// Request forwarded → first output: the first content-bearing SSE event, or a non-SSE body's first byte.
-    case ttft
     /// Whole exchange, accept of the request to its last byte or its end.
     case duration
     /// Between two consecutive SSE events of one response.
@@ -14,12 +12,8 @@ public enum LatencyMetric: Int, Sendable, CaseIterable {
     /// Upper bounds of the buckets in microseconds, ascending; `+Inf` is implicit.
     public var bucketBounds: [Int] {
         switch self {
-        case .ttfb, .ttfe, .ttft, .duration:
-            // From a local origin's few milliseconds to a reasoning model's ten minutes; roughly
-            // 1-2.5-5 per decade, which keeps the quantile error small where LLM latencies sit.
-            [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-             1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
-             60_000_000, 120_000_000, 300_000_000, 600_000_000]
+        case .ttfb, .ttfe, .duration:
+            Self.requestLatencyBounds
         case .eventGap:
             // Token streams emit every few to tens of milliseconds; long gaps are stalls.
             [1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
@@ -27,11 +21,17 @@ public enum LatencyMetric: Int, Sendable, CaseIterable {
         }
     }
 
+    /// The buckets of the request latencies (TTFB, TTFE, TTFT, duration), in microseconds: from a local origin's
+    /// few milliseconds to a reasoning model's ten minutes; roughly 1-2.5-5 per decade, which keeps the quantile
+    /// error small where LLM latencies sit.
+    static let requestLatencyBounds = [5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+                                       1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+                                       60_000_000, 120_000_000, 300_000_000, 600_000_000]
+
     var metricName: String {
         switch self {
         case .ttfb: "sluice_ttfb_seconds"
         case .ttfe: "sluice_ttfe_seconds"
-        case .ttft: "sluice_ttft_seconds"
         case .duration: "sluice_duration_seconds"
         case .eventGap: "sluice_event_gap_seconds"
         }
@@ -41,7 +41,6 @@ public enum LatencyMetric: Int, Sendable, CaseIterable {
         switch self {
         case .ttfb: "Time from forwarding the request to receiving the upstream's response head."
         case .ttfe: "Time from forwarding the request to the first SSE data event."
-        case .ttft: "Time from forwarding the request to the first output: a content-bearing SSE event or a body's first byte."
         case .duration: "Duration of exchanges, from the request to the end of the response."
         case .eventGap: "Time between consecutive SSE events of a response."
         }
@@ -77,6 +76,9 @@ struct MetricsLayout: Sendable {
     let rateLimitRejections: Int
     /// First cell of each histogram: its buckets (the last one `+Inf`), then the sum in µs.
     let histograms: [Int]
+    /// First cell of the per-model series: ``ModelSeriesTable/capacity`` named ones, then the `other` series of
+    /// each route slot and of "no route", ``ModelSeriesLayout/cellCount`` cells each.
+    let modelSeries: Int
     let cellCount: Int
 
     init(routeCount: Int, ruleCount: Int) {
@@ -95,12 +97,25 @@ struct MetricsLayout: Sendable {
             next += metric.bucketBounds.count + 2
         }
         self.histograms = histograms
+        modelSeries = next
+        next += (ModelSeriesTable.capacity + routeCount + 1) * ModelSeriesLayout.cellCount
         cellCount = next
     }
 
+    /// The first cell of per-model series `series` (``ModelSeriesTable/series(route:model:)``).
+    @inline(__always)
+    func modelSeriesCell(_ series: Int) -> Int {
+        modelSeries + series * ModelSeriesLayout.cellCount
+    }
+
+    /// The route slot for the model table: `route` when it is a slot, else `routeCount` ("no route").
+    @inline(__always)
+    func routeSlot(_ route: Int?) -> Int {
+        route.map { $0 >= 0 && $0 < routeCount ? $0 : routeCount } ?? routeCount
+    }
+
     func requestCell(route: Int?, classIndex: Int) -> Int {
-        let routeIndex = route.map { $0 >= 0 && $0 < routeCount ? $0 : routeCount } ?? routeCount
-        return requests + routeIndex * Self.statusClasses.count + classIndex
+        requests + routeSlot(route) * Self.statusClasses.count + classIndex
     }
 
     /// 0-4 for 1xx-5xx, 5 for no status (0) or anything outside 100-599.
@@ -118,14 +133,19 @@ struct MetricsLayout: Sendable {
 public final class LoopMetrics: Sendable {
     let layout: MetricsLayout
     let cells: MetricCells
+    /// The `(route, model)` labels, shared by all loops (``MetricsRegistry``).
+    let modelSeries: ModelSeriesTable
     /// Every histogram's bucket bounds, one after the other (one flat array: no nested array
-    /// to retain on the per-event path).
+    /// to retain on the per-event path); the TTFT bounds last.
     private let bounds: [Int]
     /// Per histogram: where its bounds start in `bounds`, how many there are, its first cell.
     private let histogramPlaces: [(boundsStart: Int, boundsCount: Int, firstCell: Int)]
+    /// Where the TTFT bounds start in `bounds`.
+    private let ttftBoundsStart: Int
 
-    init(layout: MetricsLayout) {
+    init(layout: MetricsLayout, modelSeries: ModelSeriesTable) {
         self.layout = layout
+        self.modelSeries = modelSeries
         cells = MetricCells(count: layout.cellCount)
         var bounds: [Int] = []
         var places: [(Int, Int, Int)] = []
@@ -133,6 +153,8 @@ public final class LoopMetrics: Sendable {
             places.append((bounds.count, metric.bucketBounds.count, layout.histograms[metric.rawValue]))
             bounds += metric.bucketBounds
         }
+        ttftBoundsStart = bounds.count
+        bounds += ModelSeriesLayout.ttftBounds
         self.bounds = bounds
         histogramPlaces = places
     }
@@ -206,29 +228,64 @@ public final class LoopMetrics: Sendable {
     /// (a clock bug) count as 0.
     @inline(__always)
     public func observe(_ metric: LatencyMetric, milliseconds: Double) {
-        let microseconds = milliseconds > 0 ? Int(min(milliseconds * 1000, 9.0e15).rounded()) : 0
-        observe(metric, microseconds: microseconds)
+        observe(metric, microseconds: Self.microseconds(milliseconds))
     }
 
-    /// Adds one observation in microseconds.
+    /// Adds one observation in microseconds (negative: counted as 0).
     public func observe(_ metric: LatencyMetric, microseconds: Int) {
         let place = histogramPlaces[metric.rawValue]
+        observe(microseconds, boundsStart: place.boundsStart, boundsCount: place.boundsCount, firstCell: place.firstCell)
+    }
+
+    @inline(__always)
+    private func observe(_ microseconds: Int, boundsStart: Int, boundsCount: Int, firstCell: Int) {
+        let microseconds = max(0, microseconds)
         // A linear scan: 16 well-predicted compares beat a binary search's mispredictions.
         var bucket = 0
-        while bucket < place.boundsCount && microseconds > bounds[place.boundsStart + bucket] { bucket += 1 }
-        cells.add(place.firstCell + bucket, 1) // bucket == boundsCount is +Inf
-        cells.add(place.firstCell + place.boundsCount + 1, max(0, microseconds))
+        while bucket < boundsCount && microseconds > bounds[boundsStart + bucket] { bucket += 1 }
+        cells.add(firstCell + bucket, 1) // bucket == boundsCount is +Inf
+        cells.add(firstCell + boundsCount + 1, microseconds)
     }
 
     /// Counts a finished exchange from its record: requests by route and status class, exchanges
-    /// by end, and the TTFB, TTFE, TTFT and duration histograms (those reached). The inter-event gap
-    /// histogram is fed per event by the stream tap instead.
+    /// by end, the TTFB, TTFE and duration histograms (those reached), and, by route and model, the
+    /// TTFT histogram and the reported tokens. The inter-event gap histogram is fed per event by the
+    /// stream tap instead.
+    ///
+    /// Once per exchange, at its end: the model's series is looked up under the table's lock only when
+    /// there is a TTFT or usage to count.
     public func countCompletion(_ record: borrowing CompletionRecord, route: Int?) {
         countRequest(route: route, status: record.status)
         countExchange(record.end)
         if let ttfb = record.ttfbMilliseconds { observe(.ttfb, milliseconds: ttfb) }
         if let ttfe = record.ttfeMilliseconds { observe(.ttfe, milliseconds: ttfe) }
-        if let ttft = record.ttftMilliseconds { observe(.ttft, milliseconds: ttft) }
         observe(.duration, milliseconds: record.durationMilliseconds)
+        guard record.ttftMilliseconds != nil || record.usage != nil else { return }
+        let series = modelSeries.series(route: layout.routeSlot(route), model: record.model)
+        countModel(series: series, ttftMicroseconds: record.ttftMilliseconds.map(Self.microseconds),
+                   usage: record.usage)
+    }
+
+    /// Adds an exchange's TTFT and reported tokens to per-model series `series`.
+    func countModel(series: Int, ttftMicroseconds: Int?, usage: CompletionRecord.Usage?) {
+        let first = layout.modelSeriesCell(series)
+        if let usage {
+            // Clamped: a backend's nonsense (a negative or absurd count) must not move a counter backwards or wrap it.
+            cells.add(first + ModelSeriesLayout.promptTokens, Int(min(max(0, usage.promptTokens), Self.maxTokensPerExchange)))
+            cells.add(first + ModelSeriesLayout.completionTokens, Int(min(max(0, usage.completionTokens), Self.maxTokensPerExchange)))
+        }
+        if let ttftMicroseconds {
+            observe(ttftMicroseconds, boundsStart: ttftBoundsStart, boundsCount: ModelSeriesLayout.ttftBounds.count,
+                    firstCell: first + ModelSeriesLayout.ttftBuckets)
+        }
+    }
+
+    /// The most tokens one exchange adds to a counter (2^40, far beyond any context window): at most 2^23 such
+    /// exchanges before a counter could wrap, instead of one.
+    static let maxTokensPerExchange: Int64 = 1 << 40
+
+    /// Milliseconds (a record's time) as whole microseconds; negative or NaN (a clock bug) as 0.
+    static func microseconds(_ milliseconds: Double) -> Int {
+        milliseconds > 0 ? Int(min(milliseconds * 1000, 9.0e15).rounded()) : 0
     }
 }

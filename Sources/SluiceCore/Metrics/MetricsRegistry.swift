@@ -17,6 +17,8 @@ public final class MetricsRegistry: Sendable {
     public let logQueue: CompletionQueue?
     private let layout: MetricsLayout
     private let names: Locked<Names>
+    /// The `(route, model)` labels of the TTFT histogram and the token counters, shared by the loops.
+    let modelSeries = ModelSeriesTable()
 
     /// The labels of the slots and the live rate limiter (replaced by a reload that changes the rules).
     private struct Names {
@@ -37,7 +39,8 @@ public final class MetricsRegistry: Sendable {
         let layout = MetricsLayout(routeCount: max(routeCapacity ?? 0, routes.count),
                                    ruleCount: max(ruleCapacity ?? 0, rateLimitRules.count))
         self.layout = layout
-        loops = (0..<workers).map { _ in LoopMetrics(layout: layout) }
+        let modelSeries = modelSeries
+        loops = (0..<workers).map { _ in LoopMetrics(layout: layout, modelSeries: modelSeries) }
         self.logQueue = logQueue
         names = Locked(Names())
         _ = routeSlots(for: routes)
@@ -79,8 +82,15 @@ public final class MetricsRegistry: Sendable {
     /// (``contentType``). Any thread; allocates (a scrape is not on the data path).
     ///
     /// Every counter and histogram is written even when zero, for every route, status class,
-    /// `end` and rule, so a rate over a series that appears later still starts from 0.
-    public func render() -> String {
+    /// `end` and rule, so a rate over a series that appears later still starts from 0. The per-model
+    /// series are the exception: a `(route, model)` pair appears once it has been counted (its labels
+    /// are not known before), and a route's `other` once a model beyond the cap was counted there.
+    ///
+    /// - Parameters:
+    ///   - process: the `process_*` values; read from procfs now unless given (tests give fixed ones).
+    ///   - build: the labels of `sluice_build_info`.
+    public func render(process: ProcessStats = .current(),
+                       build: (version: String, commit: String) = (BuildInfo.version, BuildInfo.commit)) -> String {
         let (routes, rateLimitRules, currentRuleSlots, rateLimiter) = names.withLock {
             ($0.routes, $0.rules, $0.currentRuleSlots, $0.rateLimiter)
         }
@@ -178,7 +188,86 @@ public final class MetricsRegistry: Sendable {
             out.sample(name + "_bucket", labels: ["le": "+Inf"], value: cumulative)
             out.sample(name + "_sum", value: PrometheusText.seconds(microseconds: totals[first + bounds.count + 1]))
             out.sample(name + "_count", value: cumulative)
+            // TTFT right after TTFE, where it was before it gained its labels.
+            if metric == .ttfe { renderModelSeries(totals: totals, routes: routes, to: &out) }
         }
+
+        out.family("sluice_build_info", type: "gauge", help: "Always 1; the labels say which sluice this is.")
+        out.sample("sluice_build_info", labels: ["version": build.version, "commit": build.commit], value: 1)
+        Self.renderProcess(process, to: &out)
         return out.text
+    }
+
+    /// `sluice_ttft_seconds`, `sluice_prompt_tokens_total` and `sluice_completion_tokens_total` by route and model:
+    /// each route's named models in the order they were first counted, then its `other` if used.
+    private func renderModelSeries(totals: [Int], routes: [String], to out: inout PrometheusText) {
+        let pairs = modelSeries.pairs
+        var series: [(index: Int, route: String, model: String)] = []
+        for route in 0...layout.routeCount {
+            let routeLabel = route < routes.count ? routes[route] : "none"
+            for (index, pair) in pairs.enumerated() where pair.route == route {
+                series.append((index, routeLabel, pair.model))
+            }
+            let other = ModelSeriesTable.otherSeries(route: route)
+            let first = layout.modelSeriesCell(other)
+            if (0..<ModelSeriesLayout.cellCount).contains(where: { totals[first + $0] != 0 }) {
+                series.append((other, routeLabel, ModelSeriesTable.otherLabel))
+            }
+        }
+
+        let name = ModelSeriesLayout.ttftName
+        let bounds = ModelSeriesLayout.ttftBounds
+        out.family(name, type: "histogram", help: ModelSeriesLayout.ttftHelp)
+        for entry in series {
+            let first = layout.modelSeriesCell(entry.index) + ModelSeriesLayout.ttftBuckets
+            var cumulative = 0
+            for (index, bound) in bounds.enumerated() {
+                cumulative &+= totals[first + index]
+                out.sample(name + "_bucket", labels: ["route": entry.route, "model": entry.model,
+                                                      "le": PrometheusText.seconds(microseconds: bound)], value: cumulative)
+            }
+            cumulative &+= totals[first + bounds.count]
+            out.sample(name + "_bucket", labels: ["route": entry.route, "model": entry.model, "le": "+Inf"], value: cumulative)
+            out.sample(name + "_sum", labels: ["route": entry.route, "model": entry.model],
+                       value: PrometheusText.seconds(microseconds: totals[first + bounds.count + 1]))
+            out.sample(name + "_count", labels: ["route": entry.route, "model": entry.model], value: cumulative)
+        }
+
+        let counters = [
+            ("sluice_prompt_tokens_total", "Prompt tokens the upstream reported, by route and model.", ModelSeriesLayout.promptTokens),
+            ("sluice_completion_tokens_total", "Completion tokens the upstream reported, by route and model.",
+             ModelSeriesLayout.completionTokens),
+        ]
+        for (counter, help, offset) in counters {
+            out.family(counter, type: "counter", help: help)
+            for entry in series {
+                out.sample(counter, labels: ["route": entry.route, "model": entry.model],
+                           value: totals[layout.modelSeriesCell(entry.index) + offset])
+            }
+        }
+    }
+
+    /// The `process_*` families as the Prometheus client libraries name them; a value that could not be read is
+    /// left out with its family.
+    static func renderProcess(_ process: ProcessStats, to out: inout PrometheusText) {
+        if let cpu = process.cpuSeconds {
+            out.family("process_cpu_seconds_total", type: "counter", help: "Total user and system CPU time spent in seconds.")
+            out.sample("process_cpu_seconds_total", value: PrometheusText.decimal(cpu))
+        }
+        let gauges: [(String, String, Int?)] = [
+            ("process_resident_memory_bytes", "Resident memory size in bytes.", process.residentBytes),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", process.virtualBytes),
+            ("process_open_fds", "Number of open file descriptors.", process.openFileDescriptors),
+            ("process_max_fds", "Maximum number of open file descriptors.", process.maxFileDescriptors),
+        ]
+        for (name, help, value) in gauges {
+            guard let value else { continue }
+            out.family(name, type: "gauge", help: help)
+            out.sample(name, value: value)
+        }
+        if let start = process.startTimeSeconds {
+            out.family("process_start_time_seconds", type: "gauge", help: "Start time of the process since unix epoch in seconds.")
+            out.sample("process_start_time_seconds", value: PrometheusText.decimal(start))
+        }
     }
 }

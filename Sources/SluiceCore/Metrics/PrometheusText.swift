@@ -65,6 +65,14 @@ struct PrometheusText {
         }
     }
 
+    /// A measured value (CPU seconds, a start time) in the shortest form that reads back as the same `Double`,
+    /// e.g. `0.37` or `1732199190.47`; the format's `NaN`, `+Inf` and `-Inf` where Swift would print `nan`, `inf`.
+    static func decimal(_ value: Double) -> String {
+        if value.isNaN { return "NaN" }
+        if value.isInfinite { return value > 0 ? "+Inf" : "-Inf" }
+        return String(value)
+    }
+
     /// Microseconds as decimal seconds with no trailing zeros: 5000 → `0.005`, 1000000 → `1`,
     /// 2500000 → `2.5`. Exact, unlike printing a `Double`, so bucket labels are stable.
     static func seconds(microseconds: Int) -> String {

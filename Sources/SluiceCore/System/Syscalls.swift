@@ -155,6 +155,14 @@ public enum Syscall {
         return Int64(time.tv_sec) * 1000 + Int64(time.tv_nsec) / 1_000_000
     }
 
+    /// Microseconds on the monotonic clock: the resolution of the completion record's times.
+    @inline(__always)
+    public static func monotonicMicroseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Int64(time.tv_sec) * 1_000_000 + Int64(time.tv_nsec) / 1000
+    }
+
     /// Nanoseconds on the monotonic clock.
     @inline(__always)
     public static func monotonicNanoseconds() -> UInt64 {

@@ -3,11 +3,11 @@ public struct ResponseObservation: Equatable, Sendable {
     /// SSE events dispatched: blocks ended by a blank line that had at least one field line (`data`, `event`,
     /// `id`, `retry` or an unknown name). Comment-only blocks and extra blank lines do not count. 0 for non-SSE.
     public var eventCount: Int
-    /// `now` of the `observe` call in which the line of the stream's first `data` field began (TTFT).
+    /// `now` of the `observe` call in which the line of the stream's first `data` field began (TTFE).
     public var firstDataEventAt: Int64?
     /// `now` of the call that dispatched the last event.
     public var lastEventAt: Int64?
-    /// The longest time between two consecutive event dispatches (ms); 0 with fewer than two events.
+    /// The longest time between two consecutive event dispatches, in the unit of `now`; 0 with fewer than two events.
     public var maxGap: Int64
     /// The usage the backend reported; nil when the stream carried none (never estimated).
     public var usage: TokenUsage?
@@ -154,7 +154,7 @@ public struct ResponseTap: Sendable {
         if kind == .json && readsUsage { reader.beginDocument() }
     }
 
-    /// Reads the next piece of the body, received at `now` (loop milliseconds).
+    /// Reads the next piece of the body, received at `now` (loop microseconds: the session passes `ProxyLoop.nowMicroseconds`; the tap only subtracts times).
     public mutating func observe(_ bytes: Span<UInt8>, now: Int64) {
         guard !finished else { return }
         if firstByteAt == nil && bytes.count > 0 { firstByteAt = now }

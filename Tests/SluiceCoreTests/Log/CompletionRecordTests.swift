@@ -6,7 +6,7 @@ import Testing
 @Suite struct CompletionRecordTests {
     /// A record with every field set.
     static func fullRecord() -> CompletionRecord {
-        var record = CompletionRecord(timestampMilliseconds: 1_735_689_600_123, requestID: "7f3a9c2e4b1d0a86",
+        var record = CompletionRecord(timestampMicroseconds: 1_735_689_600_123_456, requestID: "7f3a9c2e4b1d0a86",
                                       clientAddress: "203.0.113.7:51234", method: "POST",
                                       path: "/v1/chat/completions?api_key=secret", worker: 3)
         record.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -35,7 +35,7 @@ import Testing
     }
 
     @Test func fullRecordRendersEveryFieldInOrder() {
-        let expected = #"{"ts":"2025-01-01T00:00:00.123Z","request_id":"7f3a9c2e4b1d0a86","#
+        let expected = #"{"ts":"2025-01-01T00:00:00.123456Z","request_id":"7f3a9c2e4b1d0a86","#
             + #""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","client":"203.0.113.7:51234","#
             + #""route":"/v1","method":"POST","path":"/v1/chat/completions","upstream":"10.0.0.5:8000","status":200,"#
             + #""request_bytes":812,"response_bytes":40213,"sse_events":153,"ttfb_ms":41.250,"ttfe_ms":41.750,"#
@@ -48,12 +48,12 @@ import Testing
     }
 
     @Test func absentValuesAreNull() throws {
-        var record = CompletionRecord(timestampMilliseconds: 0, requestID: "r1", clientAddress: "[::1]:9", method: "GET",
+        var record = CompletionRecord(timestampMicroseconds: 0, requestID: "r1", clientAddress: "[::1]:9", method: "GET",
                                       path: "/", worker: 0)
         record.end = .rejectedBadRequest
         record.status = 400
         record.error = "bad request line"
-        let expected = #"{"ts":"1970-01-01T00:00:00.000Z","request_id":"r1","traceparent":null,"client":"[::1]:9","#
+        let expected = #"{"ts":"1970-01-01T00:00:00.000000Z","request_id":"r1","traceparent":null,"client":"[::1]:9","#
             + #""route":null,"method":"GET","path":"/","upstream":null,"status":400,"request_bytes":0,"#
             + #""response_bytes":0,"sse_events":0,"ttfb_ms":null,"ttfe_ms":null,"ttft_ms":null,"tpot_ms":null,"#
             + #""tokens_per_second":null,"duration_ms":0.000,"#
@@ -171,9 +171,13 @@ import Testing
         #expect(object["capture_truncated"] as? Bool == true)
     }
 
+    /// Times are measured in whole microseconds (`ProxyLoop.nowMicroseconds`) and reach the record as
+    /// microseconds / 1000: each such value is written back as exactly its microseconds.
     @Test(arguments: [
         (0.0, "0.000"), (12.5, "12.500"), (0.0004, "0.000"), (0.0005, "0.001"), (1234.5678, "1234.568"),
         (-3, "0.000"), (Double.nan, "0.000"), (Double.infinity, "0.000"), (600_000, "600000.000"),
+        (Double(12_345) / 1000, "12.345"), (Double(1) / 1000, "0.001"), (Double(999) / 1000, "0.999"),
+        (Double(86_400_000_001) / 1000, "86400000.001"), (Double(3_600_000_123_457) / 1000, "3600000123.457"),
     ])
     func millisecondsHaveThreeDecimals(value: Double, expected: String) {
         var out: [UInt8] = []
@@ -189,23 +193,24 @@ import Testing
     }
 
     @Test(arguments: [
-        (Int64(0), "1970-01-01T00:00:00.000Z"),
-        (951_782_400_000, "2000-02-29T00:00:00.000Z"),
-        (1_735_689_599_999, "2024-12-31T23:59:59.999Z"),
-        (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
-        (-1, "1969-12-31T23:59:59.999Z"),
+        (Int64(0), "1970-01-01T00:00:00.000000Z"),
+        (951_782_400_000_000, "2000-02-29T00:00:00.000000Z"),
+        (1_735_689_599_999_999, "2024-12-31T23:59:59.999999Z"),
+        (1_735_689_600_000_001, "2025-01-01T00:00:00.000001Z"),
+        (4_107_542_400_000_000, "2100-03-01T00:00:00.000000Z"),
+        (-1, "1969-12-31T23:59:59.999999Z"),
     ])
-    func timestampsAreRFC3339UTC(milliseconds: Int64, expected: String) {
+    func timestampsAreRFC3339UTC(microseconds: Int64, expected: String) {
         var out: [UInt8] = []
-        CompletionRecord.appendTimestamp(milliseconds, to: &out)
+        CompletionRecord.appendTimestamp(microseconds: microseconds, to: &out)
         #expect(String(decoding: out, as: UTF8.self) == expected)
     }
 
     @Test func timestampsAgreeWithGmtime() {
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<2000 {
-            let milliseconds = Int64.random(in: 0..<7_258_118_400_000, using: &generator) // 1970 to 2200
-            var seconds = time_t(milliseconds / 1000)
+            let microseconds = Int64.random(in: 0..<7_258_118_400_000_000, using: &generator) // 1970 to 2200
+            var seconds = time_t(microseconds / 1_000_000)
             var parts = tm()
             gmtime_r(&seconds, &parts)
             func pad(_ value: Int32, _ width: Int) -> String {
@@ -213,17 +218,43 @@ import Testing
                 return String(repeating: "0", count: width - text.count) + text
             }
             let expected = "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-                + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(milliseconds % 1000), 3))Z"
+                + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(microseconds % 1_000_000), 6))Z"
             var out: [UInt8] = []
-            CompletionRecord.appendTimestamp(milliseconds, to: &out)
-            #expect(String(decoding: out, as: UTF8.self) == expected, "at \(milliseconds)")
+            CompletionRecord.appendTimestamp(microseconds: microseconds, to: &out)
+            #expect(String(decoding: out, as: UTF8.self) == expected, "at \(microseconds)")
         }
     }
 
-    @Test func wallClockIsNow() {
+    /// Whole numbers of microseconds below a day, divided by 1000 as the session does, come back as the same
+    /// digits: the three decimals are the measurement, never a rounding artefact.
+    @Test func microsecondCountsRoundTrip() {
+        var out: [UInt8] = []
+        // Densely below 10 ms, then every 8,639,993 µs up to a day (about 20,000 values in all).
+        for microseconds in Array(stride(from: Int64(0), to: 10_000, by: 1)) + Array(stride(from: Int64(0), to: 86_400_000_000, by: 8_639_993)) {
+            out.removeAll(keepingCapacity: true)
+            JSONBytes.appendMilliseconds(Double(microseconds) / 1000, to: &out)
+            let fraction = microseconds % 1000
+            let expected = "\(microseconds / 1000)." + (fraction < 10 ? "00" : fraction < 100 ? "0" : "") + "\(fraction)"
+            if String(decoding: out, as: UTF8.self) != expected {
+                Issue.record("\(microseconds) µs written as \(String(decoding: out, as: UTF8.self))")
+                return
+            }
+        }
+    }
+
+    @Test func wallClockIsNowInMicroseconds() {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        let difference = CompletionRecord.wallClockMilliseconds() - (Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000)
-        #expect(abs(difference) < 1000)
+        let before = Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
+        let clock = CompletionRecord.wallClockMicroseconds()
+        #expect(clock >= before && clock - before < 1_000_000)
+        // Microsecond resolution: some reading in a tight loop is not a whole millisecond, which a clock in
+        // milliseconds times 1000 could never give.
+        var sawSubMillisecond = false
+        for _ in 0..<10_000 where CompletionRecord.wallClockMicroseconds() % 1000 != 0 {
+            sawSubMillisecond = true
+            break
+        }
+        #expect(sawSubMillisecond)
     }
 }

@@ -74,7 +74,7 @@ enum LogTestSupport {
     /// A record whose identity the tests check: worker `worker`, sequence number `sequence`
     /// (carried in `requestID` and `sseEvents`).
     static func record(worker: Int, sequence: Int) -> CompletionRecord {
-        var record = CompletionRecord(timestampMilliseconds: 1_735_689_600_000 + Int64(sequence), requestID: "w\(worker)-\(sequence)",
+        var record = CompletionRecord(timestampMicroseconds: 1_735_689_600_000_000 + Int64(sequence), requestID: "w\(worker)-\(sequence)",
                                       clientAddress: "127.0.0.1:40000", method: "POST", path: "/v1/chat/completions", worker: worker)
         record.route = "/v1"
         record.status = 200

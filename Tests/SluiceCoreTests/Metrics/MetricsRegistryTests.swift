@@ -33,7 +33,16 @@ import Testing
         a.observe(.ttfb, milliseconds: 3)
         b.observe(.ttfb, milliseconds: 40)
         a.observe(.ttfb, milliseconds: 700_000) // beyond the last bound: only +Inf
-        a.observe(.ttft, milliseconds: 500.25)
+        // TTFT and tokens by route and model: two models on /v1/chat (one across both loops), one whose name
+        // needs escaping on the other route.
+        let table = registry.modelSeries
+        a.countModel(series: table.series(route: 0, model: "gpt-4o"), ttftMicroseconds: 500_250,
+                     usage: .init(promptTokens: 21, completionTokens: 152, totalTokens: 173))
+        b.countModel(series: table.series(route: 0, model: "gpt-4o"), ttftMicroseconds: nil,
+                     usage: .init(promptTokens: 4, completionTokens: 6, totalTokens: 10))
+        b.countModel(series: table.series(route: 0, model: nil), ttftMicroseconds: 3_000, usage: nil)
+        a.countModel(series: table.series(route: 1, model: "m\"x\\"), ttftMicroseconds: 40_000,
+                     usage: .init(promptTokens: 1, completionTokens: 2, totalTokens: 3))
         a.observe(.duration, milliseconds: 1500)
         b.observe(.duration, milliseconds: 5) // on a bound: le is inclusive
         a.observe(.eventGap, milliseconds: 0.5)
@@ -41,8 +50,16 @@ import Testing
         return registry
     }
 
+    /// Fixed `process_*` values and build labels, so the golden text does not depend on the host or the commit.
+    static let sampleProcess = ProcessStats(cpuSeconds: 1.25, residentBytes: 10_485_760, virtualBytes: 268_435_456,
+                                            openFileDescriptors: 12, maxFileDescriptors: 1_048_576,
+                                            startTimeSeconds: 1_735_689_600.37)
+    static func renderSample(_ registry: MetricsRegistry) -> String {
+        registry.render(process: sampleProcess, build: (version: "0.1.0", commit: "abc1234"))
+    }
+
     @Test func rendersTheGoldenText() {
-        let rendered = Self.sampleRegistry().render()
+        let rendered = Self.renderSample(Self.sampleRegistry())
         #expect(rendered == Self.golden)
         if rendered != Self.golden {
             // Point at the first differing line instead of two 9 kB strings.
@@ -59,19 +76,35 @@ import Testing
         #expect(issues.isEmpty, "\(issues)")
     }
 
+    @Test func processFamiliesWithoutAValueAreLeftOut() {
+        let rendered = MetricsRegistry(workers: 1, routes: [], rateLimitRules: [], logQueue: nil)
+            .render(process: ProcessStats(openFileDescriptors: 3), build: (version: "1.2.3", commit: "unknown"))
+        #expect(rendered.contains("\nprocess_open_fds 3\n"))
+        #expect(rendered.contains("\nsluice_build_info{version=\"1.2.3\",commit=\"unknown\"} 1\n"))
+        for absent in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                       "process_max_fds", "process_start_time_seconds"] {
+            #expect(!rendered.contains(absent), "\(absent) without a value")
+        }
+        let issues = PrometheusCheck.check(rendered)
+        #expect(issues.isEmpty, "\(issues)")
+    }
+
     @Test func loopsAreSummedAtScrape() {
         let registry = MetricsRegistry(workers: 3, routes: ["/"], rateLimitRules: [], logQueue: nil)
         for worker in 0..<3 {
             for _ in 0...worker { registry.loop(worker).countRequest(route: 0, status: 200) }
             registry.loop(worker).addClientBytesSent(10 * (worker + 1))
-            registry.loop(worker).observe(.ttft, milliseconds: 100)
+            registry.loop(worker).countModel(series: registry.modelSeries.series(route: 0, model: "m"), ttftMicroseconds: 100_000,
+                                             usage: .init(promptTokens: 1, completionTokens: Int64(worker), totalTokens: 0))
         }
         let samples = PrometheusCheck.samples(registry.render())
         #expect(samples["sluice_requests_total{route=\"/\",code_class=\"2xx\"}"] == "6")
         #expect(samples["sluice_client_bytes_sent_total"] == "60")
-        #expect(samples["sluice_ttft_seconds_bucket{le=\"0.1\"}"] == "3")
-        #expect(samples["sluice_ttft_seconds_count"] == "3")
-        #expect(samples["sluice_ttft_seconds_sum"] == "0.3")
+        #expect(samples["sluice_ttft_seconds_bucket{route=\"/\",model=\"m\",le=\"0.1\"}"] == "3")
+        #expect(samples["sluice_ttft_seconds_count{route=\"/\",model=\"m\"}"] == "3")
+        #expect(samples["sluice_ttft_seconds_sum{route=\"/\",model=\"m\"}"] == "0.3")
+        #expect(samples["sluice_prompt_tokens_total{route=\"/\",model=\"m\"}"] == "3")
+        #expect(samples["sluice_completion_tokens_total{route=\"/\",model=\"m\"}"] == "3")
         #expect(samples["sluice_log_records_written_total"] == "0", "no log queue: zero, still present")
     }
 
@@ -95,8 +128,11 @@ import Testing
         #expect(samples["sluice_exchanges_total{end=\"rejected_rate_limit\"}"] == "1")
         #expect(samples["sluice_exchanges_total{end=\"complete\"}"] == "1")
         #expect(samples["sluice_ttfb_seconds_count"] == "1", "an exchange that never reached a response head has no TTFB")
-        #expect(samples["sluice_ttft_seconds_bucket{le=\"0.5\"}"] == "1")
-        #expect(samples["sluice_ttft_seconds_bucket{le=\"0.25\"}"] == "0")
+        // No model in the record: counted under model "none"; the rejected exchange (no TTFT, no usage) not at all.
+        #expect(samples["sluice_ttft_seconds_bucket{route=\"/v1\",model=\"none\",le=\"0.5\"}"] == "1")
+        #expect(samples["sluice_ttft_seconds_bucket{route=\"/v1\",model=\"none\",le=\"0.25\"}"] == "0")
+        #expect(samples["sluice_ttft_seconds_count{route=\"/v1\",model=\"none\"}"] == "1")
+        #expect(samples["sluice_prompt_tokens_total{route=\"/v1\",model=\"none\"}"] == "0")
         #expect(samples["sluice_ttfe_seconds_bucket{le=\"0.05\"}"] == "1")
         #expect(samples["sluice_ttfe_seconds_count"] == "1")
         #expect(samples["sluice_duration_seconds_count"] == "2")
@@ -318,27 +354,75 @@ sluice_ttfe_seconds_bucket{le="600"} 0
 sluice_ttfe_seconds_bucket{le="+Inf"} 0
 sluice_ttfe_seconds_sum 0
 sluice_ttfe_seconds_count 0
-# HELP sluice_ttft_seconds Time from forwarding the request to the first output: a content-bearing SSE event or a body's first byte.
+# HELP sluice_ttft_seconds Time from forwarding the request to the first output (a content-bearing SSE event or a body's first byte), by route and model.
 # TYPE sluice_ttft_seconds histogram
-sluice_ttft_seconds_bucket{le="0.005"} 0
-sluice_ttft_seconds_bucket{le="0.01"} 0
-sluice_ttft_seconds_bucket{le="0.025"} 0
-sluice_ttft_seconds_bucket{le="0.05"} 0
-sluice_ttft_seconds_bucket{le="0.1"} 0
-sluice_ttft_seconds_bucket{le="0.25"} 0
-sluice_ttft_seconds_bucket{le="0.5"} 0
-sluice_ttft_seconds_bucket{le="1"} 1
-sluice_ttft_seconds_bucket{le="2.5"} 1
-sluice_ttft_seconds_bucket{le="5"} 1
-sluice_ttft_seconds_bucket{le="10"} 1
-sluice_ttft_seconds_bucket{le="30"} 1
-sluice_ttft_seconds_bucket{le="60"} 1
-sluice_ttft_seconds_bucket{le="120"} 1
-sluice_ttft_seconds_bucket{le="300"} 1
-sluice_ttft_seconds_bucket{le="600"} 1
-sluice_ttft_seconds_bucket{le="+Inf"} 1
-sluice_ttft_seconds_sum 0.50025
-sluice_ttft_seconds_count 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.005"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.01"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.025"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.05"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.1"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.25"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="0.5"} 0
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="1"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="2.5"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="5"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="10"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="30"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="60"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="120"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="300"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="600"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="gpt-4o",le="+Inf"} 1
+sluice_ttft_seconds_sum{route="/v1/chat",model="gpt-4o"} 0.50025
+sluice_ttft_seconds_count{route="/v1/chat",model="gpt-4o"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.005"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.01"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.025"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.05"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.1"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.25"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="0.5"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="1"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="2.5"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="5"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="10"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="30"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="60"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="120"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="300"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="600"} 1
+sluice_ttft_seconds_bucket{route="/v1/chat",model="none",le="+Inf"} 1
+sluice_ttft_seconds_sum{route="/v1/chat",model="none"} 0.003
+sluice_ttft_seconds_count{route="/v1/chat",model="none"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.005"} 0
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.01"} 0
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.025"} 0
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.05"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.1"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.25"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="0.5"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="1"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="2.5"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="5"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="10"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="30"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="60"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="120"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="300"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="600"} 1
+sluice_ttft_seconds_bucket{route="/we\"ird\\\n",model="m\"x\\",le="+Inf"} 1
+sluice_ttft_seconds_sum{route="/we\"ird\\\n",model="m\"x\\"} 0.04
+sluice_ttft_seconds_count{route="/we\"ird\\\n",model="m\"x\\"} 1
+# HELP sluice_prompt_tokens_total Prompt tokens the upstream reported, by route and model.
+# TYPE sluice_prompt_tokens_total counter
+sluice_prompt_tokens_total{route="/v1/chat",model="gpt-4o"} 25
+sluice_prompt_tokens_total{route="/v1/chat",model="none"} 0
+sluice_prompt_tokens_total{route="/we\"ird\\\n",model="m\"x\\"} 1
+# HELP sluice_completion_tokens_total Completion tokens the upstream reported, by route and model.
+# TYPE sluice_completion_tokens_total counter
+sluice_completion_tokens_total{route="/v1/chat",model="gpt-4o"} 158
+sluice_completion_tokens_total{route="/v1/chat",model="none"} 0
+sluice_completion_tokens_total{route="/we\"ird\\\n",model="m\"x\\"} 2
 # HELP sluice_duration_seconds Duration of exchanges, from the request to the end of the response.
 # TYPE sluice_duration_seconds histogram
 sluice_duration_seconds_bucket{le="0.005"} 1
@@ -380,6 +464,27 @@ sluice_event_gap_seconds_bucket{le="60"} 2
 sluice_event_gap_seconds_bucket{le="+Inf"} 2
 sluice_event_gap_seconds_sum 0.0205
 sluice_event_gap_seconds_count 2
+# HELP sluice_build_info Always 1; the labels say which sluice this is.
+# TYPE sluice_build_info gauge
+sluice_build_info{version="0.1.0",commit="abc1234"} 1
+# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 1.25
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 10485760
+# HELP process_virtual_memory_bytes Virtual memory size in bytes.
+# TYPE process_virtual_memory_bytes gauge
+process_virtual_memory_bytes 268435456
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 12
+# HELP process_max_fds Maximum number of open file descriptors.
+# TYPE process_max_fds gauge
+process_max_fds 1048576
+# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.
+# TYPE process_start_time_seconds gauge
+process_start_time_seconds 1735689600.37
 
 """#
 }
@@ -397,14 +502,15 @@ enum PrometheusCheck {
     }
 
     /// Problems found: a sample before its `# TYPE`, a family without `# HELP`, names without the
-    /// `sluice_` prefix, counters without `_total`, non-numeric values, histogram buckets not
-    /// cumulative or not ending in `+Inf`, `_count` different from the `+Inf` bucket.
+    /// `sluice_` prefix (or `process_`, the client libraries' standard names), counters without `_total`,
+    /// non-numeric values, histogram buckets not cumulative or not ending in `+Inf`, `_count` different
+    /// from the `+Inf` bucket; each labelled histogram series (labels other than `le`) on its own.
     static func check(_ text: String) -> [String] {
         var issues: [String] = []
         guard text.hasSuffix("\n") else { return ["no final newline"] }
         var types: [String: String] = [:]
         var helped: Set<String> = []
-        var lastBucket: (family: String, bound: Double, value: Double)?
+        var lastBucket: (series: String, bound: Double, value: Double)?
         var infBuckets: [String: Double] = [:]
         for line in text.split(separator: "\n").map(String.init) {
             if line.hasPrefix("# HELP ") {
@@ -417,7 +523,7 @@ enum PrometheusCheck {
                 let name = String(parts[0])
                 types[name] = String(parts[1])
                 if !helped.contains(name) { issues.append("TYPE before HELP: \(name)") }
-                if !name.hasPrefix("sluice_") { issues.append("no prefix: \(name)") }
+                if !name.hasPrefix("sluice_") && !name.hasPrefix("process_") { issues.append("no prefix: \(name)") }
                 if parts[1] == "counter" && !name.hasSuffix("_total") { issues.append("counter without _total: \(name)") }
                 continue
             }
@@ -434,22 +540,30 @@ enum PrometheusCheck {
                 continue
             }
             guard type == "histogram" else { continue }
+            // The series: the family and its labels other than `le` (written last, as the renderer does).
+            let labels = series.drop { $0 != "{" }
             if name.hasSuffix("_bucket") {
                 guard let range = series.range(of: "le=\""), let end = series[range.upperBound...].firstIndex(of: "\"") else {
                     issues.append("bucket without le: \(line)")
                     continue
                 }
+                var others = String(labels[labels.startIndex..<range.lowerBound]) // `{a="x",` or `{`
+                others.removeLast()
+                let key = family + (others.isEmpty ? "" : others + "}")
                 let label = series[range.upperBound..<end]
                 let bound = label == "+Inf" ? Double.infinity : Double(label) ?? .nan
-                if let last = lastBucket, last.family == family {
+                if let last = lastBucket, last.series == key {
                     if !(bound > last.bound) { issues.append("le not ascending: \(line)") }
                     if value < last.value { issues.append("buckets not cumulative: \(line)") }
+                } else if let last = lastBucket, last.bound != .infinity {
+                    issues.append("series \(last.series) ended before +Inf: \(line)")
                 }
-                lastBucket = (family, bound, value)
-                if bound == .infinity { infBuckets[family] = value }
+                lastBucket = (key, bound, value)
+                if bound == .infinity { infBuckets[key] = value }
             } else if name.hasSuffix("_count") {
-                if infBuckets[family] != value { issues.append("_count \(value) differs from +Inf bucket of \(family)") }
-                if lastBucket?.bound != .infinity { issues.append("last bucket of \(family) is not +Inf") }
+                let key = family + labels
+                if infBuckets[key] != value { issues.append("_count \(value) differs from +Inf bucket of \(key)") }
+                if lastBucket?.series != key || lastBucket?.bound != .infinity { issues.append("last bucket of \(key) is not +Inf") }
             }
         }
         return issues

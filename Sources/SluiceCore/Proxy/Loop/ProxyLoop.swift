@@ -72,7 +72,9 @@ public final class ProxyLoop {
     private var parserPool: [HeadParsers] = []
     private var requestObservers: [RequestObserver] = []
     private var responseObservers: [ResponseObserver] = []
-    private(set) var now: Int64
+    /// The monotonic clock, read once per wakeup, in microseconds: the completion record's times.
+    private(set) var nowMicroseconds: Int64
+    var now: Int64 { nowMicroseconds / 1000 } // milliseconds: deadlines and timers
     private var randomState: UInt64
     private var lastHousekeeping: Int64 = 0
     private var lastAcceptWarning: Int64 = -100_000
@@ -108,7 +110,7 @@ public final class ProxyLoop {
         wakeup = try WakeupFD()
         bufferPool = BufferPool(bufferCapacity: settings.bufferCapacity)
         pools = Array(repeating: [], count: settings.upstreams.count)
-        now = Syscall.monotonicMilliseconds()
+        nowMicroseconds = Syscall.monotonicMicroseconds()
         randomState = Syscall.randomSeed()
         for listener in listeners { try addListener(listener.fd, tls: listener.tls) }
         try epoll.addReadable(wakeup.rawValue, token: table.register(wakeup.rawValue, .wakeup))
@@ -219,7 +221,7 @@ public final class ProxyLoop {
     public func run() {
         while !stopRequested.load(ordering: .acquiring) {
             let count = epoll.wait(timeoutMilliseconds: waitTimeout())
-            now = Syscall.monotonicMilliseconds()
+            nowMicroseconds = Syscall.monotonicMicroseconds()
             for position in 0..<count {
                 dispatch(epoll.event(at: position))
             }

@@ -6,8 +6,9 @@ extension ClientSession {
     /// `head` is nil for a request refused before its head could be parsed.
     func beginRecord(head: RequestHead?, source: Span<UInt8>?) {
         recordPending = true
-        exchangeWallClock = CompletionRecord.wallClockMilliseconds()
+        exchangeWallClock = CompletionRecord.wallClockMicroseconds()
         exchangeStartedAt = loop.now
+        recordStartedAt = loop.nowMicroseconds
         exchangeEnd = nil
         exchangeError = nil
         routeMatched = false
@@ -52,13 +53,13 @@ extension ClientSession {
         guard let observer = responseObserver, !range.isEmpty else { return }
         let eventsBefore = observer.tap.dispatchedEventCount
         let previous = observer.tap.latestEventAt
-        let now = loop.now
+        let now = loop.nowMicroseconds
         buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { observer.tap.observe($0, now: now) }
         let newEvents = observer.tap.dispatchedEventCount - eventsBefore
         guard newEvents > 0 else { return }
-        // One gap per pair of consecutive events: events completed by the same read are 0 ms apart.
-        if let previous { loop.metrics.observe(.eventGap, milliseconds: Double(now - previous)) }
-        for _ in 1..<newEvents { loop.metrics.observe(.eventGap, milliseconds: 0) }
+        // One gap per pair of consecutive events: events completed by the same read are 0 µs apart.
+        if let previous { loop.metrics.observe(.eventGap, microseconds: Int(now - previous)) }
+        for _ in 1..<newEvents { loop.metrics.observe(.eventGap, microseconds: 0) }
     }
 
     /// The request body is complete (or abandoned): keep what its tap learned and give the tap back.
@@ -78,9 +79,12 @@ extension ClientSession {
     func emitRecord() {
         guard recordPending else { return }
         recordPending = false
-        let now = loop.now
+        // The record's times are measured in microseconds (`recordStartedAt`, `responseHeadAt`, the pause and the
+        // tap's times) and written as milliseconds with three real decimals.
+        let now = loop.nowMicroseconds
+        func milliseconds(_ microseconds: Int64) -> Double { Double(microseconds) / 1000 }
         let logged = loop.completions != nil
-        var record = CompletionRecord(timestampMilliseconds: exchangeWallClock,
+        var record = CompletionRecord(timestampMicroseconds: exchangeWallClock,
                                       requestID: logged ? String(decoding: requestID, as: UTF8.self) : "",
                                       clientAddress: logged ? String(decoding: clientIP, as: UTF8.self) : "",
                                       method: recordMethod, path: recordPath, worker: loop.index)
@@ -92,10 +96,10 @@ extension ClientSession {
         record.status = responseStatus
         record.requestBytes = requestBytes
         record.responseBytes = responseBytes
-        if responseHeadAt > 0 { record.ttfbMilliseconds = Double(responseHeadAt - exchangeStartedAt) }
-        record.durationMilliseconds = Double(now - exchangeStartedAt)
+        if responseHeadAt > 0 { record.ttfbMilliseconds = milliseconds(responseHeadAt - recordStartedAt) }
+        record.durationMilliseconds = milliseconds(now - recordStartedAt)
         let pausedNow = upstreamReadPause.contains(.peerQueueFull) ? now - pausedSince : 0
-        record.pausedMilliseconds = Double(pausedTotal + pausedNow)
+        record.pausedMilliseconds = milliseconds(pausedTotal + pausedNow)
         record.peakQueuedBytes = peakQueued
         record.end = exchangeEnd ?? .complete
         record.error = exchangeError
@@ -111,18 +115,18 @@ extension ClientSession {
             observer.tap.finish(now: now)
             let observation = observer.tap.observation
             record.sseEvents = observation.eventCount
-            record.ttfeMilliseconds = observation.firstDataEventAt.map { Double($0 - exchangeStartedAt) }
+            record.ttfeMilliseconds = observation.firstDataEventAt.map { milliseconds($0 - recordStartedAt) }
             // The first token: the first event that carried output (a role-only chunk or `message_start` is an
             // event, not a token); a body that is not an event stream delivers its output with its first byte.
             let firstTokenAt = observer.tap.kind == .eventStream ? observation.firstContentEventAt
                                                                  : observer.tap.firstBodyByteAt
-            record.ttftMilliseconds = firstTokenAt.map { Double($0 - exchangeStartedAt) }
+            record.ttftMilliseconds = firstTokenAt.map { milliseconds($0 - recordStartedAt) }
             if let firstTokenAt, let completion = observation.usage?.completionTokens, completion > 0 {
-                let generating = Double(now - firstTokenAt)
+                let generating = milliseconds(now - firstTokenAt)
                 if generating > 0 { record.tokensPerSecond = Double(completion) * 1000 / generating }
                 if completion > 1 { record.tpotMilliseconds = max(0, generating) / Double(completion - 1) }
             }
-            record.maxGapMilliseconds = Double(observation.maxGap)
+            record.maxGapMilliseconds = milliseconds(observation.maxGap)
             if let model = observation.model { record.model = model }
             reportedUsage = observation.usage
             completionEstimate = observation.estimatedCompletionTokens

@@ -204,13 +204,12 @@ extension ClientSession {
         }
         responseStarted = true
         responseStatus = head.status
-        responseHeadAt = loop.now
+        responseHeadAt = loop.nowMicroseconds
         if body != nil {
-            // An event stream is always read: its first content event is the TTFT the histogram observes. Usage and
-            // model of other bodies feed only the completion record and token budgets.
-            let readsUsage = facts.eventStream || loop.completions != nil || settings.routes[routeIndex].chargesTokens
+            // Event streams and JSON bodies are always read, log or no log: the first content event is the TTFT the
+            // histogram observes, and usage and model feed the token counters (sluice_*_tokens_total by model).
             responseObserver = loop.takeResponseObserver(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other,
-                                                         readsUsage: readsUsage, capture: captureResponseBytes)
+                                                         readsUsage: true, capture: captureResponseBytes)
             countedAsStream = true
             loop.metrics.addActiveStreams(1)
         }
@@ -239,11 +238,11 @@ extension ClientSession {
         peakQueued = max(peakQueued, queued)
         if queued >= highWatermark {
             if upstreamReadPause.insert(.peerQueueFull).inserted {
-                pausedSince = loop.now
+                pausedSince = loop.nowMicroseconds
                 loop.metrics.countBackpressurePause()
             }
         } else if queued <= lowWatermark {
-            if upstreamReadPause.remove(.peerQueueFull) != nil { pausedTotal += loop.now - pausedSince }
+            if upstreamReadPause.remove(.peerQueueFull) != nil { pausedTotal += loop.nowMicroseconds - pausedSince }
         }
     }
 

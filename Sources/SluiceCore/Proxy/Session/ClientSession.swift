@@ -171,7 +171,11 @@ final class ClientSession: TimerHeapElement {
     var requestCaptureTruncated = false
     /// An exchange began and its record is not written yet.
     var recordPending = false
+    /// Wall clock at the start of the exchange, microseconds since the epoch (the record's `ts`).
     var exchangeWallClock: Int64 = 0
+    /// Record times, loop microseconds (`ProxyLoop.nowMicroseconds`): the exchange's start, the response head,
+    /// the backpressure pause; deadlines keep their own millisecond times below.
+    var recordStartedAt: Int64 = 0
     var exchangeEnd: CompletionRecord.End?
     var exchangeError: String?
     var recordMethod = ""
@@ -182,11 +186,11 @@ final class ClientSession: TimerHeapElement {
     var routeMatched = false
     var upstreamContacted = false
     var responseStatus = 0
-    var responseHeadAt: Int64 = 0
+    var responseHeadAt: Int64 = 0 // µs, with recordStartedAt
     var requestBytes: Int64 = 0
     var responseBytes: Int64 = 0
-    var pausedSince: Int64 = 0
-    var pausedTotal: Int64 = 0
+    var pausedSince: Int64 = 0 // µs
+    var pausedTotal: Int64 = 0 // µs
     var peakQueued = 0
     /// The queued bytes last added to the loop's gauge, so the gauge moves by deltas.
     var reportedQueued = 0
