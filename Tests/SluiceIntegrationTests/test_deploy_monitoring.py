@@ -349,9 +349,12 @@ def _series(pod: str, name: str, labels: dict, values: str) -> dict:
 
 
 def _ttft_buckets(pod: str, per_minute: dict[str, int]) -> list[dict]:
-    """Cumulative sluice_ttft_seconds buckets growing by `per_minute[le]` observations a minute."""
+    """Cumulative sluice_ttft_seconds buckets growing by `per_minute[le]` observations a minute, split over two
+    models of one route as sluice labels them (the alert sums the series of a pod by `le`)."""
     bounds = ["0.5", "1", "2.5", "5", "10", "30", "+Inf"]
-    return [_series(pod, "sluice_ttft_seconds_bucket", {"le": le}, f"0+{per_minute[le]}x40") for le in bounds]
+    return [_series(pod, "sluice_ttft_seconds_bucket", {"route": "/", "model": model, "le": le},
+                    f"0+{share(per_minute[le])}x40")
+            for model, share in (("gpt-4o", lambda n: n // 2), ("other", lambda n: n - n // 2)) for le in bounds]
 
 
 def _firing(pod_label: bool, alert: str, severity: str) -> dict:
