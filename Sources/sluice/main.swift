@@ -76,9 +76,15 @@ func blockSignals() -> sigset_t {
     return signals
 }
 
-/// Serves signals until the process exits: SIGHUP reloads (when a config file is in use; `overrides` are
-/// applied again, as at start-up) and reopens the completion log; SIGTERM/SIGINT drain.
+/// Serves signals until the process exits: SIGHUP reopens the completion log and asks for a reload (when a config
+/// file is in use; `overrides` are applied again, as at start-up), which the reload thread runs; SIGTERM/SIGINT drain.
 func waitForSignals(_ signals: sigset_t, _ running: RunningProxy, reloading overrides: CommandLineOverrides?) -> Never {
+    if let overrides {
+        // SIGHUP and POST /reload share one reload thread, so they never run at once (see ReloadQueue).
+        do { try running.reloads.enable { batch in reload(running, overrides, batch) } } catch {
+            fail("cannot start the reload thread", ["error": .string(error.description)])
+        }
+    }
     var signals = signals
     while true {
         var received: Int32 = 0
@@ -87,7 +93,7 @@ func waitForSignals(_ signals: sigset_t, _ running: RunningProxy, reloading over
         case SIGHUP:
             // logrotate: records written from now on go to a freshly opened file.
             running.completionWriter?.reopen()
-            if let overrides { reload(running, overrides) } else { OpLog.info("SIGHUP: completion log reopened") }
+            if overrides != nil { _ = running.reloads.request(.signal) } else { OpLog.info("SIGHUP: completion log reopened") }
         default:
             drain(running, signals: signals, first: received)
         }
@@ -103,29 +109,47 @@ func warnAboutUnverifiedUpstreams(_ config: Config) {
 }
 
 /// Re-reads the configuration and applies it to new connections; a bad file keeps the running configuration.
-func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides) {
+/// Runs on the reload thread. Each outcome is one JSON line on stderr; a signal's lines keep their "SIGHUP: "
+/// prefix, POST /reload's say "POST /reload: ".
+func reload(_ running: RunningProxy, _ overrides: CommandLineOverrides, _ batch: ReloadQueue.Batch) -> ReloadAttempt {
+    let prefix = batch.trigger == .signal ? "SIGHUP: " : "POST /reload: "
+    let trigger = OpLog.Value.string(batch.trigger.rawValue)
+    /// Logs the failure line (`detail` is the error field, as before the reload endpoint) and returns it.
+    func failed(_ message: String, _ failure: ReloadFailure, detail: String, address: String? = nil) -> ReloadAttempt {
+        if let file = failure.file {
+            OpLog.error(prefix + message, ["file": .string(file), "line": .int(failure.line), "error": .string(detail),
+                                           "trigger": trigger, "reload": .int(batch.reload), "requests": .int(batch.requests)])
+        } else if let address {
+            OpLog.error(prefix + message, ["address": .string(address), "error": .string(detail),
+                                           "trigger": trigger, "reload": .int(batch.reload), "requests": .int(batch.requests)])
+        } else {
+            OpLog.error(prefix + message, ["error": .string(detail), "trigger": trigger, "reload": .int(batch.reload),
+                                           "requests": .int(batch.requests)])
+        }
+        return .failed(failure)
+    }
     let config: Config
     do { config = try Config.load(overrides: overrides) } catch {
-        OpLog.error("SIGHUP: reload failed: invalid configuration; the running one stays",
-                    ["file": .string(error.file), "line": .int(error.line), "error": .string(error.description)])
-        return
+        return failed("reload failed: invalid configuration; the running one stays",
+                      ReloadFailure(error: error.description, file: error.file, line: error.line, isConfiguration: true),
+                      detail: error.description)
     }
     warnAboutUnverifiedUpstreams(config)
-    do {
-        for kept in try running.reload(config) { OpLog.warn("reload: setting needs a restart", ["setting": .string(kept)]) }
-    } catch {
+    let kept: [String]
+    do { kept = try running.reload(config) } catch {
         if let file = error.file, error.line > 0 {
-            OpLog.error("SIGHUP: reload failed; the running configuration stays",
-                        ["file": .string(file), "line": .int(error.line), "error": .string(error.description)])
-        } else if let address = error.address {
-            OpLog.error("SIGHUP: reload failed; the running configuration stays",
-                        ["address": .string(address), "error": .string(error.description)])
-        } else {
-            OpLog.error("SIGHUP: reload failed; the running configuration stays", ["error": .string(error.description)])
+            return failed("reload failed; the running configuration stays",
+                          ReloadFailure(error: error.located(orIn: file), file: file, line: error.line, isConfiguration: true),
+                          detail: error.description)
         }
-        return
+        return failed("reload failed; the running configuration stays", ReloadFailure(error: error.description, isConfiguration: false),
+                      detail: error.description, address: error.address)
     }
-    OpLog.info("SIGHUP: configuration reloaded, completion log reopened", ["listeners": .strings(running.listeners), "routes": .json(routesJSON(running.config))])
+    for setting in kept { OpLog.warn("reload: setting needs a restart", ["setting": .string(setting)]) }
+    OpLog.info(prefix + (batch.trigger == .signal ? "configuration reloaded, completion log reopened" : "configuration reloaded"),
+               ["listeners": .strings(running.listeners), "routes": .json(routesJSON(running.config)),
+                "trigger": trigger, "reload": .int(batch.reload), "requests": .int(batch.requests)])
+    return .applied(kept: kept)
 }
 
 /// SIGTERM/SIGINT: stop accepting, let exchanges in flight finish for up to `drain_timeout`, abort what is left
@@ -178,6 +202,12 @@ case .help:
     print(CommandLineCommand.helpText)
 case .version:
     print(BuildInfo.versionLine)
+case .reload(let options):
+    Syscall.ignoreSIGPIPE()
+    let report = ReloadClient.run(options)
+    if let out = report.out { print(out) }
+    if let err = report.err { printToStderr(err) }
+    exit(report.exitCode)
 case .check(let path):
     let config: Config
     do { config = try Config.load(overrides: CommandLineOverrides(configPath: path)) } catch {

@@ -11,6 +11,10 @@ struct AdminLimits: Sendable, Equatable {
     var maxConnections: Int = 64
     /// Bytes of one request head (a probe's is under 200, Prometheus's under 1 KiB); a longer head gets 431.
     var maxHeadBytes: Int = 8192
+    /// How long `POST /reload` waits for the reload to finish before answering that it is still running. A
+    /// reload takes milliseconds unless a name lookup hangs; the bound keeps such a connection from holding its
+    /// slot for good.
+    var answerTimeoutMilliseconds: Int64 = 60_000
 }
 
 /// What the admin listener serves for a complete head, or instead of one.
@@ -28,6 +32,8 @@ struct AdminRequest: Equatable {
     var method: HTTPMethod
     /// The target without its query.
     var path: String
+    /// The head announces a body (a non-zero Content-Length, or chunked); it is never read.
+    var hasBody = false
 }
 
 /// What the shell learned from the socket about the request head, for `AdminConnectionState.received`.
@@ -64,6 +70,9 @@ struct AdminConnectionState: Equatable {
         case readingHead
         /// Writing the response until `deadline` (response start + write timeout); nothing more is read.
         case writing
+        /// The answer comes from another thread (`POST /reload`), until `deadline` (head + answer timeout);
+        /// nothing is read or written meanwhile.
+        case awaitingAnswer
         /// Over; the shell closes the socket.
         case closed(AdminCloseReason)
     }
@@ -75,6 +84,8 @@ struct AdminConnectionState: Equatable {
         case respond(AdminReply)
         /// Close the socket.
         case close(AdminCloseReason)
+        /// The awaited answer did not come in time: write the overdue response instead (now `writing`).
+        case answerOverdue
     }
 
     private(set) var phase: Phase = .readingHead
@@ -106,6 +117,23 @@ struct AdminConnectionState: Equatable {
         return .respond(reply)
     }
 
+    /// The reply routed to an answer from another thread (`POST /reload`): wait for it until `now` + the answer
+    /// timeout instead of writing. Only right after `received` returned `.respond`.
+    mutating func awaitAnswer(now: Int64) {
+        guard phase == .writing else { return }
+        phase = .awaitingAnswer
+        deadline = now + limits.answerTimeoutMilliseconds
+    }
+
+    /// The awaited answer arrived. Returns true when the shell writes it now (the phase is `writing` again);
+    /// false when the connection no longer waits (it timed out, or closed).
+    mutating func answered(now: Int64) -> Bool {
+        guard phase == .awaitingAnswer else { return false }
+        phase = .writing
+        deadline = now + limits.writeTimeoutMilliseconds
+        return true
+    }
+
     /// A read returned end of stream. Once the head is complete the client may half-close and still read
     /// the answer (`printf 'GET ...' | nc -N`), so only a connection still reading its head closes.
     mutating func peerClosed() -> Action {
@@ -131,6 +159,10 @@ struct AdminConnectionState: Equatable {
         switch phase {
         case .readingHead: return close(.headTimeout)
         case .writing: return close(.writeTimeout)
+        case .awaitingAnswer:
+            phase = .writing
+            deadline = now + limits.writeTimeoutMilliseconds
+            return .answerOverdue
         case .closed: return .wait
         }
     }
@@ -156,7 +188,8 @@ struct AdminConnectionState: Equatable {
         func rank(_ state: AdminConnectionState) -> (Int, Int64) {
             switch state.phase {
             case .readingHead: (0, state.acceptedAt)
-            case .writing: (1, state.acceptedAt)
+            // An operator waiting for a reload ranks with a response being written: both asked properly.
+            case .writing, .awaitingAnswer: (1, state.acceptedAt)
             case .closed: (2, state.acceptedAt)
             }
         }

@@ -30,6 +30,8 @@ final class AdminLoop {
     private enum Owner {
         case listener
         case connection(AdminConnection)
+        /// `answers` has outcomes for connections awaiting a reload.
+        case answers
     }
 
     private static let acceptsPerWakeup = 64
@@ -45,20 +47,30 @@ final class AdminLoop {
     private let limits: AdminLimits
     private let metrics: MetricsRegistry
     private let readiness: Readiness
+    private let reloads: ReloadCoordinator
+    /// Outcomes handed over by the reload thread.
+    private let answers: AdminAnswers
+    /// Connections awaiting a reload's outcome, by ticket.
+    private var awaiting: [UInt64: AdminConnection] = [:]
+    private var nextTicket: UInt64 = 1
     private var now: Int64
     /// When the paused listener goes back into epoll; nil while it is in.
     private var listenerPausedUntil: Int64?
     private var lastAcceptWarning: Int64 = -100_000
 
     /// Takes ownership of `listener` (bound, listening, non-blocking).
-    init(listener: consuming FileDescriptor, metrics: MetricsRegistry, readiness: Readiness, limits: AdminLimits) throws(SystemError) {
+    init(listener: consuming FileDescriptor, metrics: MetricsRegistry, readiness: Readiness, reloads: ReloadCoordinator,
+         limits: AdminLimits) throws(SystemError) {
         self.listener = listener
         epoll = try Epoll(capacity: 128)
         self.metrics = metrics
         self.readiness = readiness
+        self.reloads = reloads
+        answers = try AdminAnswers()
         self.limits = limits
         now = Syscall.monotonicMilliseconds()
         try epoll.addReadable(self.listener.rawValue, token: table.register(self.listener.rawValue, .listener))
+        try epoll.addReadable(answers.wakeup.rawValue, token: table.register(answers.wakeup.rawValue, .answers))
     }
 
     /// Serves for the life of the process, on the calling thread.
@@ -71,6 +83,7 @@ final class AdminLoop {
                 switch table.owner(for: event.token) {
                 case .listener: acceptAll()
                 case .connection(let connection): serve(connection)
+                case .answers: deliverAnswers()
                 case nil: break  // closed earlier in this batch
                 }
             }
@@ -145,7 +158,7 @@ final class AdminLoop {
         switch connection.state.phase {
         case .readingHead: readHead(connection)
         case .writing: flush(connection)
-        case .closed: break
+        case .awaitingAnswer, .closed: break
         }
     }
 
@@ -181,7 +194,8 @@ final class AdminLoop {
             let head = connection.parser.head
             let target = connection.head.withReadableSpan { span in String(decoding: head.target.map { span[$0] }, as: UTF8.self) }
             let path = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? target
-            return .complete(AdminRequest(method: head.method, path: path))
+            let hasBody = head.framing != .none && head.framing != .contentLength(0)
+            return .complete(AdminRequest(method: head.method, path: path, hasBody: hasBody))
         }
     }
 
@@ -190,11 +204,52 @@ final class AdminLoop {
         case .wait:
             break
         case .respond(let reply):
-            connection.response = AdminRoutes.response(to: reply, readiness: readiness.report, metrics: { metrics.render() }).bytes
-            connection.written = 0
-            flush(connection)
+            if case .route(let request) = reply, let route = AdminReloadRoutes.route(request, status: { reloads.statusJSON }) {
+                switch route {
+                case .respond(let response): write(response, to: connection)
+                case .startReload: startReload(connection)
+                }
+                return
+            }
+            write(AdminRoutes.response(to: reply, readiness: readiness.report, metrics: { metrics.render() }), to: connection)
+        case .answerOverdue:
+            awaiting = awaiting.filter { $0.value !== connection }
+            write(AdminReloadRoutes.overdue(afterMilliseconds: limits.answerTimeoutMilliseconds), to: connection)
         case .close(let reason):
             close(connection, reason)
+        }
+    }
+
+    private func write(_ response: AdminResponse, to connection: AdminConnection) {
+        connection.response = response.bytes
+        connection.written = 0
+        flush(connection)
+    }
+
+    // MARK: - Reloads
+
+    /// `POST /reload`: the connection waits, neither read nor written, until the reload thread hands its outcome
+    /// over through `answers`, or its answer deadline passes.
+    private func startReload(_ connection: AdminConnection) {
+        let ticket = nextTicket
+        nextTicket += 1
+        let answers = answers
+        let admission = reloads.request(.admin) { outcome in answers.post(ticket, outcome) }
+        guard admission == .accepted else {
+            write(AdminReloadRoutes.response(refused: admission), to: connection)
+            return
+        }
+        connection.state.awaitAnswer(now: now)
+        awaiting[ticket] = connection
+    }
+
+    /// Writes each outcome the reload thread handed over to the connection awaiting it (one that timed out or
+    /// closed meanwhile is gone from `awaiting`).
+    private func deliverAnswers() {
+        answers.wakeup.drain()
+        for (ticket, outcome) in answers.take() {
+            guard let connection = awaiting.removeValue(forKey: ticket), connection.state.answered(now: now) else { continue }
+            write(AdminReloadRoutes.response(to: outcome), to: connection)
         }
     }
 
@@ -231,9 +286,34 @@ final class AdminLoop {
         epoll.remove(raw)
         table.unregister(raw)
         open.removeAll { $0 === connection }
+        // An evicted connection may await a reload: its outcome, when it comes, finds no one.
+        awaiting = awaiting.filter { $0.value !== connection }
         if reason != .answered {
             OpLog.debug("admin connection closed", ["reason": .string(reason.rawValue), "peer": .string(connection.peer.description),
                                                    "age_ms": .int(Int(now - connection.state.acceptedAt))])
+        }
+    }
+}
+
+/// Reload outcomes on their way from the reload thread to the admin loop: a locked list and an eventfd that wakes
+/// the loop. Any thread posts; the admin thread takes.
+final class AdminAnswers: Sendable {
+    let wakeup: WakeupFD
+    private let posted = Locked<[(UInt64, ReloadOutcome?)]>([])
+
+    init() throws(SystemError) { wakeup = try WakeupFD() }
+
+    /// Hands `outcome` over for the connection holding `ticket` (any thread).
+    func post(_ ticket: UInt64, _ outcome: ReloadOutcome?) {
+        posted.withLock { $0.append((ticket, outcome)) }
+        wakeup.signal()
+    }
+
+    /// Everything posted so far (admin thread).
+    func take() -> [(UInt64, ReloadOutcome?)] {
+        posted.withLock { list in
+            defer { list.removeAll() }
+            return list
         }
     }
 }

@@ -6,12 +6,15 @@ struct AdminResponse: Equatable {
     var body: String
     /// A HEAD request: the head says the body's length, the body is not sent.
     var headOnly = false
+    /// The `Allow` field of a 405 (RFC 9110 §15.5.6), nil for none.
+    var allow: String? = nil
 
     /// The response on the wire: every one closes the connection, so no client can hold a slot idle
     /// between requests.
     var bytes: [UInt8] {
         var text = "HTTP/1.1 \(status) \(reason)\r\nContent-Type: \(contentType)\r\nContent-Length: \(body.utf8.count)\r\n"
-            + "Connection: close\r\n\r\n"
+        if let allow { text += "Allow: \(allow)\r\n" }
+        text += "Connection: close\r\n\r\n"
         if !headOnly { text += body }
         return Array(text.utf8)
     }

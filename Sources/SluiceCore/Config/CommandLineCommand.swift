@@ -17,6 +17,10 @@ public struct CommandLineOverrides: Sendable, Equatable {
     /// `--backend-port N` (`demo` only): the port, 0-65535, of the mock backend on 127.0.0.1; nil or 0 lets
     /// the kernel pick a free one. ``Config/load(overrides:)`` ignores it.
     public var backendPort: Int?
+    /// `--pid N` (`reload` only): the process to send SIGHUP.
+    public var pid: Int?
+    /// `--timeout DURATION` (`reload` only), in milliseconds.
+    public var timeout: Int?
 
     /// Creates overrides; everything defaults to "not given".
     public init(
@@ -48,6 +52,9 @@ public enum CommandLineCommand: Sendable, Equatable {
     case help
     /// `--version` anywhere (and no help flag): print ``BuildInfo/versionLine``, exit 0.
     case version
+    /// `sluice reload --admin ADDR | --pid N [--admin ADDR] [--timeout DURATION]`: have a running sluice re-read
+    /// its configuration and print the outcome.
+    case reload(ReloadOptions)
 
     /// Usage text for `--help`: every command and flag.
     public static let helpText = """
@@ -57,6 +64,7 @@ public enum CommandLineCommand: Sendable, Equatable {
           sluice [--config FILE] [--listen ADDR]... [--upstream URL] [--workers N]
                  [--log-file PATH] [--log-stdout] [--admin ADDR]
           sluice check --config FILE
+          sluice reload --admin ADDR | --pid N [--admin ADDR] [--timeout DURATION]
           sluice demo [--listen ADDR]... [--workers N] [--backend-port N]
                       [--log-file PATH] [--log-stdout] [--admin ADDR]
           sluice --help | -h
@@ -66,6 +74,11 @@ public enum CommandLineCommand: Sendable, Equatable {
           (none)          run the proxy
           check           validate FILE; print "FILE: ok" and exit 0, or the error
                           and exit 1
+          reload          have a running sluice re-read its configuration: POST
+                          /reload to its admin listener (--admin) and print
+                          "reload applied (generation N)" or the error with
+                          FILE:LINE; exit 0 or 1. --pid N sends SIGHUP instead and,
+                          with --admin, waits for the outcome in /reload-status
           demo            run an embedded mock LLM backend behind the proxy
                           (listens on 127.0.0.1:8080 unless --listen is given);
                           the backend speaks OpenAI's /v1/chat/completions and
@@ -85,12 +98,17 @@ public enum CommandLineCommand: Sendable, Equatable {
           --log-stdout    also write completion records to stdout (the default only
                           when no log file is set)
           --admin ADDR    serve GET /metrics (Prometheus), /healthz and /readyz on ADDR,
-                          e.g. 127.0.0.1:9901;
+                          e.g. 127.0.0.1:9901, and the operator endpoints
+                          POST /reload and GET /reload-status;
                           replaces the 'admin' block's 'listen'; must not be a public
                           listener (default: no admin listener)
           --backend-port N
                           demo only: the mock backend listens on 127.0.0.1:N,
                           0-65535 (default 0: any free port)
+          --pid N         reload only: send SIGHUP to process N (checked to be sluice)
+          --timeout DURATION
+                          reload only: how long to wait for the outcome, e.g.
+                          500ms, 30s, 2m (default 30s)
           -h, --help      print this help and exit
           --version       print the version and the commit it was built from, and exit
 
@@ -106,6 +124,8 @@ public enum CommandLineCommand: Sendable, Equatable {
         case logStdout = "--log-stdout"
         case admin = "--admin"
         case backendPort = "--backend-port"
+        case pid = "--pid"
+        case timeout = "--timeout"
 
         /// Whether the flag takes a value; `--log-stdout` is a switch.
         var takesValue: Bool { self != .logStdout }
@@ -119,7 +139,8 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .config: "FILE"
             case .listen, .admin: "ADDR"
             case .upstream: "URL"
-            case .workers, .backendPort: "N"
+            case .workers, .backendPort, .pid: "N"
+            case .timeout: "DURATION"
             case .logFile: "PATH"
             case .logStdout: ""
             }
@@ -136,6 +157,8 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .logStdout: "--log-stdout"
             case .admin: "--admin 127.0.0.1:9901"
             case .backendPort: "--backend-port 8000"
+            case .pid: "--pid 1234"
+            case .timeout: "--timeout 30s"
             }
         }
 
@@ -151,19 +174,22 @@ public enum CommandLineCommand: Sendable, Equatable {
             case .logStdout: ["stdout"]
             case .admin: ["metrics", "metrics-address", "admin-address", "admin-listen"]
             case .backendPort: ["origin-port", "upstream-port", "mock-port", "demo-port"]
+            case .pid: ["process", "process-id"]
+            case .timeout: ["wait", "deadline", "max-time"]
             }
         }
     }
 
     /// Subcommand words, in the order they appear in the help.
-    private static let commandWords = ["check", "demo"]
+    private static let commandWords = ["check", "reload", "demo"]
 
     /// The flags `sluice WORD` accepts (nil: no command word, run the proxy).
     static func flags(acceptedBy commandWord: String?) -> [Flag] {
         switch commandWord {
         case "check": [.config]
         case "demo": [.listen, .workers, .logFile, .logStdout, .admin, .backendPort]
-        default: Flag.allCases.filter { $0 != .backendPort }
+        case "reload": [.admin, .pid, .timeout]
+        default: Flag.allCases.filter { ![.backendPort, .pid, .timeout].contains($0) }
         }
     }
 
@@ -250,6 +276,13 @@ public enum CommandLineCommand: Sendable, Equatable {
             return .check(configPath: path)
         case "demo":
             return .demo(overrides)
+        case "reload":
+            guard overrides.admin != nil || overrides.pid != nil else {
+                throw CommandLineError("'sluice reload' needs --admin ADDR or --pid N",
+                                       hint: "e.g. `sluice reload --admin 127.0.0.1:9901` (the address of the admin listener)")
+            }
+            return .reload(ReloadOptions(admin: overrides.admin, pid: overrides.pid.map(Int32.init),
+                                         timeoutMilliseconds: overrides.timeout ?? ReloadOptions.defaultTimeoutMilliseconds))
         default:
             return .run(overrides)
         }
@@ -288,6 +321,19 @@ public enum CommandLineCommand: Sendable, Equatable {
             overrides.backendPort = try ConfigError.locating(file: ConfigError.commandLine, line: 0) {
                 () throws(ConfigValueError) in try ConfigValues.integer(value, in: 0...65535, what: "--backend-port")
             }
+        case .pid:
+            // Above 1: pid 1 is init (or a container's entrypoint, which SIGHUP would likely end).
+            overrides.pid = try ConfigError.locating(file: ConfigError.commandLine, line: 0) {
+                () throws(ConfigValueError) in try ConfigValues.integer(value, in: 2...Int(Int32.max), what: "--pid")
+            }
+        case .timeout:
+            let milliseconds = try ConfigError.locating(file: ConfigError.commandLine, line: 0, prefix: "--timeout: ") {
+                () throws(ConfigValueError) in try ConfigValues.duration(value)
+            }
+            guard milliseconds > 0 else {
+                throw ConfigError(file: ConfigError.commandLine, line: 0, message: "--timeout must be more than 0, got 'off'")
+            }
+            overrides.timeout = milliseconds
         }
     }
 
@@ -363,13 +409,17 @@ public enum CommandLineCommand: Sendable, Equatable {
         }
         if position == 0, argument != "-", argument != "--" {
             return CommandLineError("unknown command \(quoted)",
-                                    hint: "the commands are check and demo; the proxy runs without one: see sluice --help")
+                                    hint: "the commands are check, reload and demo; the proxy runs without one: see sluice --help")
         }
         return CommandLineError("unexpected argument \(quoted)", hint: "see sluice --help")
     }
 
     /// The error for a flag the command word does not take.
     private static func notAccepted(_ flag: Flag, at position: Int, in arguments: [String], commandWord: String) -> CommandLineError {
+        if flag == .pid || flag == .timeout {
+            return CommandLineError("'\(flag.rawValue)' is only accepted by 'sluice reload'",
+                                    hint: "e.g. `sluice reload \(flag == .pid ? "--pid 1234" : "--admin 127.0.0.1:9901 --timeout 30s")`")
+        }
         if flag == .backendPort, commandWord != "demo" {
             // The proxy's backends come from --upstream or the file; only the demo starts one of its own.
             return CommandLineError("'--backend-port' is only accepted by 'sluice demo'",
@@ -432,4 +482,22 @@ public struct CommandLineError: Error, Sendable, Equatable, CustomStringConverti
 
     /// `sluice: MESSAGE` and `hint: HINT`, on two lines.
     public var description: String { "sluice: \(message)\nhint: \(hint)" }
+}
+
+/// What `sluice reload` reaches and how long it waits.
+public struct ReloadOptions: Sendable, Equatable {
+    public static let defaultTimeoutMilliseconds = 30_000
+
+    /// `--admin ADDR`: where to `POST /reload` (alone) or poll `GET /reload-status` (with `pid`).
+    public var admin: ListenAddress?
+    /// `--pid N`: the process to send SIGHUP.
+    public var pid: Int32?
+    /// `--timeout DURATION`: connecting, waiting for the answer or polling, all told.
+    public var timeoutMilliseconds: Int
+
+    public init(admin: ListenAddress?, pid: Int32?, timeoutMilliseconds: Int = defaultTimeoutMilliseconds) {
+        self.admin = admin
+        self.pid = pid
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
 }

@@ -11,6 +11,9 @@ public final class RunningProxy: Sendable {
     public let metrics: MetricsRegistry
     /// What `/readyz` reports.
     public let readiness: Readiness
+    /// Serializes reloads (SIGHUP and `POST /reload`) and keeps `GET /reload-status`; the process enables it
+    /// when it has a config file to re-read.
+    public let reloads: ReloadCoordinator
     let loops: [LoopHandoff]
     let stoppedLoops: StopCounter
     private let state: Locked<State>
@@ -27,8 +30,9 @@ public final class RunningProxy: Sendable {
 
     init(config: Config, settings: ProxySettings, listeners: [BoundListener],
          admin: String?, completionWriter: CompletionWriter?, metrics: MetricsRegistry, readiness: Readiness,
-         loops: [LoopHandoff], stoppedLoops: StopCounter) {
+         reloads: ReloadCoordinator, loops: [LoopHandoff], stoppedLoops: StopCounter) {
         self.admin = admin
+        self.reloads = reloads
         self.completionWriter = completionWriter
         self.metrics = metrics
         self.readiness = readiness
@@ -55,6 +59,8 @@ public final class RunningProxy: Sendable {
     /// in flight finish; `isDrained` turns true when none is left. Returns at once.
     public func beginDrain() {
         readiness.startDraining()
+        // A reload under way finishes (a draining loop closes the listeners it adds); queued ones are answered 503.
+        reloads.close()
         loops.forEach { $0.loop.send(.drain) }
     }
 
@@ -288,9 +294,10 @@ public enum ProxyServer {
         }
         let readiness = Readiness()
         readiness.watch(settings)
+        let reloads = ReloadCoordinator()
         var admin: String?
         if let address = config.admin {
-            do { admin = try AdminServer.start(address: address, metrics: metrics, readiness: readiness) } catch {
+            do { admin = try AdminServer.start(address: address, metrics: metrics, readiness: readiness, reloads: reloads) } catch {
                 listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
                 guard error.errno == EADDRINUSE else {
                     throw StartError("admin listener \(address): \(error.description)", address: address.description)
@@ -317,7 +324,7 @@ public enum ProxyServer {
             throw StartError(error.description)
         }
         let running = RunningProxy(config: config, settings: settings, listeners: listeners, admin: admin, completionWriter: writer,
-                                   metrics: metrics, readiness: readiness, loops: handoffs, stoppedLoops: stopped)
+                                   metrics: metrics, readiness: readiness, reloads: reloads, loops: handoffs, stoppedLoops: stopped)
         RunningProxy.logResolution(settings)
         do { try LoopThread.spawn(name: "sluice-resolver") { running.refreshUpstreamAddressesUntilStopped() } } catch {
             throw StartError(error.description)

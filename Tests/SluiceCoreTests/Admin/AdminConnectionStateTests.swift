@@ -6,8 +6,9 @@ import Testing
 /// must give. No socket and no clock: the tests are the timeline.
 @Suite struct AdminConnectionStateTests {
     private static let limits = AdminLimits(headTimeoutMilliseconds: 5_000, writeTimeoutMilliseconds: 10_000,
-                                            maxConnections: 4, maxHeadBytes: 64)
+                                            maxConnections: 4, maxHeadBytes: 64, answerTimeoutMilliseconds: 30_000)
     private static let healthz = AdminRequest(method: .get, path: "/healthz")
+    private static let reload = AdminRequest(method: .post, path: "/reload")
 
     private enum Event {
         case received(AdminHeadProgress, at: Int64)
@@ -16,6 +17,10 @@ import Testing
         case failed
         case tick(at: Int64)
         case evict
+        /// The shell routed the reply to an answer from another thread.
+        case awaitAnswer(at: Int64)
+        /// That answer arrived; `writes` is what `answered` must return (the step's action is then `.wait`).
+        case answered(at: Int64, writes: Bool)
     }
 
     private struct Step {
@@ -92,6 +97,35 @@ import Testing
             Step(event: .evict, action: .wait, phase: .closed(.evicted)),
             Step(event: .wrote(remaining: 0), action: .wait, phase: .closed(.evicted)),
         ]),
+        Case(name: "POST /reload answered in time: written from the answer on, with a fresh write deadline", steps: [
+            Step(event: .received(.complete(reload), at: 1), action: .respond(.route(reload)), phase: .writing),
+            Step(event: .awaitAnswer(at: 1), action: .wait, phase: .awaitingAnswer),
+            // Neither the write deadline (1 + 10 s) nor a half-close ends a connection that waits.
+            Step(event: .tick(at: 10_001), action: .wait, phase: .awaitingAnswer),
+            Step(event: .peerClosed, action: .wait, phase: .awaitingAnswer),
+            Step(event: .wrote(remaining: 0), action: .wait, phase: .awaitingAnswer),
+            Step(event: .answered(at: 20_000, writes: true), action: .wait, phase: .writing),
+            Step(event: .tick(at: 29_999), action: .wait, phase: .writing),
+            Step(event: .tick(at: 30_000), action: .close(.writeTimeout), phase: .closed(.writeTimeout)),
+        ]),
+        Case(name: "POST /reload not answered in time: the overdue answer is written instead, a late answer is dropped", steps: [
+            Step(event: .received(.complete(reload), at: 1), action: .respond(.route(reload)), phase: .writing),
+            Step(event: .awaitAnswer(at: 1), action: .wait, phase: .awaitingAnswer),
+            Step(event: .tick(at: 30_000), action: .wait, phase: .awaitingAnswer),
+            Step(event: .tick(at: 30_001), action: .answerOverdue, phase: .writing),
+            Step(event: .answered(at: 30_002, writes: false), action: .wait, phase: .writing),
+            Step(event: .wrote(remaining: 0), action: .close(.answered), phase: .closed(.answered)),
+        ]),
+        Case(name: "an awaiting connection evicted: its answer finds it closed", steps: [
+            Step(event: .received(.complete(reload), at: 1), action: .respond(.route(reload)), phase: .writing),
+            Step(event: .awaitAnswer(at: 1), action: .wait, phase: .awaitingAnswer),
+            Step(event: .evict, action: .close(.evicted), phase: .closed(.evicted)),
+            Step(event: .answered(at: 5, writes: false), action: .wait, phase: .closed(.evicted)),
+        ]),
+        Case(name: "awaitAnswer outside the writing phase changes nothing", steps: [
+            Step(event: .awaitAnswer(at: 1), action: .wait, phase: .readingHead),
+            Step(event: .tick(at: 5_000), action: .close(.headTimeout), phase: .closed(.headTimeout)),
+        ]),
     ]
 
     @Test(arguments: cases.indices)
@@ -107,6 +141,12 @@ import Testing
             case .failed: action = state.failed()
             case .tick(let at): action = state.tick(now: at)
             case .evict: action = state.evict()
+            case .awaitAnswer(let at):
+                state.awaitAnswer(now: at)
+                action = .wait
+            case .answered(let at, let writes):
+                #expect(state.answered(now: at) == writes, "\(testCase.name), step \(number)")
+                action = .wait
             }
             #expect(action == step.action, "\(testCase.name), step \(number)")
             #expect(state.phase == step.phase, "\(testCase.name), step \(number)")
@@ -117,6 +157,8 @@ import Testing
     struct VictimCase {
         var connections: [(reading: Bool, acceptedAt: Int64)]
         var victim: Int?
+        /// The index of a writing connection that awaits an answer instead.
+        var awaiting: Int? = nil
     }
 
     @Test(arguments: [
@@ -127,11 +169,15 @@ import Testing
         // All writing: the oldest of them.
         VictimCase(connections: [(false, 7), (false, 3), (false, 5)], victim: 1),
         VictimCase(connections: [(true, 7), (true, 3), (true, 5)], victim: 1),
+        // One awaiting a reload (accepted at 1, `awaiting`) ranks with the writing ones: a reader goes first.
+        VictimCase(connections: [(false, 1), (true, 9)], victim: 1, awaiting: 0),
+        VictimCase(connections: [(false, 1), (false, 2)], victim: 0, awaiting: 0),
     ])
     func victimIsTheOldestPendingThenTheOldestWriting(_ victimCase: VictimCase) {
-        let states = victimCase.connections.map { connection in
+        let states = victimCase.connections.enumerated().map { index, connection in
             var state = AdminConnectionState(acceptedAt: connection.acceptedAt, limits: Self.limits)
             if !connection.reading { _ = state.received(.complete(Self.healthz), now: connection.acceptedAt) }
+            if index == victimCase.awaiting { state.awaitAnswer(now: connection.acceptedAt) }
             return state
         }
         #expect(AdminConnectionState.victim(states) == victimCase.victim)

@@ -43,6 +43,11 @@ import Testing
         (["--help", "--version"], .help),
         (["--version"], .version),
         (["demo", "--version"], .version),
+        (["reload", "--admin", "127.0.0.1:9901"], .reload(ReloadOptions(admin: metrics, pid: nil))),
+        (["reload", "--pid", "1234"], .reload(ReloadOptions(admin: nil, pid: 1234))),
+        (["reload", "--pid=1234", "--admin=127.0.0.1:9901", "--timeout", "2m"],
+         .reload(ReloadOptions(admin: metrics, pid: 1234, timeoutMilliseconds: 120_000))),
+        (["reload", "--timeout", "500ms", "--admin", "[::1]:81"], .reload(ReloadOptions(admin: v6, pid: nil, timeoutMilliseconds: 500))),
     ] as [([String], CommandLineCommand)])
     func accepted(arguments: [String], expected: CommandLineCommand) throws {
         #expect(try CommandLineCommand.parse(arguments) == expected)
@@ -79,7 +84,25 @@ import Testing
          "sluice demo runs its own backend; to proxy yours, run `sluice --config x`"),
         (["chekc"], "unknown command 'chekc'", "did you mean `sluice check`?"),
         (["chekc", "--config", "p.conf"], "unknown command 'chekc'", "did you mean `sluice check --config p.conf`?"),
-        (["run"], "unknown command 'run'", "the commands are check and demo; the proxy runs without one: see sluice --help"),
+        (["run"], "unknown command 'run'", "the commands are check, reload and demo; the proxy runs without one: see sluice --help"),
+        (["relaod", "--admin", ":9901"], "unknown command 'relaod'", "did you mean `sluice reload --admin :9901`?"),
+        (["reload"], "'sluice reload' needs --admin ADDR or --pid N",
+         "e.g. `sluice reload --admin 127.0.0.1:9901` (the address of the admin listener)"),
+        (["reload", "--timeout", "5s"], "'sluice reload' needs --admin ADDR or --pid N",
+         "e.g. `sluice reload --admin 127.0.0.1:9901` (the address of the admin listener)"),
+        (["reload", "--pid", "1"], "--pid must be a whole number from 2 to 2147483647, got '1'", "e.g. --pid 1234"),
+        (["reload", "--pid", "abc"], "--pid must be a whole number from 2 to 2147483647, got 'abc'", "e.g. --pid 1234"),
+        (["reload", "--pid"], "missing value for --pid: expected N", "e.g. --pid 1234"),
+        (["reload", "--admin", ":1", "--timeout", "30"], "--timeout: duration needs a unit: '30' (use ms, s, m or h, e.g. 30s)",
+         "see sluice --help"),
+        (["reload", "--admin", ":1", "--timeout", "off"], "--timeout must be more than 0, got 'off'", "e.g. --timeout 30s"),
+        (["reload", "--config", "p.conf"], "'--config' is not accepted by 'sluice reload'",
+         "'sluice reload' takes --admin, --pid and --timeout; see sluice --help"),
+        (["reload", "proxy.conf"], "unexpected argument 'proxy.conf'", "see sluice --help"),
+        (["--pid", "12"], "'--pid' is only accepted by 'sluice reload'", "e.g. `sluice reload --pid 1234`"),
+        (["demo", "--timeout", "1s"], "'--timeout' is only accepted by 'sluice reload'",
+         "e.g. `sluice reload --admin 127.0.0.1:9901 --timeout 30s`"),
+        (["reload", "--admin", ":1", "--prcoess", "1"], "unknown flag '--prcoess'", "see sluice --help"),
         (["--workers", "2", "demo"], "unexpected argument 'demo': a command comes first", "did you mean `sluice demo --workers 2`?"),
         (["check", "proxy.conf"], "unexpected argument 'proxy.conf'", "did you mean `sluice check --config proxy.conf`?"),
         (["check", "proxy"], "unexpected argument 'proxy'", "did you mean `sluice check --config proxy`?"),
@@ -185,7 +208,8 @@ import Testing
     @Test(arguments: [
         "--config", "--listen", "--upstream", "--workers", "--help", "-h", "--version", "check", "demo", "127.0.0.1:8080",
         "FILE: ok", "--log-file PATH", "--log-stdout", "--admin ADDR", "/metrics", "127.0.0.1:9901",
-        "--backend-port N", "/v1/messages",
+        "--backend-port N", "/v1/messages", "reload", "--pid N", "--timeout DURATION", "POST /reload", "GET /reload-status",
+        "reload applied (generation N)",
     ])
     func helpMentions(word: String) {
         #expect(CommandLineCommand.helpText.contains(word))

@@ -1,0 +1,39 @@
+import Glibc
+
+/// The calls `sluice reload` makes as a client: waiting on one socket, signalling a process, naming it.
+extension Syscall {
+    /// Waits until `fd` is ready for `events` (POLLIN, POLLOUT) or `milliseconds` pass; EINTR is retried with
+    /// the time left. Returns false on timeout. Blocks: the CLI only, never a loop.
+    public static func waitReady(_ fd: Int32, events: Int16, milliseconds: Int64) -> Bool {
+        let deadline = monotonicMilliseconds() + max(0, milliseconds)
+        while true {
+            var entry = pollfd(fd: fd, events: events, revents: 0)
+            let left = Int32(clamping: max(0, deadline - monotonicMilliseconds()))
+            let result = poll(&entry, 1, left)
+            if result > 0 { return true }  // ready, or an error or hangup the next call reports
+            if result == 0 { return false }
+            guard Glibc.errno == EINTR else { return true }
+        }
+    }
+
+    /// Sends `signal` to process `pid`.
+    /// - Throws: `SystemError` from kill: ESRCH (no such process), EPERM (not ours to signal).
+    public static func send(signal: Int32, to pid: Int32) throws(SystemError) {
+        guard kill(pid, signal) == 0 else { throw SystemError(call: "kill", errno: Glibc.errno) }
+    }
+
+    /// The command name of process `pid` (`/proc/PID/comm`, at most 15 bytes), or nil when it cannot be read.
+    public static func processName(_ pid: Int32) -> String? {
+        let fd = open("/proc/\(pid)/comm", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = Glibc.close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 64)
+        let count = bytes.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+        guard count > 0 else { return nil }
+        return String(decoding: bytes[..<count], as: UTF8.self).trimmingSuffix("\n")
+    }
+}
+
+private extension String {
+    func trimmingSuffix(_ suffix: String) -> String { hasSuffix(suffix) ? String(dropLast(suffix.count)) : self }
+}
