@@ -1,5 +1,3 @@
-import Glibc
-
 /// Everything the completion log says about one exchange, including rejected and failed ones.
 ///
 /// The producing loop fills one record per exchange (its strings are built once per exchange, never
@@ -58,26 +56,6 @@ public struct CompletionRecord: Sendable {
             case .rejectedOverload: 12
             case .upstreamUnresolved: 13
             }
-        }
-    }
-
-    /// Token counts: in `usage` as the upstream reported them, never estimated; in `estimatedUsage` the estimate
-    /// a token budget was charged instead.
-    public struct Usage: Sendable, Equatable {
-        public var promptTokens: Int64
-        public var completionTokens: Int64
-        public var totalTokens: Int64
-
-        public init(promptTokens: Int64, completionTokens: Int64, totalTokens: Int64) {
-            self.promptTokens = promptTokens
-            self.completionTokens = completionTokens
-            self.totalTokens = totalTokens
-        }
-
-        /// The counts of a tap's usage or of a charged estimate.
-        public init(_ usage: TokenUsage) {
-            self.init(promptTokens: usage.promptTokens, completionTokens: usage.completionTokens,
-                      totalTokens: usage.totalTokens)
         }
     }
 
@@ -143,13 +121,13 @@ public struct CompletionRecord: Sendable {
     public var rateLimitDecision: String?
     public var model: String?
     /// Nil renders `"usage": null`: the stream carried no usage.
-    public var usage: Usage?
+    public var usage: TokenUsage?
     /// `"reported"` when the backend reported usage and that was what counted, `"estimated"` when a token budget
     /// was charged an estimate instead (`estimatedUsage`), nil otherwise (no usage, nothing charged): the key
     /// is then left out.
     public var usageSource: String?
     /// The estimate charged to the route's token budgets in place of missing or short usage; never in `usage`.
-    public var estimatedUsage: Usage?
+    public var estimatedUsage: TokenUsage?
     public var end: End
     /// A short reason for a failed exchange, e.g. `"connect: ECONNREFUSED"`.
     public var error: String?
@@ -304,9 +282,7 @@ extension CompletionRecord {
     /// Microseconds since the Unix epoch on the wall clock (a vDSO call, no syscall), for
     /// ``timestampMicroseconds``; taken once per exchange.
     public static func wallClockMicroseconds() -> Int64 {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        return Int64(now.tv_sec) * 1_000_000 + Int64(now.tv_nsec) / 1000
+        Syscall.wallClockMicroseconds()
     }
 
     /// The line as a `String` (tests and diagnostics).
@@ -331,7 +307,7 @@ extension CompletionRecord {
     }
 
     /// `{"prompt_tokens":…,"completion_tokens":…,"total_tokens":…}`, or `null`.
-    private static func appendUsage(_ usage: Usage?, to out: inout [UInt8]) {
+    private static func appendUsage(_ usage: TokenUsage?, to out: inout [UInt8]) {
         guard let usage else {
             JSONBytes.appendRaw("null", to: &out)
             return

@@ -267,7 +267,7 @@ public final class LoopMetrics: Sendable {
     }
 
     /// Adds an exchange's TTFT and reported tokens to per-model series `series`.
-    func countModel(series: Int, ttftMicroseconds: Int?, usage: CompletionRecord.Usage?) {
+    func countModel(series: Int, ttftMicroseconds: Int?, usage: TokenUsage?) {
         let first = layout.modelSeriesCell(series)
         if let usage {
             // Clamped: a backend's nonsense (a negative or absurd count) must not move a counter backwards or wrap it.

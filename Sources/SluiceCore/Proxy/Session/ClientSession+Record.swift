@@ -5,39 +5,15 @@ extension ClientSession {
     /// Starts the record of an exchange: identity fields now, while the head bytes exist.
     /// `head` is nil for a request refused before its head could be parsed.
     func beginRecord(head: RequestHead?, source: Span<UInt8>?) {
-        recordPending = true
-        exchangeWallClock = CompletionRecord.wallClockMicroseconds()
-        exchangeStartedAt = loop.now
-        recordStartedAt = loop.nowMicroseconds
-        exchangeEnd = nil
-        exchangeError = nil
-        routeMatched = false
-        upstreamContacted = false
-        responseStatus = 0
-        responseHeadAt = 0
-        requestBytes = 0
-        responseBytes = 0
-        pausedTotal = 0
-        peakQueued = 0
-        recordTraceparent = nil
-        upstreamRequestIDText = nil
+        record = ExchangeRecord(pending: true, wallClock: CompletionRecord.wallClockMicroseconds(), startedAt: loop.nowMicroseconds)
+        times.exchangeStartedAt = loop.now
         rateLimitFields = []
-        rateLimitKeyHash = nil
-        rateLimitDecision = nil
-        requestModel = nil
-        requestPromptEstimate = 0
-        capturedRequestText = nil
-        requestCaptureTruncated = false
         // Without a log sink the record only feeds the metrics, which need no strings.
-        guard let head, let source, loop.completions != nil else {
-            recordMethod = ""
-            recordPath = ""
-            return
-        }
-        recordMethod = String(decoding: head.methodRange.map { source[$0] }, as: UTF8.self)
-        recordPath = String(decoding: head.target.map { source[$0] }, as: UTF8.self)
+        guard let head, let source, loop.completions != nil else { return }
+        record.method = String(decoding: head.methodRange.map { source[$0] }, as: UTF8.self)
+        record.path = String(decoding: head.target.map { source[$0] }, as: UTF8.self)
         for field in head.fields where fieldNameEquals(source, field.name, "traceparent") {
-            recordTraceparent = String(decoding: field.value.map { source[$0] }, as: UTF8.self)
+            record.traceparent = String(decoding: field.value.map { source[$0] }, as: UTF8.self)
             break
         }
     }
@@ -66,99 +42,117 @@ extension ClientSession {
     func finishRequestObservation() {
         guard let observer = requestObserver else { return }
         requestObserver = nil
-        requestModel = observer.tap.model
-        requestPromptEstimate = observer.tap.estimatedPromptTokens
+        record.requestModel = observer.tap.model
+        record.promptEstimate = observer.tap.estimatedPromptTokens
         if observer.capturing {
-            capturedRequestText = observer.tap.withCapturedBody { ClientSession.text($0) }
-            requestCaptureTruncated = observer.tap.captureTruncated
+            record.capturedRequestText = observer.tap.withCapturedBody { ClientSession.text($0) }
+            record.captureTruncated = observer.tap.captureTruncated
         }
         loop.giveRequestObserver(observer)
     }
 
-    /// Writes the exchange's record (once) to the side queue and counts it in the metrics.
-    func emitRecord() {
-        guard recordPending else { return }
-        recordPending = false
-        // The record's times are measured in microseconds (`recordStartedAt`, `responseHeadAt`, the pause and the
-        // tap's times) and written as milliseconds with three real decimals.
-        let now = loop.nowMicroseconds
-        func milliseconds(_ microseconds: Int64) -> Double { Double(microseconds) / 1000 }
-        let logged = loop.completions != nil
-        var record = CompletionRecord(timestampMicroseconds: exchangeWallClock,
-                                      requestID: logged ? String(decoding: requestID, as: UTF8.self) : "",
-                                      clientAddress: logged ? String(decoding: clientIP, as: UTF8.self) : "",
-                                      method: recordMethod, path: recordPath, worker: loop.index)
-        record.includeQuery = settings.includeQueryInLog
-        record.traceparent = recordTraceparent
-        record.upstreamRequestID = upstreamRequestIDText
-        if logged && routeMatched { record.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
-        if logged && upstreamContacted { record.upstreamAddress = upstreamDisplay }
-        record.status = responseStatus
-        record.requestBytes = requestBytes
-        record.responseBytes = responseBytes
-        if responseHeadAt > 0 { record.ttfbMilliseconds = milliseconds(responseHeadAt - recordStartedAt) }
-        record.durationMilliseconds = milliseconds(now - recordStartedAt)
-        let pausedNow = upstreamReadPause.contains(.peerQueueFull) ? now - pausedSince : 0
-        record.pausedMilliseconds = milliseconds(pausedTotal + pausedNow)
-        record.peakQueuedBytes = peakQueued
-        record.end = exchangeEnd ?? .complete
-        record.error = exchangeError
-        record.rateLimitKeyHash = rateLimitKeyHash
-        record.rateLimitDecision = rateLimitDecision
-        finishRequestObservation()
-        record.model = requestModel
-        record.capturedRequestBody = capturedRequestText
-        record.captureTruncated = requestCaptureTruncated
-        var reportedUsage: TokenUsage?
-        var completionEstimate: Int64 = 0
-        if let observer = responseObserver {
-            observer.tap.finish(now: now)
-            let observation = observer.tap.observation
-            record.sseEvents = observation.eventCount
-            record.ttfeMilliseconds = observation.firstDataEventAt.map { milliseconds($0 - recordStartedAt) }
-            // The first token: the first event that carried output (a role-only chunk or `message_start` is an
-            // event, not a token); a body that is not an event stream delivers its output with its first byte.
-            let firstTokenAt = observer.tap.kind == .eventStream ? observation.firstContentEventAt
-                                                                 : observer.tap.firstBodyByteAt
-            record.ttftMilliseconds = firstTokenAt.map { milliseconds($0 - recordStartedAt) }
-            if let firstTokenAt, let completion = observation.usage?.completionTokens, completion > 0 {
-                let generating = milliseconds(now - firstTokenAt)
-                if generating > 0 { record.tokensPerSecond = Double(completion) * 1000 / generating }
-                if completion > 1 { record.tpotMilliseconds = max(0, generating) / Double(completion - 1) }
-            }
-            record.maxGapMilliseconds = milliseconds(observation.maxGap)
-            if let model = observation.model { record.model = model }
-            reportedUsage = observation.usage
-            completionEstimate = observation.estimatedCompletionTokens
-            record.usage = observation.usage.map(CompletionRecord.Usage.init)
-            if record.usage != nil { record.usageSource = TokenCharge.Source.reported.rawValue }
-            if observer.capturing {
-                record.capturedResponseText = observer.tap.withCapturedText { ClientSession.text($0) }
-                record.captureTruncated = record.captureTruncated || observer.tap.captureTruncated
-            }
-            responseObserver = nil
-            loop.giveResponseObserver(observer)
-        }
-        if let grant = rateLimitGrant, let limiter = settings.rateLimiter {
-            // Tokens are charged after the fact: what the backend reported, else the taps' estimate (TokenCharge),
-            // on every end, so a stream without usage or a client gone before it is no free path. An exchange
-            // refused before it reached the upstream costs no tokens. Then the lease goes back.
-            if settings.routes[routeIndex].chargesTokens && upstreamContacted {
-                let charge = TokenCharge(reported: reportedUsage, promptEstimate: requestPromptEstimate,
-                                         completionEstimate: completionEstimate)
-                record.usageSource = charge.source.rawValue
-                record.estimatedUsage = charge.estimate.map(CompletionRecord.Usage.init)
-                limiter.chargeTokens(grant, tokens: charge.tokens, nowNanoseconds: Int64(Syscall.monotonicNanoseconds()))
-            }
-            limiter.release(grant)
-            rateLimitGrant = nil
+    /// The exchange is over, whatever its end: three steps, each once. The record is completed from the taps, the
+    /// admission is settled (tokens charged, the concurrency lease released), then the record is counted in the
+    /// metrics and offered to the side queue.
+    func concludeExchange() {
+        guard record.pending else { return }
+        record.pending = false
+        var usage = ObservedUsage()
+        var line = completionLine(usage: &usage)
+        if let charge = settleAdmission(usage) {
+            line.usageSource = charge.source.rawValue
+            line.estimatedUsage = charge.estimate
         }
         if countedAsStream {
             countedAsStream = false
             loop.metrics.addActiveStreams(-1)
         }
-        loop.metrics.countCompletion(record, route: routeMatched ? settings.routes[routeIndex].metricsSlot : nil)
-        _ = loop.completions?.offer(record)
+        loop.metrics.countCompletion(line, route: record.routeMatched ? settings.routes[routeIndex].metricsSlot : nil)
+        _ = loop.completions?.offer(line)
+    }
+
+    /// What the response tap learned about tokens, for the token budget.
+    struct ObservedUsage {
+        var reported: TokenUsage?
+        var completionEstimate: Int64 = 0
+    }
+
+    /// The completion record of the exchange, from what the session gathered and what its taps observed (the taps
+    /// go back to the loop here). `usage` receives what a token budget needs.
+    func completionLine(usage: inout ObservedUsage) -> CompletionRecord {
+        // The record's times are measured in microseconds (`recordStartedAt`, `responseHeadAt`, the pause and the
+        // tap's times) and written as milliseconds with three real decimals.
+        let now = loop.nowMicroseconds
+        func milliseconds(_ microseconds: Int64) -> Double { Double(microseconds) / 1000 }
+        let logged = loop.completions != nil
+        var line = CompletionRecord(timestampMicroseconds: record.wallClock,
+                                      requestID: logged ? String(decoding: requestID, as: UTF8.self) : "",
+                                      clientAddress: logged ? String(decoding: clientIP, as: UTF8.self) : "",
+                                      method: record.method, path: record.path, worker: loop.index)
+        line.includeQuery = settings.includeQueryInLog
+        line.traceparent = record.traceparent
+        line.upstreamRequestID = record.upstreamRequestID
+        if logged && record.routeMatched { line.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
+        if logged && record.upstreamContacted { line.upstreamAddress = upstreamDisplay }
+        line.status = record.status
+        line.requestBytes = record.requestBytes
+        line.responseBytes = record.responseBytes
+        if record.responseHeadAt > 0 { line.ttfbMilliseconds = milliseconds(record.responseHeadAt - record.startedAt) }
+        line.durationMilliseconds = milliseconds(now - record.startedAt)
+        let pausedNow = !upstreamGate.isOpen ? now - record.pausedSince : 0
+        line.pausedMilliseconds = milliseconds(record.pausedTotal + pausedNow)
+        line.peakQueuedBytes = record.peakQueued
+        line.end = record.end ?? .complete
+        line.error = record.error
+        line.rateLimitKeyHash = record.rateLimitKeyHash
+        line.rateLimitDecision = record.rateLimitDecision
+        finishRequestObservation()
+        line.model = record.requestModel
+        line.capturedRequestBody = record.capturedRequestText
+        line.captureTruncated = record.captureTruncated
+        if let observer = responseObserver {
+            observer.tap.finish(now: now)
+            let observation = observer.tap.observation
+            line.sseEvents = observation.eventCount
+            line.ttfeMilliseconds = observation.firstDataEventAt.map { milliseconds($0 - record.startedAt) }
+            // The first token: the first event that carried output (a role-only chunk or `message_start` is an
+            // event, not a token); a body that is not an event stream delivers its output with its first byte.
+            let firstTokenAt = observer.tap.kind == .eventStream ? observation.firstContentEventAt
+                                                                 : observer.tap.firstBodyByteAt
+            line.ttftMilliseconds = firstTokenAt.map { milliseconds($0 - record.startedAt) }
+            if let firstTokenAt, let completion = observation.usage?.completionTokens, completion > 0 {
+                let generating = milliseconds(now - firstTokenAt)
+                if generating > 0 { line.tokensPerSecond = Double(completion) * 1000 / generating }
+                if completion > 1 { line.tpotMilliseconds = max(0, generating) / Double(completion - 1) }
+            }
+            line.maxGapMilliseconds = milliseconds(observation.maxGap)
+            if let model = observation.model { line.model = model }
+            usage = ObservedUsage(reported: observation.usage, completionEstimate: observation.estimatedCompletionTokens)
+            line.usage = observation.usage
+            if line.usage != nil { line.usageSource = TokenCharge.Source.reported.rawValue }
+            if observer.capturing {
+                line.capturedResponseText = observer.tap.withCapturedText { ClientSession.text($0) }
+                line.captureTruncated = line.captureTruncated || observer.tap.captureTruncated
+            }
+            responseObserver = nil
+            loop.giveResponseObserver(observer)
+        }
+        return line
+    }
+
+    /// Settles the exchange's rate-limit admission, once: tokens are charged after the fact (what the backend
+    /// reported, else the taps' estimate, `TokenCharge`) on every end, so a stream without usage or a client gone
+    /// before it is no free path; an exchange refused before it reached the upstream costs none. Then the lease goes
+    /// back. Returns the charge when tokens were charged.
+    func settleAdmission(_ usage: ObservedUsage) -> TokenCharge? {
+        guard let grant = rateLimitGrant, let limiter = settings.rateLimiter else { return nil }
+        rateLimitGrant = nil
+        defer { limiter.release(grant) }
+        guard settings.routes[routeIndex].chargesTokens && record.upstreamContacted else { return nil }
+        let charge = TokenCharge(reported: usage.reported, promptEstimate: record.promptEstimate,
+                                 completionEstimate: usage.completionEstimate)
+        limiter.chargeTokens(grant, tokens: charge.tokens, nowNanoseconds: Int64(Syscall.monotonicNanoseconds()))
+        return charge
     }
 
     static func text(_ bytes: Span<UInt8>) -> String {

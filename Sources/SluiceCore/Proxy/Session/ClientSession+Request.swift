@@ -2,10 +2,8 @@
 extension ClientSession {
     // MARK: - Client input
 
-    var requestIsComplete: Bool {
-        if case .complete = requestBody { return true }
-        return false
-    }
+    /// Nothing more of the request is to be read for its exchange (its body arrived whole, or it was dropped).
+    var requestIsComplete: Bool { !machine.requestStillArriving }
 
     /// Reads from the client when there is something to do with the bytes; returns true if it read.
     func readFromClient() -> Bool {
@@ -17,7 +15,7 @@ extension ClientSession {
             // A TLS handshake still under way is read on: a response sluice queued at once (a 503 at
             // max_connections) can only go out once the handshake has finished.
             let handshaking = clientTransport.tls.map { !$0.isEstablished } ?? false
-            guard (!requestIsComplete && clientReadPause.isEmpty) || handshaking else { return false }
+            guard (!requestIsComplete && clientGate.isOpen) || handshaking else { return false }
         case .lingering:
             return discardLingeringInput()
         case .closed:
@@ -55,11 +53,11 @@ extension ClientSession {
         case .processed(let count):
             // With a hang-up pending we keep reading so the EOF itself is seen.
             if count < space && !clientHangup && clientTransport.shortReadDrainsSocket { clientReadable = false }
-            lastClientRead = loop.now
+            times.lastClientRead = loop.now
             loop.metrics.addClientBytesReceived(count)
             if phase == .idle {
-                phase = .readingHead
-                headStartedAt = loop.now
+                machine.requestBegan()
+                times.headStartedAt = loop.now
                 loop.sessionLeftIdle(self)  // a request began: never closed to make room at max_connections
             }
             processClientBytes()
@@ -80,16 +78,7 @@ extension ClientSession {
     }
 
     func clientEndOfStream() {
-        switch phase {
-        case .idle, .readingHead:
-            close()
-        case .exchange:
-            abort(reason: "client closed the connection", end: .clientAbort)
-        case .lingering:
-            close()
-        case .closed:
-            break
-        }
+        carryOut(machine.clientEndOfStream())
     }
 
     func parseRequestHead() {
@@ -104,7 +93,7 @@ extension ClientSession {
             }
         case .failed(let error, _):
             beginRecord(head: nil, source: nil)
-            requestBytes = Int64(buffer.readableCount)
+            record.requestBytes = Int64(buffer.readableCount)
             rejectRequest(.malformedRequest(error))
         case .complete(let headLength):
             startExchange(headLength: headLength, head: parsers.request.head)
@@ -116,22 +105,14 @@ extension ClientSession {
     /// Validates a parsed request, writes its upstream head and starts connecting.
     func startExchange(headLength: Int, head: RequestHead) {
         guard let buffer = clientIn else { return }
-        phase = .exchange
         settings = loop.settings
-        exchangeStartedAt = loop.now
+        times.exchangeStartedAt = loop.now
         requestMethod = head.method
         requestKeepAlive = head.keepAlive
         clientIsHTTP10 = head.version.minor == 0
-        response = .awaitingHead
-        responseStarted = false
-        closeAfterResponse = !head.keepAlive || clientIsHTTP10 || loop.isDraining
-        upstreamReusable = true
-        replayed = false
-        connectAttempts = 0
         requestBodyBytes = 0
         requestSendEnd = 0
         upstreamHeadSent = 0
-        requestHeadWritten = false
         waitingForHeadRoom = false
         responseSendEnd = 0
         switch head.framing {
@@ -139,11 +120,13 @@ extension ClientSession {
         case .chunked: requestBody = .chunked
         default: requestBody = .complete
         }
+        machine.requestHeadParsed(method: head.method, keepAlive: head.keepAlive, http10: clientIsHTTP10,
+                                  hasBody: !Self.isComplete(requestBody), draining: loop.isDraining)
         buffer.withReadableSpan { source in
             adoptRequestID(from: source, head: head)
             beginRecord(head: head, source: source)
         }
-        requestBytes = Int64(headLength)
+        record.requestBytes = Int64(headLength)
 
         if head.method == .connect {
             return rejectRequest(.connectNotSupported)
@@ -158,7 +141,7 @@ extension ClientSession {
             return rejectRequest(.noRoute)
         }
         routeIndex = index
-        routeMatched = true
+        record.routeMatched = true
         let route = settings.routes[index]
         captureResponseBytes = route.captureResponseBytes
         if !route.limits.isEmpty, let limiter = settings.rateLimiter {
@@ -185,7 +168,12 @@ extension ClientSession {
         }
         buffer.consume(headLength)
         frameRequestBody()
-        if phase == .exchange { connectUpstream() }
+        carryOut(machine.requestAccepted())
+    }
+
+    static func isComplete(_ body: RequestBody) -> Bool {
+        if case .complete = body { return true }
+        return false
     }
 
     /// Keeps the client's X-Request-Id when it is sane, otherwise mints one.
@@ -233,7 +221,7 @@ extension ClientSession {
                 observeRequest(buffer, requestSendEnd..<(requestSendEnd + take))
                 requestSendEnd += take
                 requestBodyBytes += Int64(take)
-                requestBytes += Int64(take)
+                record.requestBytes += Int64(take)
                 requestBody = remaining == Int64(take) ? .complete : .contentLength(remaining: remaining - Int64(take))
             case .chunked:
                 guard let observer = requestObserver else { return }
@@ -241,51 +229,36 @@ extension ClientSession {
                 switch step {
                 case .framing(let count):
                     requestSendEnd += count
-                    requestBytes += Int64(count)
+                    record.requestBytes += Int64(count)
                 case .data(let count):
                     observeRequest(buffer, requestSendEnd..<(requestSendEnd + count))
                     requestSendEnd += count
                     requestBodyBytes += Int64(count)
-                    requestBytes += Int64(count)
+                    record.requestBytes += Int64(count)
                     if maxRequestBody > 0 && requestBodyBytes > maxRequestBody {
                         return failRequestBody(.bodyTooLarge("request body exceeds the limit of \(maxRequestBody) bytes"))
                     }
                 case .end(let count):
                     requestSendEnd += count
-                    requestBytes += Int64(count)
+                    record.requestBytes += Int64(count)
                     requestBody = .complete
                 case .failed(let error, _):
                     return failRequestBody(.malformedBody(error))
                 }
             }
         }
+        if machine.requestStillArriving && Self.isComplete(requestBody) { machine.requestBodyReceived() }
         if requestIsComplete {
             if usageInjection == .holdingBody { releaseHeldRequest() }
             finishRequestObservation()
-            if requestSentAt == 0 && upstream?.connected == true { requestSentAt = loop.now }
+            if times.requestSentAt == 0 && upstream?.connected == true { times.requestSentAt = loop.now }
         }
         updateClientPause()
     }
 
-    /// The body turned out bad after forwarding began: the upstream gets nothing more.
-    func failRequestBody(_ error: ProxyError) {
-        upstreamReusable = false
-        closeUpstream()
-        if responseStarted {
-            abort(reason: error.message, end: error.end)
-        } else {
-            rejectRequest(error)
-        }
-    }
-
-    /// Hysteresis on the request direction: stop reading the client at the high watermark, resume at the low one.
+    /// The request direction's gate: client reads pause while the body queued for the upstream is full.
     func updateClientPause() {
-        let queued = clientIn?.readableCount ?? 0
-        if queued >= highWatermark {
-            clientReadPause.insert(.peerQueueFull)
-        } else if queued <= lowWatermark {
-            clientReadPause.remove(.peerQueueFull)
-        }
+        _ = clientGate.queueChanged(to: clientIn?.readableCount ?? 0)
     }
 
     // MARK: - Rate limits
@@ -300,26 +273,19 @@ extension ClientSession {
         case .admitted(let grant):
             rateLimitGrant = grant
             rateLimitFields = RateLimitHeaders.fields(for: grant)
-            rateLimitKeyHash = keys.first?.displayHash
-            rateLimitDecision = "allowed"
+            record.rateLimitKeyHash = keys.first?.displayHash
+            record.rateLimitDecision = "allowed"
             return true
         case .rejected(let rejection):
-            rateLimitKeyHash = rejection.key.displayHash
-            rateLimitDecision = "rejected"
+            record.rateLimitKeyHash = rejection.key.displayHash
+            record.rateLimitDecision = "rejected"
             if let slot = settings.ruleMetricsSlots[rejection.rule] { loop.metrics.countRateLimitRejection(rule: slot) }
             OpLog.debug("rate limited", ["rule": .string(rejection.name), "key": .string(rejection.key.displayHash)])
-            // The body of a refused request is not forwarded; the connection closes if one is on its way. Without
-            // a body, requests pipelined behind it stay and are answered in order once the 429 is out.
-            let closeAfter = !requestIsComplete || closeAfterResponse
-            if closeAfter {
-                dropUnsentRequest()
-            } else {
-                buffer.consume(headLength)
-            }
-            dropUpstreamHead()
-            respond(.rateLimited(RateLimitHeaders.message(for: rejection)), closeAfter: closeAfter,
-                    extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
-                    body: RateLimitHeaders.body(for: rejection))
+            let action = machine.admission(.rejected(.rateLimited(RateLimitHeaders.message(for: rejection))))
+            // Without a body, requests pipelined behind it stay (the machine keeps the connection): only the head goes.
+            if case .respond(_, close: false, _) = action { buffer.consume(headLength) }
+            carryOut(action, extraFields: RateLimitHeaders.serialize(RateLimitHeaders.fields(for: rejection)),
+                     body: RateLimitHeaders.body(for: rejection))
             return false
         }
     }

@@ -8,10 +8,10 @@ extension ClientSession {
         guard let connection = upstream, connection.connected, connection.readable else { return false }
         switch response {
         case .awaitingHead: guard !waitingForHeadRoom else { return false }
-        case .body: guard upstreamReadPause.isEmpty else { return false }
+        case .body: guard upstreamGate.isOpen else { return false }
         case .complete, .aborted: return false
         }
-        if (clientOut?.readableCount ?? 0) == 0 && responseSendEnd == 0 { lastClientWriteProgress = loop.now }
+        if (clientOut?.readableCount ?? 0) == 0 && responseSendEnd == 0 { times.lastClientWriteProgress = loop.now }
         let buffer = takeBuffer(&upstreamIn)
         if buffer.writableCount == 0 { buffer.compact() }
         guard buffer.writableCount > 0 else {
@@ -44,7 +44,7 @@ extension ClientSession {
             return false
         case .processed(let count):
             if count < space && !connection.hangup && connection.transport.shortReadDrainsSocket { connection.readable = false }
-            lastUpstreamRead = loop.now
+            times.lastUpstreamRead = loop.now
             loop.metrics.addUpstreamBytesReceived(count)
             processResponseBytes()
             return true
@@ -78,7 +78,7 @@ extension ClientSession {
                     let take = Int(min(Int64(available), remaining))
                     observeResponse(buffer, responseSendEnd..<(responseSendEnd + take))
                     responseSendEnd += take
-                    if Int64(take) == remaining { responseFinished() } else { response = .body(.contentLength(remaining: remaining - Int64(take))) }
+                    if Int64(take) == remaining { responseFinished() } else { responseBody = .contentLength(remaining: remaining - Int64(take)) }
                 case .chunked:
                     // Chunk boundaries are tracked to find the end and to hand the payload to the tap;
                     // the bytes themselves go out unchanged.
@@ -94,7 +94,7 @@ extension ClientSession {
                         responseSendEnd += count
                         responseFinished()
                     case .failed(let error, _):
-                        return endTruncated(reason: "invalid chunked framing from upstream: \(error.message)", end: .upstreamAbort)
+                        return carryOut(machine.responseBodyFailed("invalid chunked framing from upstream: \(error.message)"))
                     }
                 case .dechunked:
                     guard dechunk(buffer) else { return updateUpstreamPause() }
@@ -107,7 +107,7 @@ extension ClientSession {
             case .complete, .aborted:
                 // Bytes after the end of a response: the server broke framing, so the connection is not reused.
                 if buffer.readableCount > responseSendEnd {
-                    upstreamReusable = false
+                    machine.upstreamSentBytesAfterResponse()
                     buffer.truncate(toReadable: responseSendEnd)
                 }
                 return
@@ -135,7 +135,7 @@ extension ClientSession {
                 responseFinished()
                 return true
             case .failed(let error, _):
-                endTruncated(reason: "invalid chunked framing from upstream: \(error.message)", end: .upstreamAbort)
+                carryOut(machine.responseBodyFailed("invalid chunked framing from upstream: \(error.message)"))
                 return false
             }
         }
@@ -143,19 +143,21 @@ extension ClientSession {
     }
 
     /// Handles a complete response head: interim ones are relayed and parsing continues, a final one
-    /// decides the body framing. Returns false when the exchange ended.
+    /// decides the body framing. Returns false when the exchange ended or the head waits for room.
     func acceptResponseHead(headLength: Int, buffer: ByteBuffer, parsers: HeadParsers) -> Bool {
         let out = takeBuffer(&clientOut)
         let queuedBefore = out.readableCount
-        if parsers.response.head.isInformational {
-            guard parsers.response.head.status != 101 else {
-                upstreamFailed(.badResponse("upstream switched protocols, which was not requested"))
+        let head = parsers.response.head
+        if head.isInformational {
+            let action = machine.responseHeadParsed(head.status == 101 ? .switchingProtocols : .interim,
+                                                    badResponse: .badResponse("upstream switched protocols, which was not requested"))
+            guard case .forwardInterim(let relay) = action else {
+                carryOut(action)
                 return false
             }
-            // RFC 9110 §15.2: a 1xx is not sent to an HTTP/1.0 client.
-            if !clientIsHTTP10 {
+            if relay {
                 let written = buffer.withReadableSpan {
-                    HeadRewriter.writeResponseHead(into: out, source: $0, head: parsers.response.head, requestID: nil, close: false)
+                    HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: nil, close: false)
                 }
                 guard written != nil else { return headDidNotFit(out, queuedBefore: queuedBefore) }
             }
@@ -163,146 +165,101 @@ extension ClientSession {
             parsers.response.reset()
             return true
         }
-        dropUpstreamHead()
-        let head = parsers.response.head
-        if !head.keepAlive { upstreamReusable = false }
         var body: ResponseBody?
         switch head.framing {
         case .none: body = nil
         case .contentLength(let length): body = length == 0 ? nil : .contentLength(remaining: length)
-        case .chunked:
-            body = clientIsHTTP10 ? .dechunked : .chunked
-        case .untilClose:
-            upstreamReusable = false
-            body = .untilClose
+        case .chunked: body = clientIsHTTP10 ? .dechunked : .chunked
+        case .untilClose: body = .untilClose
         }
         if usageInjection == .injected, let unfiltered = body, buffer.withReadableSpan({ Self.isEventStream(head, $0) }) {
             body = .filtered(input: unfiltered.filteredInput, rechunk: !clientIsHTTP10)
         }
         let reframe: HeadRewriter.Reframe
         switch body {
-        case .dechunked, .filtered(_, rechunk: false):
-            reframe = .untilClose
-            closeAfterResponse = true
-        case .filtered(_, rechunk: true):
-            reframe = .chunked
-        case .untilClose:
-            reframe = .asReceived
-            closeAfterResponse = true
-        case .contentLength, .chunked, nil:
-            reframe = .asReceived
+        case .dechunked, .filtered(_, rechunk: false): reframe = .untilClose
+        case .filtered(_, rechunk: true): reframe = .chunked
+        case .untilClose, .contentLength, .chunked, nil: reframe = .asReceived
         }
-        if !requestIsComplete { closeAfterResponse = true }
-        let facts = buffer.withReadableSpan {
+        var facts = ExchangeStateMachine.ResponseHeadFacts(kind: .final, serverKeepsAlive: head.keepAlive)
+        facts.upstreamEndsAtClose = head.framing == .untilClose
+        facts.clientEndsAtClose = reframe == .untilClose || body == .untilClose
+        guard case .forward(let close) = machine.responseHeadParsed(facts, badResponse: .badResponse("unreachable")) else {
+            preconditionFailure("a final response head is always forwarded")
+        }
+        let written = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
-                                           close: closeAfterResponse, reframe: reframe, rateLimitFields: rateLimitFields)
+                                           close: close, reframe: reframe, rateLimitFields: rateLimitFields)
         }
-        guard let facts else { return headDidNotFit(out, queuedBefore: queuedBefore) }
-        if let upstreamID = facts.upstreamRequestID, loop.completions != nil {
+        guard let written else { return headDidNotFit(out, queuedBefore: queuedBefore) }
+        dropUpstreamHead()
+        machine.responseHeadQueued()
+        if let upstreamID = written.upstreamRequestID, loop.completions != nil {
             let sent = buffer.withReadableSpan { source in upstreamID.count == requestID.count && (0..<upstreamID.count).allSatisfy { source[upstreamID.lowerBound + $0] == requestID[$0] } }
-            if !sent { upstreamRequestIDText = buffer.withReadableSpan { source in String(decoding: upstreamID.map { source[$0] }, as: UTF8.self) } }
+            if !sent { record.upstreamRequestID = buffer.withReadableSpan { source in String(decoding: upstreamID.map { source[$0] }, as: UTF8.self) } }
         }
-        responseStarted = true
-        responseStatus = head.status
-        responseHeadAt = loop.nowMicroseconds
+        record.status = head.status
+        record.responseHeadAt = loop.nowMicroseconds
         if body != nil {
             // Event streams and JSON bodies are always read, log or no log: the first content event is the TTFT the
             // histogram observes, and usage and model feed the token counters (sluice_*_tokens_total by model).
-            responseObserver = loop.takeResponseObserver(kind: facts.eventStream ? .eventStream : facts.json ? .json : .other,
+            responseObserver = loop.takeResponseObserver(kind: written.eventStream ? .eventStream : written.json ? .json : .other,
                                                          readsUsage: true, capture: captureResponseBytes)
             countedAsStream = true
             loop.metrics.addActiveStreams(1)
         }
         buffer.consume(headLength)
         releaseParsers()
-        if let body { response = .body(body) } else { responseFinished() }
+        if let body { responseBody = body } else { responseFinished() }
         return true
     }
 
     /// A response head did not fit the client queue: the part written is taken back, so no cut head is ever sent.
     /// Behind earlier queued heads (several 1xx) it waits for them to drain: the parser keeps its completed result,
-    /// and `flushToClient` parses again. Alone in the queue it never fits: the exchange fails. Returns false.
+    /// and `flushToClient` parses again. Returns false.
     func headDidNotFit(_ out: ByteBuffer, queuedBefore: Int) -> Bool {
         out.truncate(toReadable: queuedBefore)
-        guard queuedBefore == 0 else {
-            waitingForHeadRoom = true
-            return false
-        }
-        upstreamFailed(.badResponse("upstream response head is too large to forward"))
+        waitingForHeadRoom = queuedBefore > 0
+        carryOut(machine.responseHeadDidNotFit(behindQueuedHeads: queuedBefore > 0,
+                                               error: .badResponse("upstream response head is too large to forward")))
         return false
     }
 
-    /// Hysteresis on the response direction.
+    /// The response direction's gate: upstream reads pause while the client queue is full; the pauses are timed.
     func updateUpstreamPause() {
         let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
-        peakQueued = max(peakQueued, queued)
-        if queued >= highWatermark {
-            if upstreamReadPause.insert(.peerQueueFull).inserted {
-                pausedSince = loop.nowMicroseconds
-                loop.metrics.countBackpressurePause()
-            }
-        } else if queued <= lowWatermark {
-            if upstreamReadPause.remove(.peerQueueFull) != nil { pausedTotal += loop.nowMicroseconds - pausedSince }
+        record.peakQueued = max(record.peakQueued, queued)
+        switch upstreamGate.queueChanged(to: queued) {
+        case .paused:
+            record.pausedSince = loop.nowMicroseconds
+            loop.metrics.countBackpressurePause()
+        case .resumed:
+            record.pausedTotal += loop.nowMicroseconds - record.pausedSince
+        case nil:
+            break
         }
     }
 
+    /// The response reached its framed end: the machine decides whether its upstream connection is pooled.
     func responseFinished() {
-        response = .complete
-        var cleanEnd = true
+        var bytesAfterEnd = false
         if let buffer = upstreamIn, buffer.readableCount > responseSendEnd {
-            cleanEnd = false
+            bytesAfterEnd = true
             buffer.truncate(toReadable: responseSendEnd)
         }
-        if let connection = upstream {
-            let facts = ExchangeReuse.UpstreamFacts(requestWrittenWhole: requestWrittenWhole, responseEndedCleanly: cleanEnd,
-                                                    serverKeepsAlive: upstreamReusable, hungUp: connection.hangup)
-            if ExchangeReuse.mayPoolUpstream(facts) {
-                upstream = nil
-                loop.poolUpstream(connection)
-            }
-        }
+        let requestBytesPending = requestSendEnd > 0 || (upstream?.transport.hasPendingOutput ?? true)
+        carryOut(machine.responseEnded(bytesAfterEnd: bytesAfterEnd, requestBytesPending: requestBytesPending, hungUp: upstream?.hangup ?? true))
         closeUpstream()
         finishIfFlushed()
     }
 
-    /// The request's head and whole body went to the current upstream connection, nothing left in its transport.
-    var requestWrittenWhole: Bool {
-        requestIsComplete && requestHeadWritten && requestSendEnd == 0 && !(upstream?.transport.hasPendingOutput ?? true)
-    }
-
     /// The upstream closed (or failed) its side.
     func upstreamEndOfStream(error: SystemError?) {
-        upstreamReusable = false
-        switch response {
-        case .awaitingHead:
-            if upstream?.reused == true, !responseStarted, canReplay {
-                return replay()
-            }
-            let reason = error.map { $0.description } ?? "connection closed"
-            upstreamFailed(.badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))",
-                                        client: "upstream \(upstreamName) closed before sending a complete response head"))
-        case .body(.untilClose):
-            responseFinished()
-        case .body(.filtered(.untilClose, let rechunk)):
-            filteredUpstreamClosed(rechunk: rechunk)
-        case .body:
-            endTruncated(reason: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body", end: .upstreamAbort)
-        case .complete, .aborted:
-            closeUpstream()
-        }
-    }
-
-    /// An upstream failure before any response byte went to the client becomes a JSON error response.
-    func upstreamFailed(_ error: ProxyError) {
-        OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[upstreamIndex].name),
-                                      "address": .string(upstreamDisplay), "status": .int(error.status), "error": .string(error.message)])
-        upstreamReusable = false
-        closeUpstream()
-        if responseStarted {
-            endTruncated(reason: error.message, end: error.end)
-        } else {
-            respond(error, closeAfter: !requestIsComplete || closeAfterResponse)
-        }
+        let reason = error.map { $0.description } ?? "connection closed"
+        carryOut(machine.upstreamClosed(replayFacts,
+                                        beforeHead: .badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))",
+                                                                 client: "upstream \(upstreamName) closed before sending a complete response head"),
+                                        midBody: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body"))
     }
 
     func closeUpstream() {
@@ -321,15 +278,15 @@ extension ClientSession {
         guard headCount + bodyCount > 0 || clientTransport.hasPendingOutput else { return false }
         let result: IOResult<Int>
         do { result = try clientTransport.write(clientOut, 0..<headCount, upstreamIn, 0..<bodyCount) } catch {
-            if phase == .lingering { close() } else { abort(reason: "client write failed: \(error.description)", end: .clientAbort) }
+            carryOut(machine.clientWriteFailed(error.description))
             return false
         }
         guard case .processed(let written) = result else {
             clientWritable = false
             return false
         }
-        lastClientWriteProgress = loop.now
-        responseBytes += Int64(written)
+        times.lastClientWriteProgress = loop.now
+        record.responseBytes += Int64(written)
         loop.metrics.addClientBytesSent(written)
         let headWritten = min(written, headCount)
         if headWritten > 0, let out = clientOut {
@@ -364,113 +321,5 @@ extension ClientSession {
 
     var clientOutputPending: Bool {
         (clientOut?.readableCount ?? 0) + responseSendEnd > 0 || clientTransport.hasPendingOutput
-    }
-
-    /// Ends the exchange once its response is complete and fully written.
-    func finishIfFlushed() {
-        guard phase == .exchange, !clientOutputPending else { return }
-        switch response {
-        case .complete:
-            finishExchange()
-        case .aborted:
-            close()
-        case .awaitingHead, .body:
-            break
-        }
-    }
-
-    func finishExchange() {
-        closeUpstream()
-        releaseParsers()
-        emitRecord()
-        requestsServed += 1
-        let next = ExchangeReuse.clientNext(requestReceivedWhole: requestIsComplete, closeRequested: closeAfterResponse || loop.isDraining,
-                                            unsentBodyBytes: requestSendEnd)
-        guard case .nextRequest(let unsentBody) = next else { return lingerAndClose() }
-        if unsentBody > 0, let buffer = clientIn {
-            // Body bytes framed for an upstream that answered without taking them: they end here, never parsed.
-            buffer.consume(unsentBody)
-            requestSendEnd = 0
-        }
-        phase = .idle
-        timeouts = settings.timeouts
-        idleSince = loop.now
-        requestSentAt = 0
-        releaseIfEmpty(&upstreamIn)
-        // An exchange's upstream head never outlives it: one its upstream never took (a failed connect answered
-        // 502) would otherwise be sent ahead of the next request's head on this connection.
-        dropUpstreamHead()
-        usageHeld?.clear()
-        releaseIfEmpty(&usageHeld)
-        // Pipelined bytes already read start the next request now.
-        if let buffer = clientIn, buffer.readableCount > 0 {
-            phase = .readingHead
-            headStartedAt = loop.now
-            parseRequestHead()
-        } else {
-            releaseIfEmpty(&clientIn)
-            loop.sessionBecameIdle(self)  // kept alive with nothing pending: may make room at max_connections
-        }
-    }
-
-    /// Sends a response sluice generated (an error), then closes or keeps the connection.
-    func respond(_ error: ProxyError, closeAfter: Bool, extraFields: [UInt8] = [], body: [UInt8]? = nil) {
-        closeUpstream()
-        dropUpstreamHead()
-        releaseParsers()
-        if !recordPending { beginRecord(head: nil, source: nil) }
-        exchangeEnd = error.end
-        exchangeError = error.message
-        responseStatus = error.status
-        if requestID.isEmpty { mintRequestID() }
-        responseSendEnd = 0
-        upstreamIn.map { $0.clear() }
-        releaseIfEmpty(&upstreamIn)
-        let out = takeBuffer(&clientOut)
-        out.clear()
-        ErrorResponse.write(into: out, error, requestID: requestID, close: closeAfter, extraFields: extraFields, body: body)
-        closeAfterResponse = closeAfter
-        lastClientWriteProgress = loop.now
-        responseStarted = true
-        response = .complete
-        phase = .exchange
-        finishIfFlushed()
-    }
-
-    /// A request sluice refuses: answered and the connection closed, never forwarded.
-    func rejectRequest(_ error: ProxyError) {
-        OpLog.debug("request rejected", ["client": .string(String(decoding: clientIP, as: UTF8.self)), "status": .int(error.status),
-                                         "error": .string(error.message)])
-        dropUnsentRequest()
-        dropUpstreamHead()
-        respond(error, closeAfter: true)
-    }
-
-    /// Ends an exchange at once because the client is gone or stuck: the upstream is closed in this
-    /// loop turn (stopping a paid generation) and queued bytes are dropped.
-    func abort(reason: String, end: CompletionRecord.End) {
-        OpLog.debug("exchange aborted", ["reason": .string(reason)])
-        if exchangeEnd == nil {
-            exchangeEnd = end
-            exchangeError = reason
-        }
-        upstreamReusable = false
-        closeUpstream()
-        response = .aborted
-        close()
-    }
-
-    /// The upstream failed after the response began: what was received still goes out, then the client
-    /// is closed without the body's clean end (no last chunk, or short of Content-Length), so it can
-    /// tell the response was truncated.
-    func endTruncated(reason: String, end: CompletionRecord.End) {
-        OpLog.warn("upstream response truncated", ["upstream": .string(upstreamDisplay), "error": .string(reason)])
-        exchangeEnd = end
-        exchangeError = reason
-        upstreamReusable = false
-        closeUpstream()
-        response = .aborted
-        closeAfterResponse = true
-        finishIfFlushed()
     }
 }

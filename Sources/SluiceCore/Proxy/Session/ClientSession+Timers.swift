@@ -4,22 +4,16 @@ extension ClientSession {
 
     /// The facts the timeouts depend on, read from the session's state (ExchangeDeadlines decides).
     var deadlineFacts: ExchangeDeadlines.Facts {
-        var facts = ExchangeDeadlines.Facts(phase: phase, requestsServed: requestsServed)
+        var facts = ExchangeDeadlines.Facts(phase: phase, requestsServed: machine.requestsServed)
         facts.handshakePending = clientTransport.tls.map { !$0.isEstablished } ?? false
         if let connection = upstream {
             facts.connecting = !connection.isEstablished
             facts.awaitingResponseHead = connection.connected && response == .awaitingHead
         }
-        if case .body = response, upstreamReadPause.isEmpty { facts.relayingBody = true }
-        facts.readingRequestBody = !requestIsComplete && clientReadPause.isEmpty
+        if case .body = response, upstreamGate.isOpen { facts.relayingBody = true }
+        facts.readingRequestBody = !requestIsComplete && clientGate.isOpen
         facts.clientOutputPending = clientOutputPending
         return facts
-    }
-
-    var deadlineTimes: ExchangeDeadlines.Times {
-        ExchangeDeadlines.Times(acceptedAt: acceptedAt, idleSince: idleSince, headStartedAt: headStartedAt, exchangeStartedAt: exchangeStartedAt,
-                                connectStartedAt: connectStartedAt, requestSentAt: requestSentAt, lastUpstreamRead: lastUpstreamRead,
-                                lastClientRead: lastClientRead, lastClientWriteProgress: lastClientWriteProgress, lingerStartedAt: lingerStartedAt)
     }
 
     var deadlineLimits: ExchangeDeadlines.Limits {
@@ -28,7 +22,7 @@ extension ClientSession {
 
     /// The earliest moment one of the current phase's timeouts can fire.
     func nextDeadline() -> Int64 {
-        ExchangeDeadlines.next(deadlineFacts, deadlineTimes, deadlineLimits)
+        ExchangeDeadlines.next(deadlineFacts, times, deadlineLimits)
     }
 
     /// Called by the loop when the scheduled deadline passed: acts on whichever timeout expired, or reschedules.
@@ -44,36 +38,41 @@ extension ClientSession {
         if phase != .closed { drive() }
     }
 
-    /// Acts on the timeout that expired at `now`.
+    /// Acts on the timeout that expired at `now`: the machine decides, with the error that describes it.
     func expire(now: Int64) {
-        guard let expiry = ExchangeDeadlines.expired(deadlineFacts, deadlineTimes, deadlineLimits, now: now) else { return }
-        switch expiry {
-        case .idle(let tlsHandshake):
-            if tlsHandshake {
-                OpLog.debug("TLS handshake with a client timed out", ["client": .string(String(decoding: clientIP, as: UTF8.self))])
-            }
-            close()
-        case .requestHead:
-            respond(.requestHeadTimeout(milliseconds: timeouts.clientHeader), closeAfter: true)
-        case .clientWrite:
-            abort(reason: "client made no write progress for \(timeouts.clientWrite) ms", end: .clientWriteTimeout)
-        case .connect:
-            guard let connection = upstream else { return }
+        guard let expiry = ExchangeDeadlines.expired(deadlineFacts, times, deadlineLimits, now: now) else { return }
+        if case .idle(tlsHandshake: true) = expiry {
+            OpLog.debug("TLS handshake with a client timed out", ["client": .string(String(decoding: clientIP, as: UTF8.self))])
+        }
+        if case .connect = expiry, let connection = upstream {
             settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
-            connectFailed(.upstreamTimeout("connecting to upstream \(upstreamDisplay) at \(connection.address) timed out after \(timeouts.upstreamConnect) ms",
-                                           client: "connecting to upstream \(upstreamName) timed out after \(timeouts.upstreamConnect) ms", end: .timeoutConnect))
+        }
+        carryOut(machine.deadlineReached(expiry, error: timeoutError(expiry), addressCount: settings.upstreams[upstreamIndex].addresses.count))
+    }
+
+    /// What a timeout means for the record and, when one is sent, the client's error.
+    func timeoutError(_ expiry: ExchangeDeadlines.Expiry) -> ProxyError {
+        switch expiry {
+        case .idle, .linger:
+            return .connectionTimedOut
+        case .requestHead:
+            return .requestHeadTimeout(milliseconds: timeouts.clientHeader)
+        case .clientWrite:
+            return .clientWriteStalled(milliseconds: timeouts.clientWrite)
+        case .connect:
+            let address = upstream.map { " at \($0.address)" } ?? ""
+            return .upstreamTimeout("connecting to upstream \(upstreamDisplay)\(address) timed out after \(timeouts.upstreamConnect) ms",
+                                    client: "connecting to upstream \(upstreamName) timed out after \(timeouts.upstreamConnect) ms", end: .timeoutConnect)
         case .firstByte:
-            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms",
-                                            client: "upstream \(upstreamName) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte))
+            return .upstreamTimeout("upstream \(upstreamDisplay) sent no response within \(timeouts.upstreamFirstByte) ms",
+                                    client: "upstream \(upstreamName) sent no response within \(timeouts.upstreamFirstByte) ms", end: .timeoutFirstByte)
         case .total:
-            upstreamFailed(.upstreamTimeout("exchange exceeded the total limit of \(timeouts.total) ms", end: .timeoutTotal))
+            return .upstreamTimeout("exchange exceeded the total limit of \(timeouts.total) ms", end: .timeoutTotal)
         case .upstreamIdle:
-            upstreamFailed(.upstreamTimeout("upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
-                                            client: "upstream \(upstreamName) sent nothing for \(timeouts.upstreamIdle) ms", end: .timeoutIdle))
+            return .upstreamTimeout("upstream \(upstreamDisplay) sent nothing for \(timeouts.upstreamIdle) ms",
+                                    client: "upstream \(upstreamName) sent nothing for \(timeouts.upstreamIdle) ms", end: .timeoutIdle)
         case .clientBodyIdle:
-            failRequestBody(.requestBodyStalled(milliseconds: timeouts.clientBodyIdle))
-        case .linger:
-            close()
+            return .requestBodyStalled(milliseconds: timeouts.clientBodyIdle)
         }
     }
 }

@@ -40,7 +40,7 @@ extension ClientSession {
                 buffer.consume(count)
                 endFiltered(out, rechunk: rechunk)
             case .failed(let error, _):
-                endTruncated(reason: "invalid chunked framing from upstream: \(error.message)", end: .upstreamAbort)
+                carryOut(machine.responseBodyFailed("invalid chunked framing from upstream: \(error.message)"))
                 return false
             }
         case .contentLength(let remaining):
@@ -50,7 +50,7 @@ extension ClientSession {
             if Int64(taken) == remaining {
                 endFiltered(out, rechunk: rechunk)
             } else {
-                response = .body(.filtered(input: .contentLength(remaining: remaining - Int64(taken)), rechunk: rechunk))
+                responseBody = .filtered(input: .contentLength(remaining: remaining - Int64(taken)), rechunk: rechunk)
             }
         case .untilClose:
             guard available > 0 else { return false }
@@ -68,7 +68,7 @@ extension ClientSession {
     /// The upstream closed a close-delimited filtered body: what is still queued is its end.
     func filteredUpstreamClosed(rechunk: Bool) {
         closeUpstream()
-        response = .body(.filtered(input: .closed, rechunk: rechunk))
+        responseBody = .filtered(input: .closed, rechunk: rechunk)
         _ = takeBuffer(&upstreamIn)
         processResponseBytes()
     }

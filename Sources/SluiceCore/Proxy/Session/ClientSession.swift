@@ -24,7 +24,7 @@ final class ClientSession: TimerHeapElement {
         case chunked
     }
 
-    /// Where the response is.
+    /// Where the response is, with the body's framing (`machine.response` joined with `responseBody`).
     enum ResponseState: Equatable {
         /// Waiting for the (final) response head.
         case awaitingHead
@@ -32,7 +32,7 @@ final class ClientSession: TimerHeapElement {
         case body(ResponseBody)
         /// The last body byte is queued to the client.
         case complete
-        /// The upstream failed mid-body: what was received goes out, then the client is closed without a clean end.
+        /// The exchange was cut: what was received goes out, then the client is closed without a clean end.
         case aborted
     }
 
@@ -77,13 +77,6 @@ final class ClientSession: TimerHeapElement {
         case injected
     }
 
-    /// Why reads from one side are paused (haproxy's named blocking flags).
-    struct PauseReasons: OptionSet {
-        let rawValue: UInt8
-        /// The queue towards the other side is above the high watermark.
-        static let peerQueueFull = PauseReasons(rawValue: 1 << 0)
-    }
-
     // MARK: loop thread only: identity and sockets
     // unowned(unsafe): the loop owns its sessions and outlives them, and a checked unowned
     // reference costs a retain and a release on every access (measured: 5 % of a small request).
@@ -97,9 +90,12 @@ final class ClientSession: TimerHeapElement {
     var clientReadable = true
     var clientWritable = true
     var clientHangup = false
-    var clientReadPause: PauseReasons = []
-    var upstreamReadPause: PauseReasons = []
-    var phase: Phase = .idle
+    /// Reads from the client pause while `clientIn` is full; reads from the upstream while the client queue is.
+    var clientGate: ReadGate
+    var upstreamGate: ReadGate
+    /// Decides every transition of the connection and its exchange; the session carries its actions out.
+    var machine = ExchangeStateMachine()
+    var phase: Phase { machine.phase }
     var timerIndex = -1
     var timerDeadline: Int64 = 0
     /// Set while the session is in the loop's posted list.
@@ -125,8 +121,6 @@ final class ClientSession: TimerHeapElement {
     var maxRequestBody: Int64 = 0
     var captureResponseBytes = 0
     var timeouts: Timeouts
-    let highWatermark: Int
-    let lowWatermark: Int
     var requestMethod: HTTPMethod = .get
     var requestKeepAlive = true
     var clientIsHTTP10 = false
@@ -136,8 +130,6 @@ final class ClientSession: TimerHeapElement {
     var requestSendEnd = 0
     /// Bytes of `upstreamOut` already written.
     var upstreamHeadSent = 0
-    /// The whole rewritten head went out on the current connection: body bytes may follow it.
-    var requestHeadWritten = false
     /// A response head waits for the client queue to drain before it is written (see `headDidNotFit`).
     var waitingForHeadRoom = false
     var usageInjection: UsageInjection = .off
@@ -145,53 +137,27 @@ final class ClientSession: TimerHeapElement {
     var usageFilter = UsageEventFilter()
     /// The filtered stream's current event, held until the filter decides (see `ClientSession+UsageFilter`).
     var usageHeld: ByteBuffer?
-    var response: ResponseState = .awaitingHead
+    /// The body's framing while `machine.response` is `.body`.
+    var responseBody: ResponseBody = .untilClose
+    var response: ResponseState {
+        switch machine.response {
+        case .awaitingHead: .awaitingHead
+        case .body: .body(responseBody)
+        case .complete: .complete
+        case .aborted: .aborted
+        }
+    }
     /// Body bytes at the front of `upstreamIn` that are framed and may go to the client.
     var responseSendEnd = 0
-    /// A response byte (or a head) has been queued to the client for this exchange.
-    var responseStarted = false
-    var closeAfterResponse = false
-    var upstreamReusable = true
-    var replayed = false
-    /// Connects begun for this exchange: a refused or timed-out one moves on to the upstream's next address.
-    var connectAttempts = 0
     var requestID: [UInt8] = []
-    var requestsServed = 0
 
     // MARK: loop thread only: what the completion record and metrics need
     /// Borrowed from the loop while a request body streams upstream, and while a response body
     /// streams to the client: an established stream holds only the response side.
     var requestObserver: RequestObserver?
     var responseObserver: ResponseObserver?
-    /// What the request body said, kept after its observer went back to the loop.
-    var requestModel: String?
-    /// The prompt tokens the request body's text is estimated at (`RequestTap.estimatedPromptTokens`).
-    var requestPromptEstimate: Int64 = 0
-    var capturedRequestText: String?
-    var requestCaptureTruncated = false
-    /// An exchange began and its record is not written yet.
-    var recordPending = false
-    /// Wall clock at the start of the exchange, microseconds since the epoch (the record's `ts`).
-    var exchangeWallClock: Int64 = 0
-    /// Record times, loop microseconds (`ProxyLoop.nowMicroseconds`): the exchange's start, the response head,
-    /// the backpressure pause; deadlines keep their own millisecond times below.
-    var recordStartedAt: Int64 = 0
-    var exchangeEnd: CompletionRecord.End?
-    var exchangeError: String?
-    var recordMethod = ""
-    var recordPath = ""
-    var recordTraceparent: String?
-    /// The upstream's own X-Request-Id when it differs from the one sluice sent (the client receives the upstream's).
-    var upstreamRequestIDText: String?
-    var routeMatched = false
-    var upstreamContacted = false
-    var responseStatus = 0
-    var responseHeadAt: Int64 = 0 // µs, with recordStartedAt
-    var requestBytes: Int64 = 0
-    var responseBytes: Int64 = 0
-    var pausedSince: Int64 = 0 // µs
-    var pausedTotal: Int64 = 0 // µs
-    var peakQueued = 0
+    /// What this exchange's completion record gathers (replaced whole when an exchange begins).
+    var record = ExchangeRecord()
     /// The queued bytes last added to the loop's gauge, so the gauge moves by deltas.
     var reportedQueued = 0
     var countedAsStream = false
@@ -199,20 +165,10 @@ final class ClientSession: TimerHeapElement {
     var rateLimitGrant: AdmissionGrant?
     /// Rate-limit fields for the response head (remaining budget), serialized once per exchange.
     var rateLimitFields: [RateLimitHeaderField] = []
-    var rateLimitKeyHash: String?
-    var rateLimitDecision: String?
 
     // MARK: loop thread only: times (loop milliseconds)
-    let acceptedAt: Int64
-    var headStartedAt: Int64 = 0
-    var idleSince: Int64
-    var lastClientRead: Int64 = 0
-    var lastClientWriteProgress: Int64 = 0
-    var exchangeStartedAt: Int64 = 0
-    var connectStartedAt: Int64 = 0
-    var requestSentAt: Int64 = 0
-    var lastUpstreamRead: Int64 = 0
-    var lingerStartedAt: Int64 = 0
+    /// What the timeouts count from (`ExchangeDeadlines` reads them; 0 means that clock has not started).
+    var times: ExchangeDeadlines.Times
     var lingerDiscarded = 0
 
     /// Takes ownership of an accepted, non-blocking client socket; `tls` when the listener terminates TLS.
@@ -222,13 +178,12 @@ final class ClientSession: TimerHeapElement {
         clientTransport = Transport(fd: fd.rawValue, tls: tls)
         client = .some(fd)
         clientIP = Array(peer.hostString.utf8)
-        acceptedAt = loop.now
-        idleSince = loop.now
+        times = ExchangeDeadlines.Times(acceptedAt: loop.now, idleSince: loop.now)
         requestID.reserveCapacity(ClientSession.maxRequestIDLength)
         settings = loop.settings
         timeouts = settings.timeouts
-        highWatermark = settings.highWatermark
-        lowWatermark = settings.lowWatermark
+        clientGate = ReadGate(highWatermark: settings.highWatermark, lowWatermark: settings.lowWatermark)
+        upstreamGate = ReadGate(highWatermark: settings.highWatermark, lowWatermark: settings.lowWatermark)
     }
 
     static let maxRequestIDLength = 128
@@ -276,7 +231,7 @@ final class ClientSession: TimerHeapElement {
                 return drive()
             }
             connection.connected = true
-            if requestIsComplete { requestSentAt = loop.now }
+            if requestIsComplete { times.requestSentAt = loop.now }
         }
         drive()
     }
@@ -307,21 +262,10 @@ final class ClientSession: TimerHeapElement {
         loop.scheduleTimer(self, at: nextDeadline())
     }
 
-    /// A client that hung up while we still owe it a response cancels the exchange (nginx treats EOF
-    /// the same way): this is what stops a paid generation.
+    /// A client that hung up while we still owe it a response cancels the exchange; returns true when that closed it.
     func clientGoneCheck() -> Bool {
-        switch phase {
-        case .exchange:
-            guard !clientReadable || requestIsComplete else { return false }
-            abort(reason: "client closed the connection", end: .clientAbort)
-            return true
-        case .idle, .readingHead:
-            guard !clientReadable else { return false }
-            close()
-            return true
-        case .lingering, .closed:
-            return false
-        }
+        carryOut(machine.clientHungUp(inputPending: clientReadable))
+        return phase == .closed
     }
 
     // MARK: - Closing
@@ -329,8 +273,7 @@ final class ClientSession: TimerHeapElement {
     /// Shuts our write side and discards input for a while, so the response is not destroyed by a
     /// reset when the client still had bytes in flight (nginx lingering_close).
     func lingerAndClose() {
-        phase = .lingering
-        lingerStartedAt = loop.now
+        times.lingerStartedAt = loop.now
         lingerDiscarded = 0
         // close_notify: the clean end of the response (an aborted one gets none, see `abort`).
         clientTransport.closeNotify()
@@ -349,7 +292,7 @@ final class ClientSession: TimerHeapElement {
         ErrorResponse.write(into: out, .plainHTTPOnTLSListener, requestID: requestID, close: true)
         out.withReadableRawBytes(from: 0, to: out.readableCount) { _ = try? Syscall.write(clientFD, $0, UnsafeRawBufferPointer(start: nil, count: 0)) }
         loop.bufferPool.give(out)
-        lingerAndClose()
+        carryOut(machine.answeredPlainHTTPOnTLS())
     }
 
     func discardLingeringInput() -> Bool {
@@ -383,7 +326,7 @@ final class ClientSession: TimerHeapElement {
     func refuseOverCapacity(limit: Int) {
         refusedOverCapacity = true
         loop.metrics.countOverloadRefusal()
-        respond(.overloaded(limit: limit), closeAfter: true, extraFields: Array("Retry-After: 1\r\n".utf8))
+        carryOut(machine.refusedAtAccept(.overloaded(limit: limit)), extraFields: Array("Retry-After: 1\r\n".utf8))
     }
 
     /// The process is draining: an idle keep-alive connection closes now; one with a request under way
@@ -391,21 +334,15 @@ final class ClientSession: TimerHeapElement {
     /// A connection that looks idle but has bytes waiting (a request sent just after accept or after the last
     /// read) is served instead: closing it would leave that client an empty EOF and no record.
     func beginDrain() {
-        switch phase {
-        case .idle where (clientIn?.readableCount ?? 0) > 0 || Syscall.hasPendingInput(clientFD):
-            clientReadable = true
-            loop.post(self)
-        case .idle: close()
-        case .exchange: closeAfterResponse = true
-        case .readingHead, .lingering, .closed: break
-        }
+        let inputPending = phase == .idle && ((clientIn?.readableCount ?? 0) > 0 || Syscall.hasPendingInput(clientFD))
+        carryOut(machine.drain(inputPending: inputPending))
     }
 
     /// The process is stopping: an exchange in flight is cut and recorded as `drain`.
     func shutDown() {
-        if recordPending && exchangeEnd == nil {
-            exchangeEnd = .drain
-            exchangeError = "sluice is shutting down"
+        if record.pending && record.end == nil {
+            record.end = .drain
+            record.error = "sluice is shutting down"
         }
         close()
     }
@@ -415,11 +352,11 @@ final class ClientSession: TimerHeapElement {
         guard phase != .closed else { return }
         closeUpstream()
         // An exchange cut short without a decided end lost its client.
-        if recordPending && exchangeEnd == nil { exchangeEnd = .clientAbort }
-        emitRecord()
+        if record.pending && record.end == nil { record.end = .clientAbort }
+        concludeExchange()
         loop.metrics.addQueuedBytes(-reportedQueued)
         reportedQueued = 0
-        phase = .closed
+        machine.connectionClosed()
         for buffer in [clientIn, clientOut, upstreamIn, upstreamOut, usageHeld] {
             if let buffer { loop.bufferPool.give(buffer) }
         }

@@ -60,6 +60,16 @@ struct ProxyError: Error, Equatable {
         ProxyError(source: .client, status: 408, type: "request_timeout", message: "request body stalled for \(milliseconds) ms", end: .rejectedBadRequest)
     }
 
+    /// The client read nothing for `client_write`: the exchange is cut, so this is only ever recorded, never sent.
+    static func clientWriteStalled(milliseconds: Int) -> ProxyError {
+        ProxyError(source: .client, status: 408, type: "client_write_timeout",
+                   message: "client made no write progress for \(milliseconds) ms", end: .clientWriteTimeout)
+    }
+
+    /// An idle or lingering connection ran out its time: it closes quietly, so this is never sent.
+    static let connectionTimedOut = ProxyError(source: .client, status: 408, type: "request_timeout",
+                                               message: "the connection was idle too long", end: .clientAbort)
+
     static let plainHTTPOnTLSListener = ProxyError(source: .client, status: 400, type: "plain_http_to_tls_listener",
                                                    message: "this listener speaks HTTPS; send the request with https://", end: .rejectedBadRequest)
 

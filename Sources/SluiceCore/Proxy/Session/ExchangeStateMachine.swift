@@ -1,0 +1,459 @@
+/// Every decision about a client connection and its exchange, as a value: one mutating method per input, each
+/// returning the `Action` the session carries out (swift-nio's protocol state machines; STYLE habit 1). No sockets,
+/// no clock, no buffers: the session reports what happened (a head parsed, a connect failed, the upstream closed,
+/// a deadline passed) with the few facts the decision needs, and does the IO the action names.
+///
+/// The invariants the request-desync defects broke are properties of this type:
+/// - an upstream connection is reused only when the whole request was written and the response ended cleanly
+///   (`responseEnded`, through `ExchangeReuse.mayPoolUpstream`);
+/// - a request is replayed only when idempotent, nothing of its body went out and nothing of its response was read
+///   (`upstreamClosed`, through `ExchangeReuse.mayReplay`);
+/// - body bytes the upstream never took are discarded or the connection closes, never parsed as a request
+///   (`outputFlushed`, through `ExchangeReuse.clientNext`).
+struct ExchangeStateMachine {
+    /// How far the current request has arrived from the client.
+    enum RequestProgress: Equatable {
+        /// The head is parsed and body bytes are still to come.
+        case receivingBody
+        /// The body reached its framed end (or there was none).
+        case receivedWhole
+        /// The rest of the request will not be forwarded (refused, or the upstream stopped taking it): whatever
+        /// arrives after it cannot be told apart from body, so the connection closes after the response.
+        case dropped
+    }
+
+    /// Where the response is.
+    enum ResponseProgress: Equatable {
+        /// Waiting for the (final) response head.
+        case awaitingHead
+        /// Relaying the body.
+        case body
+        /// The last body byte is queued to the client (or sluice queued its own response).
+        case complete
+        /// Cut short: what was queued goes out, then the client is closed without a clean end.
+        case aborted
+    }
+
+    /// What the session does next. Associated values are named so a table test reads like the transition.
+    enum Action: Equatable {
+        case none
+        /// Connect to the route's upstream, taking an idle pooled connection when `poolAllowed`.
+        case connect(attempt: Int, poolAllowed: Bool)
+        /// The connect failed (`after` says how) and the request, none of it sent, goes to the upstream's next
+        /// address: close the failed connection (never pooled) and connect again.
+        case retryConnect(attempt: Int, poolAllowed: Bool, after: ProxyError)
+        /// A reused connection closed before answering: the kept head goes again on a new connection.
+        case replay
+        /// Answer with sluice's own response; close the connection after it when `close`; `dropUnsentRequest`:
+        /// forget request bytes not yet forwarded (the rest of a body, pipelined requests).
+        case respond(ProxyError, close: Bool, dropUnsentRequest: Bool)
+        /// Relay the final response head, saying `Connection: close` when `close`.
+        case forward(close: Bool)
+        /// Relay an interim (1xx) head, or skip it for an HTTP/1.0 client (RFC 9110 §15.2).
+        case forwardInterim(relay: Bool)
+        /// The upstream stopped taking the request: send it nothing more and read on, to relay an early answer
+        /// or see the close.
+        case stopSendingRequest
+        /// A close-delimited response body ended with the upstream's close.
+        case endResponseAtClose
+        /// The response ended: give the upstream connection back to the pool.
+        case reuseUpstream
+        /// The response ended (or the exchange failed): close the upstream connection.
+        case closeUpstream
+        /// The response already began: send what was received, then close without the body's clean end.
+        case truncate(reason: String, end: CompletionRecord.End)
+        /// Cut the exchange now: close the upstream (stopping a paid generation) and the client.
+        case abort(reason: String, end: CompletionRecord.End)
+        /// The exchange is over and written: drop `discardingBodyBytes` framed body bytes the upstream never
+        /// took, then parse whatever follows as the next request.
+        case nextRequest(discardingBodyBytes: Int)
+        /// The exchange is over and written, and the connection ends: shut the write side and discard input
+        /// briefly (lingering close) so the response is not reset away.
+        case finish(linger: Bool)
+        /// Close the connection now.
+        case close
+        /// Draining found a request waiting on an idle connection: serve it.
+        case serve
+    }
+
+    /// Facts about an upstream that closed before its response head, for the replay decision.
+    struct ReplayFacts: Equatable {
+        var connectionReused: Bool
+        var bodyBytesSent: Int64
+        var responseBytesRead: Bool
+        var headKept: Bool
+    }
+
+    /// At most this many connects per exchange (nginx's proxy_next_upstream_tries, bounded by default here).
+    static let maxConnectAttempts = 3
+
+    private(set) var phase: ConnectionPhase = .idle
+    private(set) var request: RequestProgress = .receivedWhole
+    private(set) var response: ResponseProgress = .awaitingHead
+    private(set) var method: HTTPMethod = .get
+    private(set) var clientIsHTTP10 = false
+    /// A response byte (or head) was queued to the client for this exchange.
+    private(set) var responseStarted = false
+    /// The connection closes once this exchange's response is out.
+    private(set) var closeAfterResponse = false
+    /// Nothing the upstream did rules out another request on its connection.
+    private(set) var upstreamReusable = true
+    /// The rewritten head went out whole on the current upstream connection.
+    private(set) var requestHeadWritten = false
+    private(set) var replayed = false
+    private(set) var connectFailures = 0
+    /// The response body ends with the upstream's close.
+    private(set) var bodyEndsAtUpstreamClose = false
+    /// Requests answered on this connection before the current one.
+    private(set) var requestsServed = 0
+
+    var requestStillArriving: Bool { request == .receivingBody }
+
+    // MARK: - Client inputs
+
+    /// The first byte of a request arrived on an idle connection.
+    mutating func requestBegan() {
+        guard phase == .idle else { illegal("request began", "phase \(phase)") }
+        phase = .readingHead
+    }
+
+    /// A request head was parsed; `draining`: the process is shutting down, so this is the connection's last.
+    mutating func requestHeadParsed(method: HTTPMethod, keepAlive: Bool, http10: Bool, hasBody: Bool, draining: Bool) {
+        guard phase == .readingHead else { illegal("request head parsed", "phase \(phase)") }
+        phase = .exchange
+        self.method = method
+        clientIsHTTP10 = http10
+        request = hasBody ? .receivingBody : .receivedWhole
+        response = .awaitingHead
+        responseStarted = false
+        closeAfterResponse = !keepAlive || http10 || draining
+        upstreamReusable = true
+        requestHeadWritten = false
+        replayed = false
+        connectFailures = 0
+        bodyEndsAtUpstreamClose = false
+    }
+
+    /// The request is refused before it is forwarded (malformed, no route, too large, CONNECT, a head timeout): it
+    /// is answered and the connection closes, since the rest of its bytes cannot be trusted to frame a next request.
+    mutating func requestRejected(_ error: ProxyError) -> Action {
+        guard phase != .closed, phase != .lingering else { illegal("request rejected", "phase \(phase)") }
+        request = .dropped
+        return respond(error, close: true, dropUnsentRequest: true)
+    }
+
+    /// The verdict of the route's rate limits. A rejected request's body is never forwarded; bodiless requests
+    /// pipelined behind it stay and are answered in order once the 429 is out.
+    mutating func admission(_ verdict: Admission) -> Action {
+        guard phase == .exchange, response == .awaitingHead else { illegal("admission verdict", "phase \(phase), response \(response)") }
+        switch verdict {
+        case .admitted:
+            return .none
+        case .rejected(let error):
+            let close = request == .receivingBody || closeAfterResponse
+            if close { request = .dropped }
+            return respond(error, close: close, dropUnsentRequest: close)
+        }
+    }
+
+    /// A verdict on a request's admission.
+    enum Admission: Equatable {
+        case admitted
+        case rejected(ProxyError)
+    }
+
+    /// The request was accepted (routed, admitted, its upstream head written): connect, unless the body's framing
+    /// already failed and an answer is queued.
+    mutating func requestAccepted() -> Action {
+        guard phase == .exchange, response == .awaitingHead else { return .none }
+        return .connect(attempt: 1, poolAllowed: true)
+    }
+
+    /// The request body reached its framed end.
+    mutating func requestBodyReceived() {
+        guard phase == .exchange else { illegal("request body received", "phase \(phase)") }
+        if request == .receivingBody { request = .receivedWhole }
+    }
+
+    /// The request body turned out bad (framing, size, a stall) after forwarding began: the upstream gets nothing
+    /// more of it; a response already under way is cut, otherwise the client gets the error.
+    mutating func requestBodyFailed(_ error: ProxyError) -> Action {
+        guard phase == .exchange else { illegal("request body failed", "phase \(phase)") }
+        upstreamReusable = false
+        request = .dropped
+        guard !responseStarted else { return abort(error.message, error.end) }
+        return respond(error, close: true, dropUnsentRequest: true)
+    }
+
+    /// The client's read side reached EOF.
+    mutating func clientEndOfStream() -> Action {
+        switch phase {
+        case .idle, .readingHead, .lingering: return close()
+        case .exchange: return abort("client closed the connection", .clientAbort)
+        case .closed: return .none
+        }
+    }
+
+    /// The client hung up (EPOLLHUP/ERR). `inputPending`: bytes may still be read before the EOF. A client gone while
+    /// a response is owed cancels the exchange, which is what stops a paid generation (nginx treats EOF the same way).
+    mutating func clientHungUp(inputPending: Bool) -> Action {
+        switch phase {
+        case .exchange:
+            guard !inputPending || request != .receivingBody else { return .none }
+            return abort("client closed the connection", .clientAbort)
+        case .idle, .readingHead:
+            return inputPending ? .none : close()
+        case .lingering, .closed:
+            return .none
+        }
+    }
+
+    /// Writing to the client failed.
+    mutating func clientWriteFailed(_ reason: String) -> Action {
+        switch phase {
+        case .lingering: return close()
+        case .closed: return .none
+        case .idle, .readingHead, .exchange: return abort("client write failed: \(reason)", .clientAbort)
+        }
+    }
+
+    /// A plain-HTTP request reached a TLS listener: it was answered in one write, and the connection lingers out.
+    mutating func answeredPlainHTTPOnTLS() -> Action {
+        finishConnection(linger: true)
+    }
+
+    /// A connection accepted over `max_connections` is refused with `error` and closed.
+    mutating func refusedAtAccept(_ error: ProxyError) -> Action {
+        guard phase == .idle else { illegal("refused at accept", "phase \(phase)") }
+        request = .dropped
+        return respond(error, close: true, dropUnsentRequest: false)
+    }
+
+    /// The process is draining. `inputPending`: an idle connection has request bytes waiting (sent right after
+    /// accept, or after the last read), so closing it would leave that client an empty EOF and no record.
+    mutating func drain(inputPending: Bool) -> Action {
+        switch phase {
+        case .idle: return inputPending ? .serve : close()
+        case .exchange:
+            closeAfterResponse = true
+            return .none
+        case .readingHead, .lingering, .closed: return .none
+        }
+    }
+
+    /// Every queued byte reached the client: an ended exchange finishes, an aborted one closes.
+    mutating func outputFlushed(unsentBodyBytes: Int, draining: Bool) -> Action {
+        guard phase == .exchange else { return .none }
+        switch response {
+        case .awaitingHead, .body:
+            return .none
+        case .aborted:
+            return close()
+        case .complete:
+            requestsServed += 1
+            let next = ExchangeReuse.clientNext(requestReceivedWhole: request == .receivedWhole,
+                                                closeRequested: closeAfterResponse || draining, unsentBodyBytes: unsentBodyBytes)
+            switch next {
+            case .close: return finishConnection(linger: true)
+            case .nextRequest(let discarding):
+                phase = .idle
+                return .nextRequest(discardingBodyBytes: discarding)
+            }
+        }
+    }
+
+    /// The connection closed (every path ends here).
+    mutating func connectionClosed() {
+        phase = .closed
+    }
+
+    // MARK: - Upstream inputs
+
+    /// A connect to an upstream address failed or timed out; `addressCount`: the upstream's addresses. Nothing of
+    /// the request went out, so the next address gets it (nginx's proxy_next_upstream error timeout) while one is
+    /// left untried; otherwise the client gets `error`.
+    mutating func upstreamConnectFailed(_ error: ProxyError, addressCount: Int) -> Action {
+        guard phase == .exchange else { return .none }
+        connectFailures += 1
+        guard connectFailures < min(Self.maxConnectAttempts, addressCount) else { return upstreamFailed(error) }
+        requestHeadWritten = false
+        return .retryConnect(attempt: connectFailures + 1, poolAllowed: !replayed, after: error)
+    }
+
+    /// The rewritten request head went out whole on the current upstream connection.
+    mutating func requestHeadSent() {
+        requestHeadWritten = true
+    }
+
+    /// Writing the request to the upstream failed. It may have answered early (a 413) before closing, so the read
+    /// side decides: it relays that response or sees the close.
+    mutating func upstreamWriteFailed() -> Action {
+        guard phase == .exchange else { return .none }
+        upstreamReusable = false
+        closeAfterResponse = true
+        if request == .receivingBody { request = .dropped }
+        return .stopSendingRequest
+    }
+
+    /// The upstream failed (connect, TLS, a bad or late response): before any response byte the client gets `error`
+    /// as a JSON response; after, the response is truncated so the client can tell.
+    mutating func upstreamFailed(_ error: ProxyError) -> Action {
+        guard phase == .exchange else { return .none }
+        upstreamReusable = false
+        guard !responseStarted else { return truncate(error.message, error.end) }
+        return respond(error, close: request != .receivedWhole || closeAfterResponse, dropUnsentRequest: false)
+    }
+
+    /// A response head was parsed. `interim`: a 1xx; `switchingProtocols`: a 101 (never requested, so a 502).
+    /// For a final head: `serverKeepsAlive` (HTTP/1.1 or keep-alive, no `Connection: close`), `hasBody`,
+    /// `upstreamEndsAtClose` (close-delimited from the upstream), `clientEndsAtClose` (the client's copy is
+    /// delimited by our close: de-chunked for HTTP/1.0, or filtered without re-chunking).
+    mutating func responseHeadParsed(_ head: ResponseHeadFacts, badResponse: @autoclosure () -> ProxyError) -> Action {
+        guard phase == .exchange, response == .awaitingHead else { illegal("response head", "phase \(phase), response \(response)") }
+        switch head.kind {
+        case .switchingProtocols:
+            return upstreamFailed(badResponse())
+        case .interim:
+            return .forwardInterim(relay: !clientIsHTTP10)
+        case .final:
+            // Recomputed, not toggled, when a head that waited for room is parsed again: the same head, the same facts.
+            if !head.serverKeepsAlive || head.upstreamEndsAtClose { upstreamReusable = false }
+            if head.clientEndsAtClose || request != .receivedWhole { closeAfterResponse = true }
+            bodyEndsAtUpstreamClose = head.upstreamEndsAtClose
+            return .forward(close: closeAfterResponse)
+        }
+    }
+
+    /// The final response head is queued to the client: the body (if any) follows.
+    mutating func responseHeadQueued() {
+        guard phase == .exchange, response == .awaitingHead else { illegal("response head queued", "response \(response)") }
+        responseStarted = true
+        response = .body
+    }
+
+    /// A response head did not fit the client queue (nothing of it was queued). Behind earlier queued heads (several
+    /// 1xx) it waits for them to drain and is parsed again; alone in the queue it never fits, and the exchange fails.
+    mutating func responseHeadDidNotFit(behindQueuedHeads: Bool, error: @autoclosure () -> ProxyError) -> Action {
+        behindQueuedHeads ? .none : upstreamFailed(error())
+    }
+
+    /// What `responseHeadParsed` needs of a response head.
+    struct ResponseHeadFacts: Equatable {
+        enum Kind: Equatable { case interim, switchingProtocols, final }
+        var kind: Kind
+        var serverKeepsAlive = true
+        var upstreamEndsAtClose = false
+        var clientEndsAtClose = false
+
+        static let interim = ResponseHeadFacts(kind: .interim)
+        static let switchingProtocols = ResponseHeadFacts(kind: .switchingProtocols)
+    }
+
+    /// The response reached its framed end. `bytesAfterEnd`: the upstream sent more than its framing allowed;
+    /// `requestBytesPending`: framed request bytes not yet written (or left in the transport); `hungUp`: the
+    /// upstream socket closed or failed.
+    mutating func responseEnded(bytesAfterEnd: Bool, requestBytesPending: Bool, hungUp: Bool) -> Action {
+        guard phase == .exchange, response == .body else { illegal("response ended", "response \(response)") }
+        response = .complete
+        let facts = ExchangeReuse.UpstreamFacts(requestWrittenWhole: request == .receivedWhole && requestHeadWritten && !requestBytesPending,
+                                                responseEndedCleanly: !bytesAfterEnd, serverKeepsAlive: upstreamReusable, hungUp: hungUp)
+        return ExchangeReuse.mayPoolUpstream(facts) ? .reuseUpstream : .closeUpstream
+    }
+
+    /// The upstream sent bytes after its response had ended: it broke framing, its connection is not reused.
+    mutating func upstreamSentBytesAfterResponse() {
+        upstreamReusable = false
+    }
+
+    /// The upstream closed its side (or its socket failed). Before the head, a stale pooled connection gets the
+    /// request again when that is safe; otherwise the client gets `beforeHead`. Mid-body, a close-delimited body
+    /// ends here and any other is truncated (`midBody` says why).
+    mutating func upstreamClosed(_ replay: ReplayFacts, beforeHead: @autoclosure () -> ProxyError,
+                                 midBody: @autoclosure () -> String) -> Action {
+        guard phase == .exchange else { return .closeUpstream }
+        upstreamReusable = false
+        switch response {
+        case .awaitingHead:
+            if replay.connectionReused, !responseStarted,
+               ExchangeReuse.mayReplay(method: method, alreadyReplayed: replayed, bodyBytesSent: replay.bodyBytesSent,
+                                       responseBytesRead: replay.responseBytesRead, headKept: replay.headKept) {
+                replayed = true
+                requestHeadWritten = false
+                upstreamReusable = true
+                return .replay
+            }
+            return upstreamFailed(beforeHead())
+        case .body:
+            return bodyEndsAtUpstreamClose ? .endResponseAtClose : truncate(midBody(), .upstreamAbort)
+        case .complete, .aborted:
+            return .closeUpstream
+        }
+    }
+
+    /// The response body's framing from the upstream broke mid-body.
+    mutating func responseBodyFailed(_ reason: String) -> Action {
+        guard phase == .exchange else { return .none }
+        upstreamReusable = false
+        return truncate(reason, .upstreamAbort)
+    }
+
+    // MARK: - Deadlines
+
+    /// A timeout passed (`ExchangeDeadlines.expired` says which). `error` describes it for the record or the client;
+    /// `addressCount` is the upstream's, for a connect timeout's retry.
+    mutating func deadlineReached(_ expiry: ExchangeDeadlines.Expiry, error: @autoclosure () -> ProxyError, addressCount: Int) -> Action {
+        switch expiry {
+        case .idle, .linger:
+            return close()
+        case .requestHead:
+            return requestRejected(error())
+        case .clientWrite:
+            let error = error()
+            return abort(error.message, error.end)
+        case .connect:
+            return upstreamConnectFailed(error(), addressCount: addressCount)
+        case .firstByte, .total, .upstreamIdle:
+            return upstreamFailed(error())
+        case .clientBodyIdle:
+            return requestBodyFailed(error())
+        }
+    }
+
+    // MARK: - Transitions shared by the inputs
+
+    private mutating func respond(_ error: ProxyError, close: Bool, dropUnsentRequest: Bool) -> Action {
+        phase = .exchange
+        response = .complete
+        responseStarted = true
+        closeAfterResponse = close
+        upstreamReusable = false
+        return .respond(error, close: close, dropUnsentRequest: dropUnsentRequest)
+    }
+
+    private mutating func truncate(_ reason: String, _ end: CompletionRecord.End) -> Action {
+        upstreamReusable = false
+        response = .aborted
+        closeAfterResponse = true
+        return .truncate(reason: reason, end: end)
+    }
+
+    private mutating func abort(_ reason: String, _ end: CompletionRecord.End) -> Action {
+        upstreamReusable = false
+        response = .aborted
+        return .abort(reason: reason, end: end)
+    }
+
+    private mutating func close() -> Action {
+        .close
+    }
+
+    private mutating func finishConnection(linger: Bool) -> Action {
+        phase = .lingering
+        return .finish(linger: linger)
+    }
+
+    /// An input the current state cannot take: a bug in the session, so it traps (in one place).
+    private func illegal(_ input: String, _ state: String) -> Never {
+        preconditionFailure("ExchangeStateMachine: \(input) in \(state)")
+    }
+}
