@@ -47,6 +47,17 @@ def _status(sl) -> dict:
     return json.loads(body)
 
 
+def _status_of_reload(sl, number: int) -> dict:
+    """/reload-status once reload `number` is its last one: the reload thread logs its line just before it
+    records the outcome, so a client that saw the line may ask a moment too early."""
+    deadline = time.monotonic() + 3
+    while True:
+        status = _status(sl)
+        if (status.get("last") or {}).get("reload", 0) >= number or time.monotonic() > deadline:
+            return status
+        time.sleep(0.01)
+
+
 class Setup:
     """Two tagged origins, a config file whose routes can be rewritten, and sluice with an admin listener."""
 
@@ -147,7 +158,7 @@ def test_reload_status_shows_what_sighup_did(stack):
     # SIGHUP's own line is unchanged (and says which reload it was).
     logged = s.sl.wait_stderr(lambda o: o.get("msg", "").startswith("SIGHUP: configuration reloaded"), 5, "the reloaded line")
     assert logged["trigger"] == "signal" and logged["reload"] == 1
-    status = _status(s.sl)
+    status = _status_of_reload(s.sl, 1)
     assert status["generation"] == 2 and status["last"]["trigger"] == "signal", status
     assert status["last"]["result"] == "applied" and status["last"]["reload"] == 1
     assert s.body("/new/x") == b"b:/new/x"
@@ -155,7 +166,7 @@ def test_reload_status_shows_what_sighup_did(stack):
     line = s.break_file()
     os.kill(s.sl.pid, signal.SIGHUP)
     s.sl.wait_stderr(lambda o: o.get("msg", "").startswith("SIGHUP: reload failed"), 5, "the reload error")
-    last = _status(s.sl)["last"]
+    last = _status_of_reload(s.sl, 2)["last"]
     assert last["reload"] == 2 and last["trigger"] == "signal" and last["result"] == "failed", last
     assert last["generation"] == 2 and last["error"].startswith(f"{s.cfg}:{line}: ") and last["line"] == line
 

@@ -1,5 +1,3 @@
-import Glibc
-
 /// What `sluice reload` prints and how it exits.
 public struct ReloadReport: Equatable, Sendable {
     /// For stdout (the outcome when it applied, or where to see it), nil for nothing.
@@ -45,9 +43,9 @@ public enum ReloadClient {
             case .failure(let error): return error.report
             }
         }
-        do { try Syscall.send(signal: SIGHUP, to: pid) } catch {
-            if error.errno == ESRCH { return failure("no process with pid \(pid)", hint: "check the pid, e.g. `pgrep -x sluice`") }
-            if error.errno == EPERM {
+        do { try Syscall.sendHangup(to: pid) } catch {
+            if error.isNoSuchProcess { return failure("no process with pid \(pid)", hint: "check the pid, e.g. `pgrep -x sluice`") }
+            if error.isPermissionDenied {
                 return failure("not permitted to signal pid \(pid)", hint: "run sluice reload as the user sluice runs as")
             }
             return failure("cannot signal pid \(pid): \(error.description)", hint: "check the pid, e.g. `pgrep -x sluice`")
@@ -212,7 +210,7 @@ enum AdminHTTPClient {
         let connecting: IOResult<Void>
         do { connecting = try Syscall.connect(fd, target) } catch { throw .unreachable(error.description) }
         if case .wouldBlock = connecting {
-            try wait(fd, for: POLLOUT, until: deadline)
+            try wait(fd, for: .writable, until: deadline)
             let code = Syscall.pendingError(fd)
             if code != 0 { throw .unreachable(SystemError(call: "connect", errno: code).description) }
         }
@@ -220,7 +218,7 @@ enum AdminHTTPClient {
             + "Connection: close\r\n\r\n"
         var pending = Array(head.utf8)[...]
         while !pending.isEmpty {
-            try wait(fd, for: POLLOUT, until: deadline)
+            try wait(fd, for: .writable, until: deadline)
             let result: IOResult<Int>
             do {
                 result = try pending.withUnsafeBytes { (bytes) throws(SystemError) -> IOResult<Int> in
@@ -232,7 +230,7 @@ enum AdminHTTPClient {
         var received: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 16384)
         while true {
-            try wait(fd, for: POLLIN, until: deadline)
+            try wait(fd, for: .readable, until: deadline)
             let result: IOResult<Int>
             do {
                 result = try chunk.withUnsafeMutableBytes { (space) throws(SystemError) -> IOResult<Int> in try Syscall.read(fd, into: space) }
@@ -247,8 +245,8 @@ enum AdminHTTPClient {
     }
 
     /// Waits until `fd` is ready for `events`, or throws `timedOut` at `deadline`.
-    private static func wait(_ fd: Int32, for events: Int32, until deadline: Int64) throws(AdminHTTPError) {
-        guard Syscall.waitReady(fd, events: Int16(events), milliseconds: deadline - Syscall.monotonicMilliseconds()) else {
+    private static func wait(_ fd: Int32, for ready: Syscall.Readiness, until deadline: Int64) throws(AdminHTTPError) {
+        guard Syscall.waitReady(fd, for: ready, milliseconds: deadline - Syscall.monotonicMilliseconds()) else {
             throw .timedOut
         }
     }

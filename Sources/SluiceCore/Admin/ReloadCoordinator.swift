@@ -1,5 +1,3 @@
-import Glibc
-
 /// Runs reloads one at a time on their own thread, for SIGHUP and `POST /reload` alike, and keeps what
 /// `GET /reload-status` reports. The order of requests and outcomes is `ReloadQueue`'s; this class adds the
 /// lock, the thread and the answers.
@@ -92,7 +90,7 @@ public final class ReloadCoordinator: Sendable {
 
     /// The body of `GET /reload-status` (`ReloadQueue.statusJSON`).
     public var statusJSON: String {
-        state.withLock { $0.queue.statusJSON(reloadable: $0.enabled, pid: getpid()) }
+        state.withLock { $0.queue.statusJSON(reloadable: $0.enabled, pid: Syscall.processID()) }
     }
 
     /// The reload thread: sleeps until a batch is handed over, runs it and, while requests queued meanwhile,

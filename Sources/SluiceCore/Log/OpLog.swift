@@ -1,5 +1,3 @@
-import Glibc
-
 /// Operational messages: one JSON object per line on stderr, written with a single write(2) so lines
 /// from several loop threads never interleave. Used at start-up and on error paths, never per chunk.
 public enum OpLog {
@@ -58,7 +56,7 @@ public enum OpLog {
         }
         line += "}\n"
         var bytes = line
-        bytes.withUTF8 { utf8 in _ = Glibc.write(2, utf8.baseAddress, utf8.count) }
+        bytes.withUTF8 { utf8 in Syscall.writeStandardError(UnsafeRawBufferPointer(utf8)) }
     }
 
     /// Renders a value as JSON text.
@@ -87,16 +85,14 @@ public enum OpLog {
 
     /// RFC 3339 UTC with microseconds, like the completion record's `ts`, so the two logs interleave exactly.
     public static func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
-        }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(now.tv_nsec / 1000), 6))Z"
+        timestamp(microsecondsSinceEpoch: Syscall.wallClockMicroseconds())
+    }
+
+    /// `2026-12-07T12:09:55.123456Z` for a time in microseconds since the Unix epoch: the completion record's
+    /// own formatting (no C library call), so the two logs' times read the same.
+    static func timestamp(microsecondsSinceEpoch time: Int64) -> String {
+        var out: [UInt8] = []
+        CompletionRecord.appendTimestamp(microseconds: time, to: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 }

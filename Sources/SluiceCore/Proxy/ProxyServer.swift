@@ -1,4 +1,3 @@
-import Glibc
 import Synchronization
 
 /// What a started proxy exposes to the process that runs it: signals (drain, reload, stop) and shutdown.
@@ -107,7 +106,7 @@ public final class RunningProxy: Sendable {
                 Self.logResolution(settings)
                 return kept
             } catch {
-                added.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+                added.flatMap(\.fds).forEach { Syscall.close($0) }
                 throw error
             }
         }
@@ -265,7 +264,7 @@ public enum ProxyServer {
                                           ownListeners: listeners))
             }
         } catch {
-            listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+            listeners.flatMap(\.fds).forEach { Syscall.close($0) }
             throw error
         }
 
@@ -278,7 +277,7 @@ public enum ProxyServer {
                                       ruleCapacity: max(64, 2 * config.rateLimits.count))
         let settings: ProxySettings
         do throws(StartError) { settings = try ProxySettings(config: config, metrics: metrics) } catch {
-            listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
+            listeners.flatMap(\.fds).forEach { Syscall.close($0) }
             throw error
         }
         var writer: CompletionWriter?
@@ -298,8 +297,8 @@ public enum ProxyServer {
         var admin: String?
         if let address = config.admin {
             do { admin = try AdminServer.start(address: address, metrics: metrics, readiness: readiness, reloads: reloads) } catch {
-                listeners.flatMap(\.fds).forEach { _ = Glibc.close($0) }
-                guard error.errno == EADDRINUSE else {
+                listeners.flatMap(\.fds).forEach { Syscall.close($0) }
+                guard error.isAddressInUse else {
                     throw StartError("admin listener \(address): \(error.description)", address: address.description)
                 }
                 throw StartError("admin listener \(address): the address is in use by another process (bind: EADDRINUSE); "
@@ -363,8 +362,8 @@ public enum ProxyServer {
             }
             return BoundListener(address: address, tls: tls, bound: socketAddress.description, fds: fds)
         } catch {
-            fds.forEach { _ = Glibc.close($0) }
-            guard error.errno == EADDRINUSE else { throw StartError("listen on \(address): \(error.description)", address: address.description) }
+            fds.forEach { Syscall.close($0) }
+            guard error.isAddressInUse else { throw StartError("listen on \(address): \(error.description)", address: address.description) }
             let wildcards: Set<String> = ["*", "0.0.0.0", "::"]
             if let own = ownListeners.first(where: { own in
                 own.address.port == address.port && (wildcards.contains(own.address.host) || wildcards.contains(address.host))

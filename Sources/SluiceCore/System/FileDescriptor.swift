@@ -23,3 +23,11 @@ extension FileDescriptor {
         return raw
     }
 }
+
+extension Syscall {
+    /// Closes a descriptor nobody owns as a `FileDescriptor` yet (one accepted and then refused). Never retried: on
+    /// Linux the descriptor is released even when close reports EINTR.
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+}

@@ -2,9 +2,18 @@ import Glibc
 
 /// The calls `sluice reload` makes as a client: waiting on one socket, signalling a process, naming it.
 extension Syscall {
-    /// Waits until `fd` is ready for `events` (POLLIN, POLLOUT) or `milliseconds` pass; EINTR is retried with
-    /// the time left. Returns false on timeout. Blocks: the CLI only, never a loop.
-    public static func waitReady(_ fd: Int32, events: Int16, milliseconds: Int64) -> Bool {
+    /// What `waitReady` waits for.
+    public enum Readiness {
+        case readable
+        case writable
+
+        var pollEvents: Int16 { Int16(self == .readable ? POLLIN : POLLOUT) }
+    }
+
+    /// Waits until `fd` is `ready` or `milliseconds` pass; EINTR is retried with the time left. Returns false on
+    /// timeout. Blocks: the CLI only, never a loop.
+    public static func waitReady(_ fd: Int32, for ready: Readiness, milliseconds: Int64) -> Bool {
+        let events = ready.pollEvents
         let deadline = monotonicMilliseconds() + max(0, milliseconds)
         while true {
             var entry = pollfd(fd: fd, events: events, revents: 0)
@@ -16,10 +25,15 @@ extension Syscall {
         }
     }
 
-    /// Sends `signal` to process `pid`.
-    /// - Throws: `SystemError` from kill: ESRCH (no such process), EPERM (not ours to signal).
-    public static func send(signal: Int32, to pid: Int32) throws(SystemError) {
-        guard kill(pid, signal) == 0 else { throw SystemError(call: "kill", errno: Glibc.errno) }
+    /// Sends SIGHUP (sluice's reload signal) to process `pid`.
+    /// - Throws: `SystemError` from kill: `isNoSuchProcess` (ESRCH), `isPermissionDenied` (EPERM, not ours to signal).
+    public static func sendHangup(to pid: Int32) throws(SystemError) {
+        guard kill(pid, SIGHUP) == 0 else { throw SystemError(call: "kill", errno: Glibc.errno) }
+    }
+
+    /// This process's id.
+    public static func processID() -> Int32 {
+        getpid()
     }
 
     /// The command name of process `pid` (`/proc/PID/comm`, at most 15 bytes), or nil when it cannot be read.

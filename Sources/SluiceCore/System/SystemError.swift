@@ -22,6 +22,13 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
     }
 
     public var description: String { "\(call): \(reason ?? String(cString: strerror(errno)))" }
+
+    /// bind(2) failed because another socket holds the address (EADDRINUSE).
+    public var isAddressInUse: Bool { errno == EADDRINUSE }
+    /// kill(2) found no such process (ESRCH).
+    public var isNoSuchProcess: Bool { errno == ESRCH }
+    /// The caller may not do this to that object (EPERM), e.g. signal another user's process.
+    public var isPermissionDenied: Bool { errno == EPERM }
 }
 
 /// The outcome of a non-blocking call: EAGAIN is a value, not an error.

@@ -1,4 +1,3 @@
-import Glibc
 import Synchronization
 
 /// One worker: an epoll loop on its own thread that accepts on its listeners (duplicates of one socket per address) and owns
@@ -192,7 +191,7 @@ public final class ProxyLoop {
         }
         for (raw, tls) in added {
             if isDraining {
-                _ = Glibc.close(raw)
+                Syscall.close(raw)
                 continue
             }
             do { try addListener(raw, tls: tls) } catch {
@@ -309,7 +308,7 @@ public final class ProxyLoop {
             // settings.serverTLS exists whenever a listener terminates TLS (the config requires the block).
             // The engine allocates OpenSSL's state only when the client's first byte arrives (`Transport.read`).
             guard let context = settings.serverTLS else {
-                _ = Glibc.close(rawClient)
+                Syscall.close(rawClient)
                 return
             }
             session = ClientSession(loop: self, fd: FileDescriptor(rawValue: rawClient), peer: peer, tls: TLSEngine(server: context))
@@ -454,7 +453,7 @@ public final class ProxyLoop {
         if let context = upstream.tls {
             // Creating an SSL fails only when memory does.
             guard let engine = try? TLSEngine(client: context, host: upstream.tlsHost) else {
-                throw SystemError(call: "SSL_new", errno: ENOMEM)
+                throw SystemError(call: "SSL_new", reason: "out of memory")
             }
             tls = engine
         }
