@@ -10,8 +10,7 @@ import re
 import time
 from collections import defaultdict
 
-from prometheus_client.parser import text_string_to_metric_families
-
+import test_metrics
 from origin import respond
 from rawhttp import get
 from sluice_proc import log_config, run_cli, wait_records
@@ -21,25 +20,8 @@ from streams import LAST_CHUNK, SSE_HEAD, chunk, openai_chunk, openai_usage_chun
 MODEL_CAP = 32
 
 
-class Scrape:
-    """One /metrics response: every sample by (name, sorted labels), and the families with their types."""
-
-    def __init__(self, sl):
-        status, _, text = sl.scrape()
-        assert status == 200, f"/metrics answered {status}"
-        self.text = text
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples: dict[tuple, float] = {}
-        for fam in self.families.values():
-            for s in fam.samples:
-                key = (s.name, tuple(sorted(s.labels.items())))
-                assert key not in self.samples, f"duplicate series {key}"
-                self.samples[key] = s.value
-
-    def get(self, name: str, **labels) -> float:
-        key = (name, tuple(sorted(labels.items())))
-        assert key in self.samples, f"no series {name}{labels} in /metrics"
-        return self.samples[key]
+class Scrape(test_metrics.Scrape):
+    """test_metrics' parsed scrape, with the label sets of a sample."""
 
     def series(self, name: str) -> list[dict]:
         """The label sets of sample `name`."""

@@ -4,7 +4,6 @@ instead of refusing to start; `resolve_at_start required` refuses, with file:lin
 `sluice check` says which it will be. RFC 6761 §6.4 names ending in `.invalid` never resolve, online or not; the
 test of a name that appears later runs sluice in a private mount namespace whose /etc/hosts the test rewrites."""
 
-import http.client
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sluice_proc import REPO, log_config, wait_records, run_cli
-from test_resolver import NAME, Names
+from test_resolver import NAME, Names, _get
 
 DEAD = "name.invalid"
 
@@ -66,14 +65,6 @@ DEAD_SERVER_LINE = 8
 SPARE_BLOCK_LINE = 11
 
 
-def _request(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Connection": "close"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 def test_config_line_numbers_are_as_documented(tmp_path):
@@ -103,12 +94,12 @@ def test_an_unresolved_upstream_starts_answers_502_and_holds_readiness(stack, tm
     assert sl.scrape("/healthz")[0] == 200
 
     # The route answers 502 upstream_unresolved naming the upstream only; the other route works.
-    status, body = _request(sl.port, "/dead/x")
+    status, body = _get(sl.port, "/dead/x")
     assert status == 502, body
     error = json.loads(body)["error"]
     assert error["type"] == "upstream_unresolved" and "'dead'" in error["message"], error
     assert DEAD not in body.decode() and "getaddrinfo" not in body.decode(), body
-    assert _request(sl.port, "/ok") == (200, b"/ok")
+    assert _get(sl.port, "/ok") == (200, b"/ok")
 
     records = {r["path"]: r for r in wait_records(log, 2)}
     dead = records["/dead/x"]
@@ -187,7 +178,7 @@ def test_a_name_that_appears_later_is_found_and_served(stack, tmp_path):
     assert sl.ready["unresolved_upstreams"] == ["llm"]
     status, _, body = sl.scrape("/readyz")
     assert status == 503 and f"upstream 'llm' ({NAME}:{origin.port}) does not resolve yet" in body, body
-    status, body = _request(sl.port, "/early")
+    status, body = _get(sl.port, "/early")
     assert status == 502 and json.loads(body)["error"]["type"] == "upstream_unresolved", body
     # Retries at 1 s, then every 1 s (resolve_interval caps the backoff): two or more fail meanwhile, unlogged.
     time.sleep(2.5)
@@ -197,5 +188,5 @@ def test_a_name_that_appears_later_is_found_and_served(stack, tmp_path):
     failures = [o for o in sl.log_objects() if "does not resolve" in o.get("msg", "") or "lookup failed" in o.get("msg", "")]
     assert len(failures) == 1, "one line when the failure began, none per retry"
     assert sl.scrape("/readyz")[:3:2] == (200, "ready\n")
-    assert _request(sl.port, "/later") == (200, b"/later")
+    assert _get(sl.port, "/later") == (200, b"/later")
     assert [r.target for r in origin.requests] == ["/later"]
