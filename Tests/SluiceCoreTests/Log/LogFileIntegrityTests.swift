@@ -166,8 +166,7 @@ import Testing
         let queue = CompletionQueue(producers: 1, capacity: 64)
         let writer = try CompletionWriter(queue: queue, sinks: [.file(path: path)], options: Self.options)
         try writer.start()
-        for sequence in 0..<3 { #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: sequence), worker: 0)) }
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 3 })
+        #expect(LogTestSupport.offerAndWait(queue, 0..<3))
         #expect(writer.stop(flushWithin: 1000))
         let lines = LogTestSupport.lines(ofFile: path)
         #expect(Array(lines.prefix(keptLines.count)) == keptLines)
@@ -225,14 +224,10 @@ import Testing
     /// logrotate does, without SIGHUP): the writer follows the path; every record is in one of
     /// the two files, whole and once.
     @Test func replacedFileIsFollowed() throws {
-        let directory = LogTestSupport.makeTemporaryDirectory()
-        defer { LogTestSupport.removeDirectory(directory) }
-        let path = directory + "/completions.log"
-        let queue = CompletionQueue(producers: 1, capacity: 256)
-        let writer = try CompletionWriter(queue: queue, sinks: [.file(path: path)], options: Self.options)
-        try writer.start()
-        for sequence in 0..<3 { #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: sequence), worker: 0)) }
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 3 })
+        let log = try LogTestSupport.FileLog(options: Self.options)
+        defer { log.remove() }
+        let (path, queue, writer) = (log.path, log.queue, log.writer)
+        #expect(LogTestSupport.offerAndWait(queue, 0..<3))
         #expect(rename(path, path + ".1") == 0)
         #expect(FileManager.default.createFile(atPath: path, contents: nil))
         let total = Self.offerUntilOneLands(in: path, queue: queue, from: 3, more: 3)
@@ -245,19 +240,14 @@ import Testing
 
     /// A file deleted under the writer: the path is created again and later records land in it.
     @Test func deletedFileIsRecreated() throws {
-        let directory = LogTestSupport.makeTemporaryDirectory()
-        defer { LogTestSupport.removeDirectory(directory) }
-        let path = directory + "/completions.log"
-        let queue = CompletionQueue(producers: 1, capacity: 256)
-        let writer = try CompletionWriter(queue: queue, sinks: [.file(path: path)], options: Self.options)
-        try writer.start()
-        for sequence in 0..<3 { #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: sequence), worker: 0)) }
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 3 })
+        let log = try LogTestSupport.FileLog(options: Self.options)
+        defer { log.remove() }
+        let (path, queue, writer) = (log.path, log.queue, log.writer)
+        #expect(LogTestSupport.offerAndWait(queue, 0..<3))
         #expect(unlink(path) == 0)
         // Recreated even with no traffic: the check runs on every writer turn.
         #expect(LogTestSupport.waitUntil { Self.fileSize(path) == 0 })
-        for sequence in 3..<6 { #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: sequence), worker: 0)) }
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 6 })
+        #expect(LogTestSupport.offerAndWait(queue, 3..<6))
         #expect(writer.stop(flushWithin: 1000))
         #expect(Self.requestIDs(path) == (3..<6).map { "w0-\($0)" })
     }
@@ -265,14 +255,10 @@ import Testing
     /// Moved away and not replaced: records keep going to the moved file (nothing lost) for the
     /// grace period, then the path is created again.
     @Test func movedAwayFileIsRecreatedAfterTheGracePeriod() throws {
-        let directory = LogTestSupport.makeTemporaryDirectory()
-        defer { LogTestSupport.removeDirectory(directory) }
-        let path = directory + "/completions.log"
-        let queue = CompletionQueue(producers: 1, capacity: 256)
-        let writer = try CompletionWriter(queue: queue, sinks: [.file(path: path)], options: Self.options)
-        try writer.start()
-        #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: 0), worker: 0))
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 1 })
+        let log = try LogTestSupport.FileLog(options: Self.options)
+        defer { log.remove() }
+        let (path, queue, writer) = (log.path, log.queue, log.writer)
+        #expect(LogTestSupport.offerAndWait(queue, 0..<1))
         let moved = LogTestSupport.monotonicMilliseconds()
         #expect(rename(path, path + ".1") == 0)
         #expect(LogTestSupport.waitUntil { Self.fileSize(path) >= 0 })
@@ -284,19 +270,14 @@ import Testing
 
     /// SIGHUP-style reopen and path following together: still one record per line, none lost.
     @Test func reopenRequestStillWorks() throws {
-        let directory = LogTestSupport.makeTemporaryDirectory()
-        defer { LogTestSupport.removeDirectory(directory) }
-        let path = directory + "/completions.log"
-        let queue = CompletionQueue(producers: 1, capacity: 256)
-        let writer = try CompletionWriter(queue: queue, sinks: [.file(path: path)], options: Self.options)
-        try writer.start()
-        #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: 0), worker: 0))
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 1 })
+        let log = try LogTestSupport.FileLog(options: Self.options)
+        defer { log.remove() }
+        let (path, queue, writer) = (log.path, log.queue, log.writer)
+        #expect(LogTestSupport.offerAndWait(queue, 0..<1))
         #expect(rename(path, path + ".1") == 0)
         writer.reopen()
         #expect(LogTestSupport.waitUntil { Self.fileSize(path) >= 0 })
-        #expect(queue.offer(LogTestSupport.record(worker: 0, sequence: 1), worker: 0))
-        #expect(LogTestSupport.waitUntil { queue.writtenCount == 2 })
+        #expect(LogTestSupport.offerAndWait(queue, 1..<2))
         #expect(writer.stop(flushWithin: 1000))
         #expect(Self.requestIDs(path + ".1") == ["w0-0"])
         #expect(Self.requestIDs(path) == ["w0-1"])

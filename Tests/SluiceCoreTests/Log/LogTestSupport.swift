@@ -71,6 +71,31 @@ enum LogTestSupport {
         try? FileManager.default.removeItem(atPath: path)
     }
 
+    /// A started completion writer to `completions.log` in a fresh directory; `remove()` deletes the directory.
+    struct FileLog {
+        let directory: String
+        let path: String
+        let queue: CompletionQueue
+        let writer: CompletionWriter
+
+        init(capacity: Int = 256, options: CompletionWriterOptions) throws {
+            directory = LogTestSupport.makeTemporaryDirectory()
+            path = directory + "/completions.log"
+            queue = CompletionQueue(producers: 1, capacity: capacity)
+            writer = try CompletionWriter(queue: queue, sinks: [.file(path: path)], options: options)
+            try writer.start()
+        }
+
+        func remove() { LogTestSupport.removeDirectory(directory) }
+    }
+
+    /// Offers worker 0's records numbered `sequences` and waits until the writer has taken every record up to
+    /// the last of them; false when the queue refused one or the writer did not get there in time.
+    static func offerAndWait(_ queue: CompletionQueue, _ sequences: Range<Int>) -> Bool {
+        for sequence in sequences where !queue.offer(record(worker: 0, sequence: sequence), worker: 0) { return false }
+        return waitUntil { queue.writtenCount == sequences.upperBound }
+    }
+
     /// A record whose identity the tests check: worker `worker`, sequence number `sequence`
     /// (carried in `requestID` and `sseEvents`).
     static func record(worker: Int, sequence: Int) -> CompletionRecord {
