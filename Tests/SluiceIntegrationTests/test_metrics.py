@@ -332,3 +332,23 @@ def test_ttft_histogram_without_a_completion_log(stack):
     # No model in the request or the stream: the series is model "none".
     assert 0.19 <= m.get("sluice_ttft_seconds_sum", route="/", model="none") <= 0.3, m.text
     assert m.get("sluice_ttfe_seconds_sum") < 0.1
+
+
+def test_generated_responses_say_whose_fault_in_the_record_and_the_metrics(stack, tmp_path):
+    """ProxyError's source decides the label and the record: a 404 (no route) is the client's, a 502 (refused
+    connect) the upstream's; a forwarded answer is neither."""
+    log = tmp_path / "c.jsonl"
+    origin = stack.origin()
+    dead = unused_port()
+    sl = stack.routes_proxy({"o": f"http://127.0.0.1:{origin.port}", "dead": f"http://127.0.0.1:{dead}"},
+                            [("/ok", "o", {}), ("/dead", "dead", {})], admin="127.0.0.1:0",
+                            log={"file": str(log), "stdout": "off"})
+    assert get(sl.port, "/ok").status == 200
+    assert get(sl.port, "/nowhere").status == 404
+    assert get(sl.port, "/dead").status == 502
+    records = {r["path"]: r for r in wait_records(log, 3)}
+    assert "error_source" not in records["/ok"] and "error_type" not in records["/ok"], records["/ok"]
+    assert (records["/nowhere"]["error_source"], records["/nowhere"]["error_type"]) == ("client", "no_route")
+    assert (records["/dead"]["error_source"], records["/dead"]["error_type"]) == ("upstream", "upstream_unreachable")
+    m = Scrape(sl)
+    assert [m.get("sluice_generated_responses_total", source=s) for s in ("client", "upstream", "internal")] == [1, 1, 0]

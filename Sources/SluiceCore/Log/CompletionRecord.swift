@@ -131,6 +131,10 @@ public struct CompletionRecord: Sendable {
     public var end: End
     /// A short reason for a failed exchange, e.g. `"connect: ECONNREFUSED"`.
     public var error: String?
+    /// For a response sluice generated: whose fault it was (`client`, `upstream`, `internal`) and the `error.type`
+    /// its JSON body carried (`upstream_timeout`, `rate_limit_exceeded`, …); written only when set, last.
+    public var errorSource: String?
+    public var errorType: String?
     /// Index of the loop (worker thread) that served the exchange.
     public var worker: Int
     /// The captured request body, already cut to the route's capture limit; nil when capture is off.
@@ -275,6 +279,12 @@ extension CompletionRecord {
             } else {
                 JSONBytes.appendRaw("false", to: &out)
             }
+        }
+        if let errorSource, let errorType {
+            JSONBytes.appendRaw(",\"error_source\":", to: &out)
+            JSONBytes.appendString(errorSource, to: &out)
+            JSONBytes.appendRaw(",\"error_type\":", to: &out)
+            JSONBytes.appendString(errorType, to: &out)
         }
         JSONBytes.appendRaw("}\n", to: &out)
     }

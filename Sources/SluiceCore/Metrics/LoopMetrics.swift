@@ -66,7 +66,11 @@ struct MetricsLayout: Sendable {
     static let upstreamReplays = 9
     static let upstreamConnectRetries = 10
     static let idleEvictions = 11
-    static let scalarCount = 12
+    /// `sluice_generated_responses_total` by source: client, upstream, internal (`ProxyError.Source`).
+    static let generatedClient = 12
+    static let generatedUpstream = 13
+    static let generatedInternal = 14
+    static let scalarCount = 15
 
     let routeCount: Int
     let ruleCount: Int
@@ -209,6 +213,15 @@ public final class LoopMetrics: Sendable {
 
     /// Counts a connect that failed or timed out and moved on to the upstream's next address.
     public func countUpstreamConnectRetry() { cells.add(MetricsLayout.upstreamConnectRetries, 1) }
+
+    /// A response sluice generated instead of forwarding one, by whose fault it is.
+    func countGeneratedResponse(_ source: ProxyError.Source) {
+        switch source {
+        case .client: cells.add(MetricsLayout.generatedClient, 1)
+        case .upstream: cells.add(MetricsLayout.generatedUpstream, 1)
+        case .internal: cells.add(MetricsLayout.generatedInternal, 1)
+        }
+    }
 
     // MARK: Gauges (owning loop only; pass +1/-1 or a byte delta)
 

@@ -155,6 +155,11 @@ public final class MetricsRegistry: Sendable {
                    help: "Requests sent again before any response byte: on a fresh connection after a pooled one was found closed (replay), or to the next address after a connect failed (connect_failed).")
         out.sample("sluice_upstream_retries_total", labels: ["reason": "replay"], value: totals[MetricsLayout.upstreamReplays])
         out.sample("sluice_upstream_retries_total", labels: ["reason": "connect_failed"], value: totals[MetricsLayout.upstreamConnectRetries])
+        out.family("sluice_generated_responses_total", type: "counter",
+                   help: "Responses sluice generated instead of forwarding one, by whose fault: client (4xx), upstream (502, 504) or internal (503).")
+        out.sample("sluice_generated_responses_total", labels: ["source": "client"], value: totals[MetricsLayout.generatedClient])
+        out.sample("sluice_generated_responses_total", labels: ["source": "upstream"], value: totals[MetricsLayout.generatedUpstream])
+        out.sample("sluice_generated_responses_total", labels: ["source": "internal"], value: totals[MetricsLayout.generatedInternal])
 
         let gauges: [(String, String, Int)] = [
             ("sluice_active_connections", "Open client connections.", MetricsLayout.activeConnections),

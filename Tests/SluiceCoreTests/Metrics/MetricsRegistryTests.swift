@@ -297,6 +297,11 @@ sluice_connections_evicted_total 0
 # TYPE sluice_upstream_retries_total counter
 sluice_upstream_retries_total{reason="replay"} 0
 sluice_upstream_retries_total{reason="connect_failed"} 0
+# HELP sluice_generated_responses_total Responses sluice generated instead of forwarding one, by whose fault: client (4xx), upstream (502, 504) or internal (503).
+# TYPE sluice_generated_responses_total counter
+sluice_generated_responses_total{source="client"} 0
+sluice_generated_responses_total{source="upstream"} 0
+sluice_generated_responses_total{source="internal"} 0
 # HELP sluice_active_connections Open client connections.
 # TYPE sluice_active_connections gauge
 sluice_active_connections 2

@@ -67,6 +67,8 @@ extension ClientSession {
         record.end = error.end
         record.error = error.message
         record.status = error.status
+        record.generated = error
+        loop.metrics.countGeneratedResponse(error.source)
         if requestID.isEmpty { mintRequestID() }
         responseSendEnd = 0
         upstreamIn.map { $0.clear() }

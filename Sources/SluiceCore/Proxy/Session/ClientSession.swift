@@ -290,6 +290,7 @@ final class ClientSession: TimerHeapElement {
         mintRequestID()
         let out = loop.bufferPool.take()
         ErrorResponse.write(into: out, .plainHTTPOnTLSListener, requestID: requestID, close: true)
+        loop.metrics.countGeneratedResponse(ProxyError.plainHTTPOnTLSListener.source)
         out.withReadableRawBytes(from: 0, to: out.readableCount) { _ = try? Syscall.write(clientFD, $0, UnsafeRawBufferPointer(start: nil, count: 0)) }
         loop.bufferPool.give(out)
         carryOut(machine.answeredPlainHTTPOnTLS())
@@ -340,11 +341,7 @@ final class ClientSession: TimerHeapElement {
 
     /// The process is stopping: an exchange in flight is cut and recorded as `drain`.
     func shutDown() {
-        if record.pending && record.end == nil {
-            record.end = .drain
-            record.error = "sluice is shutting down"
-        }
-        close()
+        carryOut(machine.shutDown())
     }
 
     /// Closes the client and anything attached; returns every buffer to the pool.

@@ -10,6 +10,8 @@ struct ExchangeRecord {
     /// How the exchange ended, once decided (nil: it completes, unless the connection closes first).
     var end: CompletionRecord.End?
     var error: String?
+    /// The response sluice generated instead of forwarding one, if it did.
+    var generated: ProxyError?
     var method = ""
     var path = ""
     var traceparent: String?

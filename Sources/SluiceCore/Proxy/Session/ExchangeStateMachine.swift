@@ -241,6 +241,16 @@ struct ExchangeStateMachine {
         }
     }
 
+    /// The process stops now (the drain deadline passed, or a second signal): an exchange in flight is cut and
+    /// recorded as `drain`; any other connection just closes.
+    mutating func shutDown() -> Action {
+        switch phase {
+        case .exchange: return abort("sluice is shutting down", .drain)
+        case .idle, .readingHead, .lingering: return close()
+        case .closed: return .none
+        }
+    }
+
     /// Every queued byte reached the client: an ended exchange finishes, an aborted one closes.
     mutating func outputFlushed(unsentBodyBytes: Int, draining: Bool) -> Action {
         guard phase == .exchange else { return .none }

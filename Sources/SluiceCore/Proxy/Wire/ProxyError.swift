@@ -3,7 +3,7 @@
 /// metric label and the record). One value, built by the named constructors below, so a type string is written once.
 struct ProxyError: Error, Equatable {
     /// Whose fault the failure is.
-    enum Source: Equatable {
+    enum Source: String, Equatable {
         /// The request was malformed, too large, too slow, or over a limit: 4xx.
         case client
         /// The upstream could not be reached, was too slow, or answered badly: 502/504.

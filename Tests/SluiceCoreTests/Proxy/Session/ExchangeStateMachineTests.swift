@@ -39,6 +39,7 @@ import Testing
         case deadline(ExchangeDeadlines.Expiry, addresses: Int = 1)
         case plainHTTPOnTLS
         case refusedAtAccept
+        case shutDown
 
         func apply(_ m: inout Machine) -> Action {
             switch self {
@@ -77,6 +78,7 @@ import Testing
             case .deadline(let expiry, let addresses): return m.deadlineReached(expiry, error: timeout(expiry), addressCount: addresses)
             case .plainHTTPOnTLS: return m.answeredPlainHTTPOnTLS()
             case .refusedAtAccept: return m.refusedAtAccept(overloaded)
+            case .shutDown: return m.shutDown()
             }
         }
     }
@@ -338,6 +340,11 @@ import Testing
                 (.headSent, .none), (.final(), .forward(close: true)), (.headQueued, .none), (.ended(), .reuseUpstream), lingered,
             ], phase: .lingering),
             Row(name: "drain while a head is arriving: nothing yet", steps: [(.bytes, .none), (.drain(pending: false), .none)], phase: .readingHead),
+            Row(name: "stopping while streaming: cut and recorded as drain", steps: request() + [
+                (.headSent, .none), (.final(), .forward(close: false)), (.headQueued, .none),
+                (.shutDown, .abort(reason: "sluice is shutting down", end: .drain)),
+            ], phase: .exchange),
+            Row(name: "stopping while idle or reading a head: close", steps: [(.shutDown, .close), (.bytes, .none), (.shutDown, .close)], phase: .readingHead),
             Row(name: "draining noticed at flush time: close", steps: request() + [
                 (.headSent, .none), (.final(), .forward(close: false)), (.headQueued, .none), (.ended(), .reuseUpstream), (.flushed(draining: true), .finish(linger: true)),
             ], phase: .lingering),
