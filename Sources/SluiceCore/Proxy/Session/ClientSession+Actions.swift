@@ -67,7 +67,8 @@ extension ClientSession {
         record.end = error.end
         record.error = error.message
         record.status = error.status
-        record.generated = error
+        record.generatedSource = error.source
+        record.generatedType = error.type
         loop.metrics.countGeneratedResponse(error.source)
         if requestID.isEmpty { mintRequestID() }
         responseSendEnd = 0

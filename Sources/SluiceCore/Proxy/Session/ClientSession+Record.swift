@@ -104,8 +104,8 @@ extension ClientSession {
         line.peakQueuedBytes = record.peakQueued
         line.end = record.end ?? .complete
         line.error = record.error
-        line.errorSource = record.generated?.source.rawValue
-        line.errorType = record.generated?.type
+        line.errorSource = record.generatedSource?.rawValue
+        line.errorType = record.generatedType
         line.rateLimitKeyHash = record.rateLimitKeyHash
         line.rateLimitDecision = record.rateLimitDecision
         finishRequestObservation()

@@ -107,9 +107,6 @@ extension ClientSession {
         guard let buffer = clientIn else { return }
         settings = loop.settings
         times.exchangeStartedAt = loop.now
-        requestMethod = head.method
-        requestKeepAlive = head.keepAlive
-        clientIsHTTP10 = head.version.minor == 0
         requestBodyBytes = 0
         requestSendEnd = 0
         upstreamHeadSent = 0
@@ -120,7 +117,7 @@ extension ClientSession {
         case .chunked: requestBody = .chunked
         default: requestBody = .complete
         }
-        machine.requestHeadParsed(method: head.method, keepAlive: head.keepAlive, http10: clientIsHTTP10,
+        machine.requestHeadParsed(method: head.method, keepAlive: head.keepAlive, http10: head.version.minor == 0,
                                   hasBody: !Self.isComplete(requestBody), draining: loop.isDraining)
         buffer.withReadableSpan { source in
             adoptRequestID(from: source, head: head)
@@ -258,7 +255,7 @@ extension ClientSession {
 
     /// The request direction's gate: client reads pause while the body queued for the upstream is full.
     func updateClientPause() {
-        _ = clientGate.queueChanged(to: clientIn?.readableCount ?? 0)
+        _ = clientGate.queueChanged(to: clientIn?.readableCount ?? 0, watermarks)
     }
 
     // MARK: - Rate limits

@@ -58,7 +58,7 @@ extension ClientSession {
             switch response {
             case .awaitingHead:
                 let parsers = takeParsers()
-                let result = buffer.withReadableSpan { parsers.response.parse($0, requestMethod: requestMethod) }
+                let result = buffer.withReadableSpan { parsers.response.parse($0, requestMethod: machine.method) }
                 switch result {
                 case .needMore:
                     return
@@ -169,11 +169,11 @@ extension ClientSession {
         switch head.framing {
         case .none: body = nil
         case .contentLength(let length): body = length == 0 ? nil : .contentLength(remaining: length)
-        case .chunked: body = clientIsHTTP10 ? .dechunked : .chunked
+        case .chunked: body = machine.clientIsHTTP10 ? .dechunked : .chunked
         case .untilClose: body = .untilClose
         }
         if usageInjection == .injected, let unfiltered = body, buffer.withReadableSpan({ Self.isEventStream(head, $0) }) {
-            body = .filtered(input: unfiltered.filteredInput, rechunk: !clientIsHTTP10)
+            body = .filtered(input: unfiltered.filteredInput, rechunk: !machine.clientIsHTTP10)
         }
         let reframe: HeadRewriter.Reframe
         switch body {
@@ -229,7 +229,7 @@ extension ClientSession {
     func updateUpstreamPause() {
         let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
         record.peakQueued = max(record.peakQueued, queued)
-        switch upstreamGate.queueChanged(to: queued) {
+        switch upstreamGate.queueChanged(to: queued, watermarks) {
         case .paused:
             record.pausedSince = loop.nowMicroseconds
             loop.metrics.countBackpressurePause()

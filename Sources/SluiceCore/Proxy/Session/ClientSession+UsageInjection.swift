@@ -5,7 +5,7 @@
 extension ClientSession {
     /// The largest request body that is held and edited: the client queue must take it whole before reads pause at
     /// the high watermark (a held body that cannot complete would stall). Larger bodies go unchanged.
-    var maxInjectedBody: Int64 { Int64(clientGate.highWatermark) }
+    var maxInjectedBody: Int64 { Int64(watermarks.high) }
 
     /// A POST to a `…completions` path with a Content-Length body small enough to hold, without `Expect:
     /// 100-continue` (that client waits for the upstream's 100 before sending the body sluice would wait for). The

@@ -91,8 +91,9 @@ final class ClientSession: TimerHeapElement {
     var clientWritable = true
     var clientHangup = false
     /// Reads from the client pause while `clientIn` is full; reads from the upstream while the client queue is.
-    var clientGate: ReadGate
-    var upstreamGate: ReadGate
+    var clientGate = ReadGate()
+    var upstreamGate = ReadGate()
+    let watermarks: ReadGate.Watermarks
     /// Decides every transition of the connection and its exchange; the session carries its actions out.
     var machine = ExchangeStateMachine()
     var phase: Phase { machine.phase }
@@ -121,9 +122,6 @@ final class ClientSession: TimerHeapElement {
     var maxRequestBody: Int64 = 0
     var captureResponseBytes = 0
     var timeouts: Timeouts
-    var requestMethod: HTTPMethod = .get
-    var requestKeepAlive = true
-    var clientIsHTTP10 = false
     var requestBody: RequestBody = .complete
     var requestBodyBytes: Int64 = 0
     /// Body bytes at the front of `clientIn` that are framed and may go to the upstream.
@@ -182,8 +180,7 @@ final class ClientSession: TimerHeapElement {
         requestID.reserveCapacity(ClientSession.maxRequestIDLength)
         settings = loop.settings
         timeouts = settings.timeouts
-        clientGate = ReadGate(highWatermark: settings.highWatermark, lowWatermark: settings.lowWatermark)
-        upstreamGate = ReadGate(highWatermark: settings.highWatermark, lowWatermark: settings.lowWatermark)
+        watermarks = ReadGate.Watermarks(high: settings.highWatermark, low: settings.lowWatermark)
     }
 
     static let maxRequestIDLength = 128

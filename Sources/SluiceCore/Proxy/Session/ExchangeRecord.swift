@@ -10,8 +10,10 @@ struct ExchangeRecord {
     /// How the exchange ended, once decided (nil: it completes, unless the connection closes first).
     var end: CompletionRecord.End?
     var error: String?
-    /// The response sluice generated instead of forwarding one, if it did.
-    var generated: ProxyError?
+    /// Whose fault, and the JSON `error.type`, of the response sluice generated instead of forwarding one, if it
+    /// did (the type is a literal: storing it copies no bytes).
+    var generatedSource: ProxyError.Source?
+    var generatedType: String?
     var method = ""
     var path = ""
     var traceparent: String?

@@ -11,9 +11,10 @@ import Testing
             (75, nil, false), (51, nil, false), (50, .resumed, true), (75, nil, true), (99, nil, true), (100, .paused, false),
             (0, .resumed, true), (0, nil, true),
         ]
-        var gate = ReadGate(highWatermark: 100, lowWatermark: 50)
+        var gate = ReadGate()
+        let marks = ReadGate.Watermarks(high: 100, low: 50)
         for (step, row) in rows.enumerated() {
-            #expect(gate.queueChanged(to: row.queued) == row.change, "step \(step): \(row.queued) bytes")
+            #expect(gate.queueChanged(to: row.queued, marks) == row.change, "step \(step): \(row.queued) bytes")
             #expect(gate.isOpen == row.open, "step \(step)")
         }
     }
