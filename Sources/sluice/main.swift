@@ -28,8 +28,9 @@ func routesJSON(_ config: Config) -> String {
     return routes + "]"
 }
 
-/// Starts the loops for `config` and logs the ready line.
-func serve(_ config: Config) -> RunningProxy {
+/// Starts the loops for `config`, then the reload thread when there is a file to re-read (`overrides`), and only
+/// then logs the ready line: a `POST /reload` sent as soon as sluice said ready must find reloads enabled.
+func serve(_ config: Config, reloading overrides: CommandLineOverrides? = nil) -> RunningProxy {
     warnAboutUnverifiedUpstreams(config)
     let running: RunningProxy
     do { running = try ProxyServer.start(config: config) } catch {
@@ -47,6 +48,12 @@ func serve(_ config: Config) -> RunningProxy {
                                   "hint": .string("another process listens there; choose another with \(flag)")])
         }
         fail("cannot start", ["error": .string(error.description)])
+    }
+    if let overrides {
+        // SIGHUP and POST /reload share one reload thread, so they never run at once (see ReloadQueue).
+        do { try running.reloads.enable { batch in reload(running, overrides, batch) } } catch {
+            fail("cannot start the reload thread", ["error": .string(error.description)])
+        }
     }
     var sinks: [String] = []
     if let file = config.log.file { sinks.append(file) }
@@ -79,12 +86,6 @@ func blockSignals() -> sigset_t {
 /// Serves signals until the process exits: SIGHUP reopens the completion log and asks for a reload (when a config
 /// file is in use; `overrides` are applied again, as at start-up), which the reload thread runs; SIGTERM/SIGINT drain.
 func waitForSignals(_ signals: sigset_t, _ running: RunningProxy, reloading overrides: CommandLineOverrides?) -> Never {
-    if let overrides {
-        // SIGHUP and POST /reload share one reload thread, so they never run at once (see ReloadQueue).
-        do { try running.reloads.enable { batch in reload(running, overrides, batch) } } catch {
-            fail("cannot start the reload thread", ["error": .string(error.description)])
-        }
-    }
     var signals = signals
     while true {
         var received: Int32 = 0
@@ -230,9 +231,10 @@ case .run(let overrides):
         fail("invalid configuration", ["file": .string(error.file), "line": .int(error.line), "error": .string(error.description)])
     }
     let signals = blockSignals()
-    let running = serve(config)
     // Without a file there is nothing to re-read: the flags do not change.
-    waitForSignals(signals, running, reloading: overrides.configPath == nil ? nil : overrides)
+    let reloading = overrides.configPath == nil ? nil : overrides
+    let running = serve(config, reloading: reloading)
+    waitForSignals(signals, running, reloading: reloading)
 case .demo(var overrides):
     let signals = blockSignals()
     let backend: DemoBackend
