@@ -9,6 +9,9 @@
  * 128 linear sub-buckets per power of two, < 0.8 % relative error). The
  * sequence numbers and the expected event count catch lost, reordered or
  * truncated streams, which a proxy benchmark must not silently average over.
+ * First-byte latency (TTFB) = time the read() that delivered a response's
+ * first byte returned - time the request's last byte was written; it goes
+ * into a second histogram of the same kind.
  *
  * Modes:
  *   sse    C connections each make R requests to --path (an /sse URL) and

@@ -4,7 +4,7 @@
  * counters, and each file's exports.
  * loadgen_conn.c: connection lifecycle, reads and writes.
  * loadgen_http.c: response head, chunked framing and SSE parsing.
- * loadgen_stats.c: the latency histogram and the JSON report.
+ * loadgen_stats.c: the histograms and the JSON report.
  * loadgen.c: options, the event loop, main.
  */
 #ifndef LOADGEN_H
@@ -37,6 +37,8 @@ struct conn {
     bool connecting;  /* counted in `inflight`: connect or first head pending */
     bool established; /* hold: response head seen */
     size_t req_off;   /* bytes of the current request already written */
+    uint64_t req_sent; /* when the request's last byte was written (first byte latency) */
+    bool awaiting_first; /* request written whole, no response byte read yet */
     unsigned requests_done;
 
     char head[HEAD_CAP];
@@ -88,8 +90,11 @@ void on_event(struct conn *c, uint32_t ev);
 size_t body_feed(struct conn *c, const char *p, size_t n, uint64_t recv, bool *done, bool *bad);
 int parse_head(struct conn *c, size_t len);
 
-/* loadgen_stats.c */
-void hist_record(uint64_t v);
+/* loadgen_stats.c: log-linear histograms (values in ns) */
+struct hist;
+extern struct hist *latency_hist; /* per event: read time - the origin's send stamp */
+extern struct hist *ttfb_hist;    /* per response: first byte read - request written */
+void hist_record(struct hist *h, uint64_t v);
 void print_json(uint64_t t_end, const char *stopped_by, const char *steps_json);
 
 #endif

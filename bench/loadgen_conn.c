@@ -62,6 +62,8 @@ static bool send_request(struct conn *c)
         }
         c->req_off += (size_t)w;
     }
+    c->req_sent = now_ns();
+    c->awaiting_first = true;
     return true;
 }
 
@@ -79,6 +81,7 @@ void conn_open(struct conn *c)
     c->fd = fd;
     c->st = C_CONNECTING;
     c->req_off = 0;
+    c->awaiting_first = false;
     reset_response(c);
     open_conns++;
     inflight++;
@@ -137,6 +140,10 @@ static bool finish(struct conn *c, size_t rest)
  * any further (closed, replaced, or finished). */
 static bool on_bytes(struct conn *c, const char *p, size_t n, uint64_t recv)
 {
+    if (c->awaiting_first) {
+        c->awaiting_first = false;
+        hist_record(ttfb_hist, recv > c->req_sent ? recv - c->req_sent : 0);
+    }
     while (n) {
         if (c->st == C_HEAD) {
             size_t old = c->head_len;

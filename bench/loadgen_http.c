@@ -12,7 +12,7 @@ static void sse_dispatch(struct conn *c, uint64_t recv)
     events++;
     c->events_in_resp++;
     /* A stamp from the future would mean a clock bug; count it as zero. */
-    hist_record(recv > c->ts ? recv - c->ts : 0);
+    hist_record(latency_hist, recv > c->ts ? recv - c->ts : 0);
     if (c->ev_has_seq) {
         if (c->seq != c->expect_seq) err_sequence++;
         c->expect_seq = c->seq + 1;

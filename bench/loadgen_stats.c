@@ -1,6 +1,7 @@
 /*
- * loadgen_stats.c: the load generator's latency histogram (log-linear, HDR
- * style) and the JSON object it prints at the end. See loadgen.h.
+ * loadgen_stats.c: the load generator's histograms (log-linear, HDR style:
+ * per-event latency and first-byte latency) and the JSON object it prints at
+ * the end. See loadgen.h.
  */
 #include "loadgen.h"
 
@@ -10,8 +11,14 @@
 #define SUB (1u << SUB_BITS)
 #define NBUCKETS ((64 - SUB_BITS + 1) * SUB)
 
-static uint64_t hist[NBUCKETS];
-static uint64_t hist_count, hist_max, hist_sum;
+struct hist {
+    uint64_t counts[NBUCKETS];
+    uint64_t count, max, sum;
+};
+
+static struct hist latency, ttfb;
+struct hist *latency_hist = &latency;
+struct hist *ttfb_hist = &ttfb;
 
 static unsigned bucket_of(uint64_t v)
 {
@@ -30,28 +37,38 @@ static uint64_t bucket_value(unsigned i)
     return lo + ((1ull << shift) >> 1);
 }
 
-void hist_record(uint64_t v)
+void hist_record(struct hist *h, uint64_t v)
 {
-    hist[bucket_of(v)]++;
-    hist_count++;
-    hist_sum += v;
-    if (v > hist_max) hist_max = v;
+    h->counts[bucket_of(v)]++;
+    h->count++;
+    h->sum += v;
+    if (v > h->max) h->max = v;
 }
 
-static uint64_t hist_pct(double p)
+static uint64_t hist_pct(const struct hist *h, double p)
 {
-    if (!hist_count) return 0;
-    uint64_t rank = (uint64_t)(p / 100.0 * (double)hist_count + 0.999999);
+    if (!h->count) return 0;
+    uint64_t rank = (uint64_t)(p / 100.0 * (double)h->count + 0.999999);
     if (rank < 1) rank = 1;
     uint64_t seen = 0;
     for (unsigned i = 0; i < NBUCKETS; i++) {
-        seen += hist[i];
+        seen += h->counts[i];
         if (seen >= rank) {
             uint64_t v = bucket_value(i);
-            return v > hist_max ? hist_max : v;
+            return v > h->max ? h->max : v;
         }
     }
-    return hist_max;
+    return h->max;
+}
+
+/* Prints "NAME":{count, mean, percentiles, max} in µs, and a comma. */
+static void print_hist(const char *name, const struct hist *h)
+{
+    printf("\"%s\":{\"count\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
+           "\"p999\":%.1f,\"max\":%.1f},",
+           name, h->count, h->count ? (double)h->sum / (double)h->count / 1e3 : 0, (double)hist_pct(h, 50) / 1e3,
+           (double)hist_pct(h, 90) / 1e3, (double)hist_pct(h, 99) / 1e3, (double)hist_pct(h, 99.9) / 1e3,
+           (double)h->max / 1e3);
 }
 
 void print_json(uint64_t t_end, const char *stopped_by, const char *steps_json)
@@ -72,11 +89,8 @@ void print_json(uint64_t t_end, const char *stopped_by, const char *steps_json)
     /* How much each read carried: near one event per read means every hop
      * forwarded event by event; many means queues built up and batched. */
     printf("\"reads\":%" PRIu64 ",\"events_per_read\":%.2f,", reads, reads ? (double)events / (double)reads : 0);
-    printf("\"latency_us\":{\"count\":%" PRIu64 ",\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,"
-           "\"p999\":%.1f,\"max\":%.1f},",
-           hist_count, hist_count ? (double)hist_sum / (double)hist_count / 1e3 : 0, (double)hist_pct(50) / 1e3,
-           (double)hist_pct(90) / 1e3, (double)hist_pct(99) / 1e3, (double)hist_pct(99.9) / 1e3,
-           (double)hist_max / 1e3);
+    print_hist("latency_us", &latency);
+    print_hist("ttfb_us", &ttfb);
     printf("\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"cpu_pct\":%.1f,", user, sys,
            wall > 0 ? 100.0 * (user + sys) / wall : 0);
     printf("\"streams_established\":%u,\"steps\":%s,", established, steps_json);

@@ -11,7 +11,9 @@
  *        just before the write, so a client on this machine can compute the
  *        event's latency; <seq> counts from 0 so it can spot loss or reordering.
  *        With N = 0 the head is followed at once by a ": open" comment, so a
- *        held stream is visibly established through any proxy.
+ *        held stream is visibly established through any proxy. &batch=K puts
+ *        K events (each its own chunk) in every write, as a backend that
+ *        flushes several tokens at once does; the interval is then per write.
  *   GET  /bytes?n=N   Content-Length body of N bytes, written in large writes.
  *   GET  /small       a 13-byte body.
  *   POST /echo        the request body back (Content-Length bodies only).

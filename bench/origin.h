@@ -15,9 +15,12 @@
 /* Request heads from the proxies are a few hundred bytes; 8 KiB leaves room
  * for pipelined requests without letting one client grow without bound. */
 #define IN_CAP 8192
-/* Largest SSE event; the scratch buffer holds one framed event. */
+/* Largest SSE event; the scratch buffer holds one framed event, or a batch of
+ * events (?batch=K) whose framed sizes add up to at most this. */
 #define MAX_EVENT (1u << 20)
 #define SCRATCH_CAP (MAX_EVENT + 64)
+/* Largest ?batch=K: one write carries at most this many events. */
+#define MAX_BATCH 256
 /* /bytes writes come from one shared buffer of this size: large writes keep
  * the origin's syscall count, and so its share of core 0, low. */
 #define BULK_CHUNK (1u << 20)
@@ -57,6 +60,7 @@ struct conn {
     uint64_t interval_ns;
     uint64_t deadline;
     size_t ev_size;
+    unsigned batch; /* events per write (1 unless ?batch=K) */
 
     /* ST_BYTES and ST_ECHO: body bytes still to send (or to read, for echo) */
     uint64_t left;

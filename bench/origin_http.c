@@ -22,32 +22,31 @@ static uint64_t query_u64(const char *q, const char *qend, const char *key, uint
     }
     return dflt;
 }
-/* Writes one SSE event (and the last-chunk marker after the final one) as a
- * single write, stamping it as late as possible. */
+/* Writes the next event (with ?batch=K the next K events, each its own chunk)
+ * and, after the final one, the last-chunk marker, all in a single write.
+ * Each event is stamped just before it is formatted. */
 static bool send_event(struct conn *c)
 {
-    bool last = c->ev_total && c->ev_sent + 1 == c->ev_total;
-    size_t body_len = c->ev_size;
-    /* Room for the chunk-size line in front of the event. */
-    char *body = scratch + 24;
-    int head = snprintf(body, 64, "data: %" PRIu64 " %" PRIu64 " ", now_ns(), c->ev_sent);
-    size_t min_len = (size_t)head + 2;
-    if (body_len < min_len) body_len = min_len;
-    memcpy(body + head, pad, body_len - min_len);
-    memcpy(body + body_len - 2, "\n\n", 2);
-    char sz[24];
-    int szl = snprintf(sz, sizeof sz, "%zx\r\n", body_len);
-    char *start = body - szl;
-    memcpy(start, sz, (size_t)szl);
-    size_t n = (size_t)szl + body_len;
-    memcpy(start + n, "\r\n", 2);
-    n += 2;
-    if (last) {
-        memcpy(start + n, "0\r\n\r\n", 5);
+    uint64_t k = c->batch;
+    if (c->ev_total && c->ev_total - c->ev_sent < k) k = c->ev_total - c->ev_sent;
+    size_t n = 0;
+    for (uint64_t i = 0; i < k; i++) {
+        char head[64];
+        int hl = snprintf(head, sizeof head, "data: %" PRIu64 " %" PRIu64 " ", now_ns(), c->ev_sent);
+        size_t min_len = (size_t)hl + 2;
+        size_t body_len = c->ev_size < min_len ? min_len : c->ev_size;
+        n += (size_t)snprintf(scratch + n, 24, "%zx\r\n", body_len);
+        memcpy(scratch + n, head, (size_t)hl);
+        memcpy(scratch + n + (size_t)hl, pad, body_len - min_len);
+        memcpy(scratch + n + body_len - 2, "\n\n\r\n", 4);
+        n += body_len + 2;
+        c->ev_sent++;
+    }
+    if (c->ev_total && c->ev_sent == c->ev_total) {
+        memcpy(scratch + n, "0\r\n\r\n", 5);
         n += 5;
     }
-    c->ev_sent++;
-    return send_all(c, start, n);
+    return send_all(c, scratch, n);
 }
 
 /* The head of a /bytes or /echo response: c->left bytes of application/octet-stream. */
@@ -132,6 +131,15 @@ static int start_request(struct conn *c)
         if (us) c->interval_ns = us * 1000u;
         c->ev_size = (size_t)query_u64(q, qend, "size", 64);
         if (c->ev_size > MAX_EVENT) c->ev_size = MAX_EVENT;
+        /* A framed event is its body (at least the 50-byte stamp line), a chunk-size
+         * line of at most 8 bytes and CRLF; the batch must fit the scratch buffer
+         * with the last-chunk marker. */
+        uint64_t batch = query_u64(q, qend, "batch", 1);
+        size_t framed = (c->ev_size < 64 ? 64 : c->ev_size) + 16;
+        if (batch < 1) batch = 1;
+        if (batch > MAX_BATCH) batch = MAX_BATCH;
+        if (batch * framed > SCRATCH_CAP - 8) batch = (SCRATCH_CAP - 8) / framed;
+        c->batch = (unsigned)batch;
         c->ev_sent = 0;
         hl = snprintf(hbuf, sizeof hbuf,
                       "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
