@@ -143,55 +143,13 @@ public final class ByteBuffer {
         try body(UnsafeRawBufferPointer(rebasing: storage[(readerIndex + start)..<(readerIndex + end)]))
     }
 
+    /// Writes the first page, so the kernel maps it now rather than on the first read into the buffer.
+    func touchFirstPage() {
+        storage.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0, count: min(storage.count, 4096))
+    }
+
     /// Gives the free region as a raw pointer to System/ for `read`.
     func withWritableRawBytes<R, E: Error>(_ body: (UnsafeMutableRawBufferPointer) throws(E) -> R) throws(E) -> R {
         try body(UnsafeMutableRawBufferPointer(rebasing: storage[writerIndex...]))
-    }
-}
-
-/// A per-loop free list of equally sized buffers, so a connection takes a buffer only while a direction
-/// has bytes in flight and an idle stream holds none (idle streams then cost a few hundred bytes each).
-/// Owned by one loop thread.
-public final class BufferPool {
-    public let bufferCapacity: Int
-    private var free: [ByteBuffer] = []
-    private let maxFree: Int
-    /// The fewest free buffers since the last `trim`: that many were not needed at any moment.
-    private var fewestFree = 0
-
-    /// `maxFree` bounds what the pool keeps after a burst; buffers beyond it are freed.
-    public init(bufferCapacity: Int, maxFree: Int = 1024) {
-        self.bufferCapacity = bufferCapacity
-        self.maxFree = maxFree
-        free.reserveCapacity(maxFree)
-    }
-
-    /// Returns an empty buffer, reusing a free one when there is one.
-    public func take() -> ByteBuffer {
-        if let buffer = free.popLast() {
-            fewestFree = min(fewestFree, free.count)
-            return buffer
-        }
-        fewestFree = 0
-        return ByteBuffer(capacity: bufferCapacity)
-    }
-
-    /// Gives back a buffer the caller no longer references.
-    public func give(_ buffer: ByteBuffer) {
-        buffer.clear()
-        if free.count < maxFree { free.append(buffer) }
-    }
-
-    public var freeCount: Int { free.count }
-
-    /// Frees the buffers that stayed unused since the last call, keeping `keep` for the next burst.
-    /// Called about once a second: after a burst of connections the pool shrinks back, so the memory
-    /// of idle streams is their own and not the high-water mark of the burst. Returns how many it freed.
-    @discardableResult
-    public func trim(keep: Int) -> Int {
-        let surplus = max(0, fewestFree - keep)
-        if surplus > 0 { free.removeFirst(surplus) }
-        fewestFree = free.count
-        return surplus
     }
 }

@@ -69,7 +69,7 @@ import Testing
 
 @Suite struct BufferPoolTrimTests {
     @Test func trimFreesOnlyWhatStayedUnused() {
-        let pool = BufferPool(bufferCapacity: 16)
+        let pool = BufferPool(bufferCapacity: 16, trimWindow: 1)
         let burst = (0..<10).map { _ in pool.take() }
         burst.forEach(pool.give)
         #expect(pool.freeCount == 10)
@@ -80,11 +80,44 @@ import Testing
     }
 
     @Test func buffersInUseDuringTheSecondAreKept() {
-        let pool = BufferPool(bufferCapacity: 16)
+        let pool = BufferPool(bufferCapacity: 16, trimWindow: 1)
         (0..<6).map { _ in pool.take() }.forEach(pool.give)
         pool.trim(keep: 0)
         let busy = (0..<4).map { _ in pool.take() }
         #expect(pool.trim(keep: 0) == 2, "four were in use at the low point, so only two were surplus")
         busy.forEach(pool.give)
+    }
+
+    /// A burst every few seconds (clients reconnecting) must find its buffers: nothing is freed until the
+    /// buffers stayed unused for a whole window of trims.
+    @Test func aBurstWithinTheWindowKeepsItsBuffers() {
+        let pool = BufferPool(bufferCapacity: 16, trimWindow: 3)
+        (0..<10).map { _ in pool.take() }.forEach(pool.give)
+        var freed: [Int] = []
+        for second in 0..<8 {
+            if second == 3 { (0..<10).map { _ in pool.take() }.forEach(pool.give) }  // the next burst
+            freed.append(pool.trim(keep: 2))
+        }
+        #expect(freed == [0, 0, 0, 0, 0, 0, 8, 0], "freed only once three trims in a row saw all ten unused")
+        #expect(pool.freeCount == 2)
+    }
+
+    /// Freeing is bounded per trim, so one trim never stalls the loop with hundreds of munmaps.
+    @Test func aTrimFreesAtMostItsLimit() {
+        let pool = BufferPool(bufferCapacity: 16, trimWindow: 1)
+        (0..<50).map { _ in pool.take() }.forEach(pool.give)
+        pool.trim(keep: 0, limit: 16)
+        #expect([pool.trim(keep: 0, limit: 16), pool.trim(keep: 0, limit: 16), pool.trim(keep: 0, limit: 16),
+                 pool.trim(keep: 0, limit: 16)] == [16, 16, 16, 2])
+        #expect(pool.freeCount == 0)
+    }
+
+    @Test func prewarmedBuffersAreFreeAndKept() {
+        let pool = BufferPool(bufferCapacity: 8192, trimWindow: 1, prewarmed: 4)
+        #expect(pool.freeCount == 4)
+        #expect(pool.trim(keep: 4) == 0 && pool.trim(keep: 4) == 0)
+        let first = pool.take()
+        #expect(first.capacity == 8192 && first.isEmpty)
+        pool.give(first)
     }
 }

@@ -107,7 +107,7 @@ public final class ProxyLoop {
         self.completions = completions
         epoll = try Epoll()
         wakeup = try WakeupFD()
-        bufferPool = BufferPool(bufferCapacity: settings.bufferCapacity)
+        bufferPool = BufferPool(bufferCapacity: settings.bufferCapacity, prewarmed: ProxyLoop.buffersKeptAfterTrim)
         pools = Array(repeating: [], count: settings.upstreams.count)
         nowMicroseconds = Syscall.monotonicMicroseconds()
         randomState = Syscall.randomSeed()
@@ -557,7 +557,8 @@ public final class ProxyLoop {
     private static let maxPooledParsers = 64
     /// Observers are about 1 KiB; more of them are kept, since every active stream borrows one.
     private static let maxPooledObservers = 1024
-    /// Free buffers a loop keeps through a quiet second: enough for a few dozen streams to start at once.
+    /// Free buffers a loop keeps however long it is quiet (and makes at start): enough for a few dozen streams
+    /// to start at once without an mmap or a page fault.
     private static let buffersKeptAfterTrim = 32
 
     /// Lends a reset request observer; one that captures is made for the exchange and not pooled

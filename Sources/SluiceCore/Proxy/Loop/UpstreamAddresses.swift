@@ -154,6 +154,12 @@ public final class UpstreamAddresses: Sendable {
         }
     }
 
+    /// When `refresh` next has work (monotonic milliseconds); nil when it never will (a literal, a name not
+    /// followed, an unrouted upstream), so the resolver thread need not wake for it.
+    public var nextRefreshAt: Int64? {
+        state.withLock { ($0.unresolved != nil || refreshInterval > 0) && $0.nextRefresh != .max ? $0.nextRefresh : nil }
+    }
+
     /// Looks the name up again if it is due at `now` (blocking: the resolver thread only). A failed lookup keeps
     /// the addresses in use, so a DNS outage does not take a working upstream down with it. An unresolved name
     /// is due at its backoff (even with `resolve_interval off`); a resolved one every `refreshInterval`.
