@@ -43,8 +43,9 @@ def fmt_ratio(r):
 
 
 def best_peer(meds, better):
-    """(name, median) of the best of nginx, HAProxy and Caddy in this row, or (None, None)."""
-    have = [(meds[p], p) for p in PEERS if meds.get(p) is not None and meds[p] > 0]
+    """(name, median) of the best of nginx, HAProxy and Caddy in this row, or (None, None).
+    The best may be zero or negative (an added latency below direct's); ratio() then gives None."""
+    have = [(meds[p], p) for p in PEERS if meds.get(p) is not None]
     if not have:
         return None, None
     v, p = min(have) if better == "lower" else max(have)
@@ -121,7 +122,8 @@ class Table:
         if better:
             peer, best = best_peer(meds, better)
             r = ratio(meds.get("sluice"), best)
-            ratios = [f"{fmt_ratio(r)} ({LABELS[peer]})" if r is not None else "—",
+            ratios = [f"{fmt_ratio(r)} ({LABELS[peer]})" if r is not None
+                      else f"— ({LABELS[peer]} at {fmt(best)})" if peer and meds.get("sluice") is not None else "—",
                       fmt_ratio(ratio(meds.get("sluice"), meds.get("nginx")))]
         goal = rule.render(meds) if rule else ""
         self.rows.append([label] + cells + ratios + [goal])
