@@ -32,7 +32,7 @@ await_start() {  # await_start NAME FILE PATTERN
 
 fill_template() {  # fill_template TEMPLATE OUT: the placeholders every template may use
     sed -e "s#@PORT@#$PORT#g" -e "s#@ORIGIN_PORT@#$ORIGIN_PORT#g" -e "s#@NOFILE@#$NOFILE#g" \
-        -e "s#@MAXCONN@#$(( (NOFILE - FD_MARGIN) / 2 ))#g" -e "s#@WORKER_CONNECTIONS@#$((NOFILE * 2))#g" \
+        -e "s#@MAXCONN@#$(( (NOFILE - 64) / 2 ))#g" -e "s#@WORKER_CONNECTIONS@#$((NOFILE * 2))#g" \
         -e "s#@PREFIX@#$WORK/$TARGET#g" -e "s#@LOG_FILE@#${LOG_FILE:-off}#g" "$BENCH/$1" > "$2"
 }
 
@@ -56,8 +56,9 @@ start_nginx() {
 }
 
 # HAProxy in the foreground (-db) with nbthread 1 is one process doing all the work.
-# Its global maxconn gives it the same fd budget as the others; run as root it raises
-# its own fd limit to fit.
+# It needs 2 × maxconn fds plus about 20 (listeners, servers, pollers) and refuses to
+# start when that exceeds the hard fd limit, so maxconn is (fd limit − 64) / 2: the same
+# fd budget as the others and room for e's streams ((fd limit − 256) / 2).
 start_haproxy() {
     local dir="$WORK/haproxy"
     fill_template haproxy.cfg.template "$dir/haproxy.cfg"
@@ -141,6 +142,9 @@ stop_target() {  # stop_target SCENARIO RUN
 check_target() {
     local out=""
     for _ in $(seq 1 25); do
+        if [ -n "$TARGET_PID" ] && ! kill -0 "$TARGET_PID" 2>/dev/null; then
+            die "$TARGET exited: $(tail -5 "$WORK/$TARGET"/*.log 2>/dev/null)"
+        fi
         if out=$(timeout 10 "$LOADGEN" --target "127.0.0.1:$PORT" --mode sse -c 1 -r 2 --duration 5 \
                      --path "/sse?events=3&interval_ms=1&size=64" 2>/dev/null) \
            && grep -q '"requests_completed":2,.*"events":6,.*"errors":{"total":0' <<<"$out" \
