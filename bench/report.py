@@ -225,7 +225,7 @@ def growth_table(rep, e_per_stream, f_mem):
               f"vs one request of {f['long_events']:,} events per connection; measured for "
               f"{', '.join(LABELS[x] for x in rep.meta['f_targets'])} only (issue 3's question). RSS at each step of "
               "scenario e's ramp; the slope is a least-squares fit over the steps, compared with e's per-stream value. "
-              "The targets in this table are issue 3's.")
+              "The targets in this table are the first round's (issue 3).")
     if any(short_runs.values()):
         t.add("CPU per event, 100-event streams (µs)", by(short_runs, per_event, PROXIES), 3, better="lower")
         t.add(f"CPU per event, {f['long_events']:,}-event streams (µs)", by(long_runs, per_event, PROXIES), 3,
