@@ -16,4 +16,9 @@ extern int accept4(int fd, struct sockaddr *address, socklen_t *length, int flag
 #include <pthread.h>
 extern int pthread_setname_np(pthread_t thread, const char *name);
 extern ssize_t getrandom(void *buffer, size_t length, unsigned int flags);
+// splice(2) and pipe2(2), for response bodies moved socket to pipe to socket without a copy through user space.
+extern ssize_t splice(int fd_in, long long *off_in, int fd_out, long long *off_out, size_t len, unsigned int flags);
+extern int pipe2(int pipefd[2], int flags);
+#define SLUICE_SPLICE_F_MOVE 1
+#define SLUICE_SPLICE_F_NONBLOCK 2
 #endif

@@ -29,6 +29,8 @@ public struct SystemError: Error, CustomStringConvertible, Sendable {
     public var isNoSuchProcess: Bool { errno == ESRCH }
     /// The caller may not do this to that object (EPERM), e.g. signal another user's process.
     public var isPermissionDenied: Bool { errno == EPERM }
+    /// The call is not supported on this descriptor (splice on a socket type that cannot).
+    public var isUnsupported: Bool { errno == EINVAL || errno == EOPNOTSUPP }
 }
 
 /// The outcome of a non-blocking call: EAGAIN is a value, not an error.

@@ -68,6 +68,7 @@ public final class ProxyLoop {
     private var running: [ClientSession] = []
     private var pools: [[UpstreamConnection]]
     let bufferPool: BufferPool
+    let splicePipes = SplicePipePool()
     private var parserPool: [HeadParsers] = []
     private var requestObservers: [RequestObserver] = []
     private var responseObservers: [ResponseObserver] = []

@@ -113,6 +113,7 @@ extension ClientSession {
     /// What every finished exchange gives back before the connection moves on: its upstream, parsers and record.
     func endExchange() {
         closeUpstream()
+        releaseSplice()
         releaseParsers()
         concludeExchange()
     }

@@ -11,7 +11,8 @@ extension ClientSession {
         case .body: guard upstreamGate.isOpen else { return false }
         case .complete, .aborted: return false
         }
-        if (clientOut?.readableCount ?? 0) == 0 && responseSendEnd == 0 { times.lastClientWriteProgress = loop.now }
+        if !clientOutputPending { times.lastClientWriteProgress = loop.now }
+        if splicesNow { return spliceFromUpstream(connection) }
         let buffer = takeBuffer(&upstreamIn)
         if buffer.writableCount == 0 { buffer.compact() }
         guard buffer.writableCount > 0 else {
@@ -207,6 +208,7 @@ extension ClientSession {
                                                          readsUsage: true, capture: captureResponseBytes)
             countedAsStream = true
             loop.metrics.addActiveStreams(1)
+            decideSplice(tapped: written.eventStream || written.json, upstreamTLS: upstream?.tls != nil)
         }
         buffer.consume(headLength)
         releaseParsers()
@@ -227,7 +229,7 @@ extension ClientSession {
 
     /// The response direction's gate: upstream reads pause while the client queue is full; the pauses are timed.
     func updateUpstreamPause() {
-        let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0)
+        let queued = (upstreamIn?.readableCount ?? 0) + (clientOut?.readableCount ?? 0) + (splice?.queued ?? 0)
         record.peakQueued = max(record.peakQueued, queued)
         switch upstreamGate.queueChanged(to: queued, watermarks) {
         case .paused:
@@ -275,6 +277,8 @@ extension ClientSession {
         guard clientWritable, phase != .closed else { return false }
         let headCount = clientOut?.readableCount ?? 0
         let bodyCount = responseSendEnd
+        // A spliced body's bytes follow everything queued in the buffers (`splicesNow`), so they go once those are out.
+        if headCount + bodyCount == 0, let pipe = splice, pipe.queued > 0 { return flushSplice(pipe) }
         guard headCount + bodyCount > 0 || clientTransport.hasPendingOutput else { return false }
         let result: IOResult<Int>
         do { result = try clientTransport.write(clientOut, 0..<headCount, upstreamIn, 0..<bodyCount) } catch {
@@ -320,6 +324,6 @@ extension ClientSession {
     }
 
     var clientOutputPending: Bool {
-        (clientOut?.readableCount ?? 0) + responseSendEnd > 0 || clientTransport.hasPendingOutput
+        (clientOut?.readableCount ?? 0) + responseSendEnd + (splice?.queued ?? 0) > 0 || clientTransport.hasPendingOutput
     }
 }

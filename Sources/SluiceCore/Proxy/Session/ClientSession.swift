@@ -147,6 +147,9 @@ final class ClientSession: TimerHeapElement {
     }
     /// Body bytes at the front of `upstreamIn` that are framed and may go to the client.
     var responseSendEnd = 0
+    /// The response body may go through a pipe (`ClientSession+Splice`), and the pipe it uses once it does.
+    var spliceAllowed = false
+    var splice: SplicePipe?
     var requestID: [UInt8] = []
 
     // MARK: loop thread only: what the completion record and metrics need
@@ -359,6 +362,7 @@ final class ClientSession: TimerHeapElement {
         upstreamIn = nil
         upstreamOut = nil
         usageHeld = nil
+        releaseSplice()
         releaseParsers()
         loop.sessionClosed(self)
         client = nil
@@ -367,6 +371,7 @@ final class ClientSession: TimerHeapElement {
     /// Moves the loop's queued-bytes gauge by this session's change since the last report.
     func reportQueuedBytes() {
         let queued = (clientOut?.readableCount ?? 0) + (upstreamIn?.readableCount ?? 0) + (clientIn?.readableCount ?? 0)
+            + (splice?.queued ?? 0)
         guard queued != reportedQueued else { return }
         loop.metrics.addQueuedBytes(queued - reportedQueued)
         reportedQueued = queued
