@@ -89,12 +89,104 @@ struct ReportedUsage: Equatable, Sendable {
 /// says counts only if it parsed completely (`endDocument` commits it): a malformed, truncated or too-deep document
 /// contributes nothing, so a half-received `usage` is never reported. Across documents each count and the model
 /// take the last value reported; `"usage": null` and null counts report nothing; output adds up. Memory is fixed
-/// (the scanner's state and two model buffers), the work is per JSON token (member names are compared only in
-/// the objects that can hold something), and nothing allocates except the `model` getter. Owned by one loop thread.
+/// (the scanner's state and two model buffers) and nothing allocates except the `model` getter. Owned by one loop
+/// thread.
+///
+/// Cost: every document is still validated whole (that is what makes a half-sent `usage` count for nothing), but
+/// the work per byte is only the grammar's: member names are kept and compared only in the objects that can hold
+/// something, string values only for `model` and `type`, and every other string (ids, fingerprints, the content
+/// text itself) is crossed eight bytes at a time with only its decoded length counted (`JSONPushScanner`). The
+/// work per event depends on the event alone, never on how much of the stream came before.
 public struct UsageReader: Sendable {
     /// The most bytes of a model name kept; a longer name is treated as unknown rather than cut.
     public static let maxModelBytes = InlineText.capacity
 
+    private var scanner = JSONPushScanner()
+    /// What the open document reported so far (committed by `endDocument`).
+    private var document = UsageDocument()
+    /// Whether a document is open and has not failed.
+    private var reading = false
+    /// What the committed documents reported.
+    private var reported = ReportedUsage()
+    private var committedModel = InlineText()
+    private var hasModel = false
+    private var committedContentDocuments = 0
+    private var committedOutputDeltas = 0
+    private var committedOutputBytes = 0
+
+    public init() {}
+
+    /// Forgets everything learned, for a new exchange.
+    public mutating func reset() {
+        reading = false
+        reported = ReportedUsage()
+        hasModel = false
+        committedContentDocuments = 0
+        committedOutputDeltas = 0
+        committedOutputBytes = 0
+    }
+
+    /// Starts a new document (an SSE event's data, or a body).
+    public mutating func beginDocument() {
+        scanner.reset()
+        document.begin()
+        reading = true
+    }
+
+    /// Reads the next bytes of the open document. After a failure, or with no open document, it does nothing.
+    public mutating func feed(_ bytes: Span<UInt8>) {
+        guard reading else { return }
+        if !scanner.scan(bytes, into: &document) {
+            reading = false  // malformed: the document says nothing
+        }
+    }
+
+    /// Ends the open document and commits what it reported if it was complete, well-formed JSON.
+    public mutating func endDocument() {
+        guard reading else { return }
+        reading = false
+        scanner.finish()  // a top-level number never carries usage; only the verdict matters
+        guard scanner.isComplete else { return }
+        reported.update(with: document.usage)
+        if document.hasModel {
+            committedModel = document.model
+            hasModel = true
+        }
+        // A delta event is one delta; so is output outside any choice (a body's content blocks, llama.cpp).
+        var deltas = document.choiceDeltas + (document.isDeltaEvent ? 1 : 0)
+        if deltas == 0 && document.outputStrings > 0 { deltas = 1 }
+        if deltas > 0 {
+            committedContentDocuments += 1
+            committedOutputDeltas += deltas
+        }
+        committedOutputBytes += document.outputBytes
+    }
+
+    /// The usage reported by the committed documents; nil when none carried any (never estimated).
+    public var usage: TokenUsage? { reported.tokenUsage }
+
+    /// The counts as reported, by member name.
+    var reportedUsage: ReportedUsage { reported }
+
+    /// The last model name committed. Allocates the `String`: read it at the end of an exchange.
+    public var model: String? { hasModel ? committedModel.makeString() : nil }
+
+    /// Committed documents that held output (for SSE, content-bearing events).
+    public var contentDocuments: Int { committedContentDocuments }
+
+    /// Output deltas of the committed documents: each choice holding output counts one (so `n` choices per
+    /// chunk count `n`), an output delta event counts one, and a document with output elsewhere counts one.
+    /// OpenAI-compatible servers and Anthropic send at least one token per delta, so this is at most the
+    /// completion tokens: the estimate a stream without usage is charged.
+    public var outputDeltas: Int { committedOutputDeltas }
+
+    /// Decoded bytes of the output strings of the committed documents (the estimate for a JSON body).
+    public var outputTextBytes: Int { committedOutputBytes }
+}
+
+/// What one open document reported, built from its tokens: the sink of `UsageReader`'s scanner. Each container
+/// gets a role from its parent's role and its member name, and the role says which member names mean something.
+private struct UsageDocument: JSONPushSink, Sendable {
     /// What an open container means for the values in it.
     private enum Role: UInt8, Sendable {
         /// A container nobody reads: `delta` of Anthropic events, metadata, everything deeper than `maxRoleDepth`
@@ -121,6 +213,14 @@ public struct UsageReader: Sendable {
         /// A container under an output member (`tool_calls`, `function_call`, a tool's `input`) and everything in
         /// it: each non-empty string inside is output.
         case outputTree
+
+        /// Whether member names in a container of this role are compared (the others' names mean nothing).
+        var readsKeys: Bool {
+            switch self {
+            case .root, .envelope, .usage, .choice, .message, .contentBlock: true
+            case .ignored, .document, .choices, .contentBlocks, .outputTree: false
+            }
+        }
     }
 
     /// The member names that mean something in some role.
@@ -143,135 +243,61 @@ public struct UsageReader: Sendable {
     /// `outputTree` from depth 7 and are otherwise ignored.
     private static let maxRoleDepth = 7
 
-    private var scanner = JSONScanner()
     /// Roles of the open containers at depths 0...maxRoleDepth.
     private var roles = InlineArray<8, Role>(repeating: .ignored)
     /// The member whose value comes next, classified for the role of its object.
     private var pendingKey: Key = .other
-    /// Whether a document is open and has not failed.
-    private var reading = false
-    /// What the open document reported so far (committed by `endDocument`).
-    private var documentUsage = ReportedUsage()
-    private var documentModel = InlineText()
-    private var documentHasModel = false
-    /// Output strings of the open document, and their decoded bytes.
-    private var documentOutputStrings = 0
-    private var documentOutputBytes = 0
-    /// Choices of the open document that held output; `choiceStartStrings` is `documentOutputStrings` when the
-    /// open choice began (choices never nest).
-    private var documentChoiceDeltas = 0
+    /// Where the text of the string being read goes: member names and `type` values to `shortText`, `model`
+    /// values to `modelText`. Two buffers because a short one is cheap to compare and the model needs 128 bytes.
+    private var textGoesToModel = false
+    private var shortText = ShortText()
+    private var modelText = InlineText()
+    private(set) var usage = ReportedUsage()
+    private(set) var model = InlineText()
+    private(set) var hasModel = false
+    /// Output strings and their decoded bytes.
+    private(set) var outputStrings = 0
+    private(set) var outputBytes = 0
+    /// Choices that held output; `choiceStartStrings` is `outputStrings` when the open choice began (choices
+    /// never nest).
+    private(set) var choiceDeltas = 0
     private var choiceStartStrings = 0
-    /// The document's top-level `type` names an output delta event.
-    private var documentIsDeltaEvent = false
-    /// What the committed documents reported.
-    private var reported = ReportedUsage()
-    private var committedModel = InlineText()
-    private var hasModel = false
-    private var committedContentDocuments = 0
-    private var committedOutputDeltas = 0
-    private var committedOutputBytes = 0
+    /// The top-level `type` names an output delta event.
+    private(set) var isDeltaEvent = false
 
-    public init() {}
-
-    /// Forgets everything learned, for a new exchange.
-    public mutating func reset() {
-        reading = false
-        reported = ReportedUsage()
-        hasModel = false
-        committedContentDocuments = 0
-        committedOutputDeltas = 0
-        committedOutputBytes = 0
-    }
-
-    /// Starts a new document (an SSE event's data, or a body).
-    public mutating func beginDocument() {
-        scanner.reset()
+    /// Forgets the previous document.
+    mutating func begin() {
         roles[0] = .document
         pendingKey = .other
-        documentUsage = ReportedUsage()
-        documentHasModel = false
-        documentOutputStrings = 0
-        documentOutputBytes = 0
-        documentChoiceDeltas = 0
-        documentIsDeltaEvent = false
-        reading = true
+        usage = ReportedUsage()
+        hasModel = false
+        outputStrings = 0
+        outputBytes = 0
+        choiceDeltas = 0
+        isDeltaEvent = false
     }
 
-    /// Reads the next bytes of the open document. After a failure, or with no open document, it does nothing.
-    public mutating func feed(_ bytes: Span<UInt8>) {
-        guard reading else { return }
-        var offset = 0
-        while offset < bytes.count {
-            switch scanner.next(bytes.extracting(offset...)) {
-            case .needMore:
-                return
-            case .token(let token, let consumed):
-                offset += consumed
-                take(token)
-            case .failed:
-                reading = false  // malformed: the document says nothing
-                return
-            }
-        }
-    }
-
-    /// Ends the open document and commits what it reported if it was complete, well-formed JSON.
-    public mutating func endDocument() {
-        guard reading else { return }
-        reading = false
-        _ = scanner.finish()  // a top-level number never carries usage; only the verdict matters
-        guard scanner.isComplete else { return }
-        reported.update(with: documentUsage)
-        if documentHasModel {
-            committedModel = documentModel
-            hasModel = true
-        }
-        // A delta event is one delta; so is output outside any choice (a body's content blocks, llama.cpp).
-        var deltas = documentChoiceDeltas + (documentIsDeltaEvent ? 1 : 0)
-        if deltas == 0 && documentOutputStrings > 0 { deltas = 1 }
-        if deltas > 0 {
-            committedContentDocuments += 1
-            committedOutputDeltas += deltas
-        }
-        committedOutputBytes += documentOutputBytes
-    }
-
-    /// The usage reported by the committed documents; nil when none carried any (never estimated).
-    public var usage: TokenUsage? { reported.tokenUsage }
-
-    /// The counts as reported, by member name.
-    var reportedUsage: ReportedUsage { reported }
-
-    /// The last model name committed. Allocates the `String`: read it at the end of an exchange.
-    public var model: String? { hasModel ? committedModel.makeString() : nil }
-
-    /// Committed documents that held output (for SSE, content-bearing events).
-    public var contentDocuments: Int { committedContentDocuments }
-
-    /// Output deltas of the committed documents: each choice holding output counts one (so `n` choices per
-    /// chunk count `n`), an output delta event counts one, and a document with output elsewhere counts one.
-    /// OpenAI-compatible servers and Anthropic send at least one token per delta, so this is at most the
-    /// completion tokens: the estimate a stream without usage is charged.
-    public var outputDeltas: Int { committedOutputDeltas }
-
-    /// Decoded bytes of the output strings of the committed documents (the estimate for a JSON body).
-    public var outputTextBytes: Int { committedOutputBytes }
-
-    // MARK: - Tokens
-
-    private func role(at depth: Int) -> Role {
+    // Only `mutating` methods here: a non-mutating one copies the whole sink (about 470 bytes) per call.
+    private mutating func role(at depth: Int) -> Role {
         if depth <= Self.maxRoleDepth { return roles[depth] }
         // Deeper containers are not stored: only an output tree reaches past the stored depths.
         return roles[Self.maxRoleDepth] == .outputTree ? .outputTree : .ignored
     }
 
-    private mutating func take(_ token: JSONToken) {
-        let depth = scanner.depth
-        switch token {
-        case .objectStart:
-            // `depth` now counts the new object; its role follows from its parent's and the member name.
-            let parent = role(at: depth - 1)
-            let newRole: Role
+    // MARK: - Tokens
+
+    mutating func containerStarted(array: Bool, depth: Int) {
+        // `depth` counts the new container; its role follows from its parent's and the member name.
+        let parent = role(at: depth - 1)
+        let newRole: Role
+        if array {
+            switch (parent, pendingKey) {
+            case (.root, .choices): newRole = .choices
+            case (.root, .content): newRole = .contentBlocks
+            case (.outputTree, _), (_, .output): newRole = .outputTree
+            default: newRole = .ignored
+            }
+        } else {
             switch (parent, pendingKey) {
             case (.document, _): newRole = .root
             case (.root, .usage), (.envelope, .usage): newRole = .usage
@@ -282,67 +308,109 @@ public struct UsageReader: Sendable {
             case (.outputTree, _), (_, .output): newRole = .outputTree
             default: newRole = .ignored
             }
-            if newRole == .choice { choiceStartStrings = documentOutputStrings }
-            if depth <= Self.maxRoleDepth { roles[depth] = newRole }
-        case .arrayStart:
-            let newRole: Role
-            switch (role(at: depth - 1), pendingKey) {
-            case (.root, .choices): newRole = .choices
-            case (.root, .content): newRole = .contentBlocks
-            case (.outputTree, _), (_, .output): newRole = .outputTree
-            default: newRole = .ignored
-            }
-            if depth <= Self.maxRoleDepth { roles[depth] = newRole }
-        case .objectEnd:
-            // `depth` no longer counts the closed object, whose role is still stored one level down.
-            if role(at: depth + 1) == .choice && documentOutputStrings > choiceStartStrings {
-                documentChoiceDeltas += 1
-            }
-        case .key:
-            pendingKey = classifyKey(in: role(at: depth))
-            return
-        case .string:
-            let length = scanner.text.length
-            switch pendingKey {
-            case .model:
-                if !scanner.text.overflowed {
-                    documentModel = scanner.text
-                    documentHasModel = true
-                }
-            case .output, .content:
-                noteOutput(length)
-            case .type:
-                documentIsDeltaEvent = Self.isDeltaEventType(scanner.text)
-            default:
-                if role(at: depth) == .outputTree { noteOutput(length) }
-            }
-        case .number(let value):
-            if let value, value >= 0 { record(value, for: pendingKey) }
-        case .arrayEnd, .bool, .null:
-            break
+            if newRole == .choice { choiceStartStrings = outputStrings }
         }
-        pendingKey = .other  // a member name applies to the one value after it
+        if depth <= Self.maxRoleDepth { roles[depth] = newRole }
+        pendingKey = .other
+    }
+
+    mutating func containerEnded(array: Bool, depth: Int) {
+        // `depth` no longer counts the closed container, whose role is still stored one level down.
+        if !array && role(at: depth + 1) == .choice && outputStrings > choiceStartStrings {
+            choiceDeltas += 1
+        }
+        pendingKey = .other
+    }
+
+    mutating func wantsKeyText(depth: Int) -> Bool {
+        guard role(at: depth).readsKeys else { return false }
+        textGoesToModel = false
+        shortText.removeAll()
+        return true
+    }
+
+    mutating func wantsValueText(depth: Int) -> Bool {
+        switch pendingKey {
+        case .model:
+            textGoesToModel = true
+            modelText.removeAll()
+        case .type:
+            textGoesToModel = false
+            shortText.removeAll()
+        default:
+            return false
+        }
+        return true
+    }
+
+    mutating func appendText(_ bytes: Span<UInt8>) {
+        if textGoesToModel {
+            modelText.append(contentsOf: bytes)
+        } else {
+            shortText.append(contentsOf: bytes)
+        }
+    }
+
+    mutating func appendText(_ byte: UInt8) {
+        if textGoesToModel {
+            modelText.append(byte)
+        } else {
+            shortText.append(byte)
+        }
+    }
+
+    mutating func keyEnded(depth: Int) {
+        // A member name applies to the one value after it; names in unread roles are never compared.
+        pendingKey = classifyShortText(in: role(at: depth))
+    }
+
+    mutating func stringEnded(length: Int, depth: Int) {
+        switch pendingKey {
+        case .model:
+            if !modelText.overflowed {
+                model = modelText
+                hasModel = true
+            }
+        case .output, .content:
+            noteOutput(length)
+        case .type:
+            isDeltaEvent = shortTextIsDeltaEventType()
+        default:
+            if role(at: depth) == .outputTree { noteOutput(length) }
+        }
+        pendingKey = .other
+    }
+
+    mutating func numberEnded(_ value: Int64?) {
+        if let value, value >= 0 { record(value, for: pendingKey) }
+        pendingKey = .other
+    }
+
+    mutating func literalEnded() {
+        pendingKey = .other
     }
 
     /// A string of output: an empty one is none (a role-only chunk's `"content":""`).
     private mutating func noteOutput(_ length: Int) {
         guard length > 0 else { return }
-        documentOutputStrings += 1
-        documentOutputBytes += length
+        outputStrings += 1
+        outputBytes += length
     }
 
     /// Top-level `type` values of events that carry output whatever their strings: Anthropic's
     /// `content_block_delta` (text, thinking and tool-input deltas) and the OpenAI Responses API's deltas.
-    private static func isDeltaEventType(_ type: InlineText) -> Bool {
-        type.equals("content_block_delta") || type.equals("response.output_text.delta")
+    private mutating func shortTextIsDeltaEventType() -> Bool {
+        let type = shortText
+        return type.equals("content_block_delta") || type.equals("response.output_text.delta")
             || type.equals("response.refusal.delta") || type.equals("response.function_call_arguments.delta")
             || type.equals("response.reasoning_text.delta") || type.equals("response.reasoning_summary_text.delta")
     }
 
-    /// The meaning of the member name just read, in an object of `role`; `.other` for names that mean nothing
-    /// there (so that, e.g., `model` inside `usage` is not taken for the model).
-    private func classifyKey(in role: Role) -> Key {
-        let name = scanner.text
+    /// The meaning of a member name in an object of `role`; `.other` for names that mean nothing there (so that,
+    /// e.g., `model` inside `usage` is not taken for the model).
+    private mutating func classifyShortText(in role: Role) -> Key {
+        guard role.readsKeys else { return .other }  // most keys of a stream: no comparisons
+        let name = shortText
         switch role {
         case .root:
             if name.equals("model") { return .model }
@@ -382,14 +450,51 @@ public struct UsageReader: Sendable {
 
     private mutating func record(_ value: Int64, for key: Key) {
         switch key {
-        case .promptTokens: documentUsage.promptTokens = value
-        case .completionTokens: documentUsage.completionTokens = value
-        case .totalTokens: documentUsage.totalTokens = value
-        case .inputTokens: documentUsage.inputTokens = value
-        case .outputTokens: documentUsage.outputTokens = value
-        case .cacheCreationInputTokens: documentUsage.cacheCreationInputTokens = value
-        case .cacheReadInputTokens: documentUsage.cacheReadInputTokens = value
+        case .promptTokens: usage.promptTokens = value
+        case .completionTokens: usage.completionTokens = value
+        case .totalTokens: usage.totalTokens = value
+        case .inputTokens: usage.inputTokens = value
+        case .outputTokens: usage.outputTokens = value
+        case .cacheCreationInputTokens: usage.cacheCreationInputTokens = value
+        case .cacheReadInputTokens: usage.cacheReadInputTokens = value
         default: break
+        }
+    }
+}
+
+/// The decoded text of a member name or a `type` value, as `UsageDocument` compares it: the first `capacity`
+/// bytes inline, small enough to pass around without a `memcpy` (an `InlineText` is 152 bytes). Longer text is
+/// not any of the names compared (the longest is `response.reasoning_summary_text.delta`, 37 bytes).
+private struct ShortText: Sendable {
+    static let capacity = 40
+
+    private var storage = InlineArray<40, UInt8>(repeating: 0)
+    /// Bytes offered since `removeAll`, kept or not.
+    private var count = 0
+
+    mutating func removeAll() {
+        count = 0
+    }
+
+    mutating func append(_ byte: UInt8) {
+        if count < Self.capacity { storage[count] = byte }
+        count += 1
+    }
+
+    mutating func append(contentsOf bytes: Span<UInt8>) {
+        let kept = min(bytes.count, max(Self.capacity - count, 0))
+        for offset in 0..<kept { storage[count + offset] = bytes[offset] }
+        count += bytes.count
+    }
+
+    /// Whether the text is exactly `literal`'s UTF-8 bytes.
+    func equals(_ literal: StaticString) -> Bool {
+        guard literal.utf8CodeUnitCount == count, count <= Self.capacity else { return false }
+        return literal.withUTF8Buffer { expected in
+            for index in 0..<count where storage[index] != expected[index] {
+                return false
+            }
+            return true
         }
     }
 }
