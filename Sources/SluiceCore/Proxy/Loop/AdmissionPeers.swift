@@ -4,8 +4,12 @@
 /// takes one, and the claimed loop closes its oldest idle connection in its next turn (`ProxyLoop.Command.evictIdle`).
 /// Any thread; used only at the cap, never per chunk.
 final class AdmissionPeers: Sendable {
+    /// Strong, not weak: a weak reference gives the loop a side table, and every retain and release of the loop (a
+    /// dozen per request on its own thread) then takes the runtime's slow path, about 1,500 instructions per request
+    /// (callgrind, `wrk` on `/small`). The cycle this makes (loop → connection count → peers → loop) is broken by
+    /// `leave` at the end of the loop's `run`.
     private struct Entry {
-        weak var loop: ProxyLoop?
+        let loop: ProxyLoop
     }
 
     private let entries = Locked<[Entry]>([])
@@ -17,7 +21,7 @@ final class AdmissionPeers: Sendable {
 
     /// `loop` stopped (the end of its `run`).
     func leave(_ loop: ProxyLoop) {
-        entries.withLock { $0.removeAll { $0.loop == nil || $0.loop === loop } }
+        entries.withLock { $0.removeAll { $0.loop === loop } }
     }
 
     /// The loop with the fewest connections (open, plus handed to it and not adopted yet) when it has fewer than
@@ -28,7 +32,8 @@ final class AdmissionPeers: Sendable {
             var best: ProxyLoop?
             var bestLoad = asking.load
             for entry in entries {
-                guard let loop = entry.loop, loop !== asking else { continue }
+                let loop = entry.loop
+                guard loop !== asking else { continue }
                 let load = loop.load
                 if load < bestLoad {
                     best = loop
@@ -47,7 +52,8 @@ final class AdmissionPeers: Sendable {
             var best: ProxyLoop?
             var bestCount = 0
             for entry in entries {
-                guard let loop = entry.loop, loop !== asking else { continue }
+                let loop = entry.loop
+                guard loop !== asking else { continue }
                 let count = loop.unclaimedIdleCount
                 if count > bestCount {
                     best = loop
