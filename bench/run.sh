@@ -91,9 +91,10 @@ B16_BATCH=16
 # answered against nginx: the other targets skip it, which saves 2 minutes.
 F_CONNS=2; F_INTERVAL_US=100; F_SIZE=256; F_TARGETS="nginx,sluice"
 # Held streams: the script's own fd limit decides how many (two fds per stream in a
-# proxy, plus a margin for listeners, epoll, logs and the pool).
+# proxy, plus a margin for listeners, epoll, logs and the pool: sluice reserves 32 + 3 + its
+# max_idle (256) of its fds for those, so its default max_connections is (20,000 - 291) / 2).
 NOFILE="${BENCH_NOFILE:-20000}"
-FD_MARGIN=256
+FD_MARGIN=640
 SETTLE_S=1          # after a hold step, before reading RSS (let the proxy finish its work)
 HOLD_PATH="/sse?events=0&interval_ms=30000&size=64"
 

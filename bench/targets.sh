@@ -58,7 +58,7 @@ start_nginx() {
 # HAProxy in the foreground (-db) with nbthread 1 is one process doing all the work.
 # It needs 2 × maxconn fds plus about 20 (listeners, servers, pollers) and refuses to
 # start when that exceeds the hard fd limit, so maxconn is (fd limit − 64) / 2: the same
-# fd budget as the others and room for e's streams ((fd limit − 256) / 2).
+# fd budget as the others and room for e's streams ((fd limit − 640) / 2).
 start_haproxy() {
     local dir="$WORK/haproxy"
     fill_template haproxy.cfg.template "$dir/haproxy.cfg"

@@ -269,10 +269,10 @@ def _default_cap(nofile: int, workers: int, listeners: int, max_idle_sum: int) -
 
 @pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) sets sluice's fd limit")
 @pytest.mark.parametrize("nofile, limits, expected", [
-    ("2000:2000", None, _default_cap(2000, 2, 1, 64 + 8)),
-    ("1024:3000", None, _default_cap(3000, 2, 1, 64 + 8)),  # the soft limit is raised to the hard one first
+    ("2000:2000", None, _default_cap(2000, 2, 1, 256 + 8)),
+    ("1024:3000", None, _default_cap(3000, 2, 1, 256 + 8)),  # the soft limit is raised to the hard one first
     ("300:300", None, 64),                                 # too few descriptors to matter: the floor
-    ("2000:2000", {"max_connections": "auto"}, _default_cap(2000, 2, 1, 64 + 8)),
+    ("2000:2000", {"max_connections": "auto"}, _default_cap(2000, 2, 1, 256 + 8)),
     ("2000:2000", {"max_connections": 20}, 20),            # explicit wins
     ("2000:2000", {"max_connections": 0}, 0),              # explicit 0: no limit
 ])

@@ -21,8 +21,8 @@ import Testing
         #expect(config.timeouts == Timeouts())  // the example spells out every default
         #expect(config.limits == Limits())
         #expect(config.upstreams == [
-            UpstreamConfig(name: "llm", scheme: .http, host: "127.0.0.1", port: 8000, maxIdleConnections: 64),
-            UpstreamConfig(name: "hosted", scheme: .https, host: "api.example.com", port: 443, maxIdleConnections: 64,
+            UpstreamConfig(name: "llm", scheme: .http, host: "127.0.0.1", port: 8000, maxIdleConnections: 256),
+            UpstreamConfig(name: "hosted", scheme: .https, host: "api.example.com", port: 443, maxIdleConnections: 256,
                            tls: TLSClientConfig(caFile: "/etc/ssl/certs/ca-certificates.crt", caDirectory: "/etc/ssl/certs",
                                                 verify: true, serverName: "api.example.com")),
         ])
@@ -66,7 +66,7 @@ import Testing
         #expect(config.sourcePath == "min.conf")
         #expect(config.routes == [RouteConfig(prefix: "/", upstream: "a", timeouts: Timeouts(), maxRequestBody: 32 << 20)])
         #expect(config.routes[0].captureRequestBytes == 0 && config.routes[0].captureResponseBytes == 0)
-        #expect(config.upstreams[0].maxIdleConnections == 64)
+        #expect(config.upstreams[0].maxIdleConnections == 256)
         #expect(config.log == LogConfig())
         #expect(config.admin == nil)  // no admin block: no admin listener
     }
@@ -160,7 +160,7 @@ import Testing
         #expect(config.limits == Limits(maxRequestBody: 0, highWatermark: 2048, lowWatermark: 1024))
         #expect(config.upstreams == [
             UpstreamConfig(name: "one", scheme: .https, host: "2001:db8::1", port: 443, maxIdleConnections: 0, resolveInterval: 5_000),
-            UpstreamConfig(name: "two", scheme: .http, host: "b.example", port: 81, maxIdleConnections: 64, resolveInterval: 0),
+            UpstreamConfig(name: "two", scheme: .http, host: "b.example", port: 81, maxIdleConnections: 256, resolveInterval: 0),
         ])
         var api = global
         api.upstreamFirstByte = 1_000

@@ -44,8 +44,8 @@ struct ConnectionLimitTests {
 
     /// (limits block, expected `Limits.maxConnections`, expected effective value at 10,000 descriptors)
     @Test("the config: unset and `auto` derive, 0 is unlimited, N wins", arguments: [
-        ("", nil, (10_000 - (32 + 3 * (2 + 2 + 10 + 64))) / 2),
-        ("limits {\n    max_connections auto\n}\n", nil, 4_867),
+        ("", nil, (10_000 - (32 + 3 * (2 + 2 + 10 + 256))) / 2),
+        ("limits {\n    max_connections auto\n}\n", nil, 4_579),
         ("limits {\n    max_connections 0\n}\n", 0, 0),
         ("limits {\n    max_connections 20\n}\n", 20, 20),
         ("limits {\n    max_connections 50000\n}\n", 50_000, 50_000),
