@@ -76,9 +76,10 @@ extension ClientSession {
     /// Feeds `buffer[0..<count]` (payload) to the tap and the filter, emits or holds each event, and consumes it all;
     /// `count` was cut so that its worst growth fits `clientOut`.
     private func filterPayload(_ buffer: ByteBuffer, _ count: Int, into out: ByteBuffer, rechunk: Bool) {
+        guard let filter = usageFilter else { preconditionFailure("a filtered body without its filter") }
         var offset = 0
         while offset < count {
-            let step = buffer.withReadableSpan(from: offset, to: count) { usageFilter.next($0) }
+            let step = buffer.withReadableSpan(from: offset, to: count) { filter.events.next($0) }
             switch step {
             case .needMore:
                 observeResponse(buffer, offset..<count)
@@ -118,7 +119,7 @@ extension ClientSession {
 
     /// The body ended: an unfinished event is forwarded (only a complete usage chunk is ever dropped), then the last chunk.
     private func endFiltered(_ out: ByteBuffer, rechunk: Bool) {
-        if usageFilter.finish() {
+        if usageFilter?.events.finish() ?? false {
             usageHeld?.clear()
         } else {
             emit(out, 0..<0, into: out, rechunk: rechunk)
@@ -138,4 +139,9 @@ extension ClientSession {
         }
         out.append("\r\n")
     }
+}
+
+/// The usage filter's state, made once per connection that injects usage (`ClientSession.usageFilter`).
+final class UsageFilterState {
+    var events = UsageEventFilter()
 }

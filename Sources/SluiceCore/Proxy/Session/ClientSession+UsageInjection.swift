@@ -45,7 +45,9 @@ extension ClientSession {
                 requestSendEnd = 0
                 releaseIfEmpty(&clientIn)
                 usageInjection = .injected
-                usageFilter.reset()
+                let filter = usageFilter ?? UsageFilterState()
+                filter.events.reset()
+                usageFilter = filter
                 return
             }
             out.truncate(toReadable: headEnd)

@@ -131,8 +131,9 @@ final class ClientSession: TimerHeapElement {
     /// A response head waits for the client queue to drain before it is written (see `headDidNotFit`).
     var waitingForHeadRoom = false
     var usageInjection: UsageInjection = .off
-    /// Finds the usage-only event of an injected exchange's response.
-    var usageFilter = UsageEventFilter()
+    /// Finds the usage-only event of an injected exchange's response. Made the first time this connection injects:
+    /// held inline, its 285 bytes were a tenth of what every idle stream cost, on routes that never inject.
+    var usageFilter: UsageFilterState?
     /// The filtered stream's current event, held until the filter decides (see `ClientSession+UsageFilter`).
     var usageHeld: ByteBuffer?
     /// The body's framing while `machine.response` is `.body`.
