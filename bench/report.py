@@ -350,7 +350,7 @@ def render(rep):
         f"- date: {m['date']}; sluice {m['sluice_commit']}",
         f"- machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}",
         f"- versions: {versions + '; ' if versions else ''}{m['swift']}; {m['gcc']}",
-        f"- runs: {m['runs']} per target, targets alternating; cells are median (min–max); origin and load generator "
+        f"- runs: {m['runs']} per target ({m.get('noisy_runs', m['runs'])} for a, b and b16), targets alternating; cells are median (min–max); origin and load generator "
         "on CPU 0, proxy on CPU 1 (`taskset`), one worker or thread each; `sluice / best peer` is sluice's median "
         "over the best of nginx, HAProxy and Caddy in that row (named in brackets)",
         f"- elapsed: build {m['build_s']} s, measurements {m['measure_s']} s ({secs}), total {m['total_s']} s",
