@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: the side-by-side benchmark of issues 3 and 15 in one command.
 #
-#   bench/run.sh                 full run: 2 runs per target, all six targets (~13 min with the build)
+#   bench/run.sh                 full run: all six targets, 2 runs each (4 for a, b, b16; ~13 min with the build)
 #   bench/run.sh --quick         1 run, shorter durations, fewer held streams (development, ~4 min)
 #   bench/run.sh --runs 3        more runs
 #   bench/run.sh --only a,b16    scenarios to run (a b b16 c d e f; e and f's memory part share one run)
