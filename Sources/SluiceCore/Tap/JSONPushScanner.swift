@@ -59,11 +59,8 @@ struct JSONPushScanner: Sendable {
     private var hexDigits = 0
     /// A high surrogate waiting for its low half (0: none).
     private var highSurrogate: UInt32 = 0
-    /// The integer part read so far, while `numberExact`.
-    private var numberMagnitude: Int64 = 0
-    private var numberNegative = false
-    /// False once the number has a fraction or an exponent or its integer part overflowed.
-    private var numberExact = true
+    /// The number being read.
+    private var number = JSONInteger()
     /// The bytes of the literal still expected, first in the low byte; 0 when complete.
     private var literalRest: UInt32 = 0
 
@@ -153,7 +150,7 @@ struct JSONPushScanner: Sendable {
                 }
                 switch byte {
                 case TapByte.dot: state = .numberDot
-                case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; numberExact = false
+                case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; number.exact = false
                 default: numberEnded(into: &sink); continue  // the byte is read again after the number
                 }
                 index += 1
@@ -404,22 +401,10 @@ struct JSONPushScanner: Sendable {
     // MARK: - Numbers and literals
 
     private mutating func numberStarted(negative: Bool) {
-        numberNegative = negative
-        numberMagnitude = 0
-        numberExact = true
+        number = JSONInteger(negative: negative)
     }
 
-    /// Adds an integer digit; an overflow makes the number inexact instead of trapping.
-    private mutating func accumulate(_ digit: UInt8) {
-        guard numberExact else { return }
-        let (shifted, overflowMultiplying) = numberMagnitude.multipliedReportingOverflow(by: 10)
-        let (sum, overflowAdding) = shifted.addingReportingOverflow(Int64(digit &- TapByte.zero))
-        if overflowMultiplying || overflowAdding {
-            numberExact = false
-        } else {
-            numberMagnitude = sum
-        }
-    }
+    private mutating func accumulate(_ digit: UInt8) { number.accumulate(digit) }
 
     /// In a state where the number may end (after `0`, in the fraction or the exponent): whether `byte`
     /// continues it (and the new state). A digit after a leading `0` also "continues" it, into a failure.
@@ -428,7 +413,7 @@ struct JSONPushScanner: Sendable {
         case .numberZero:
             switch byte {
             case TapByte.dot: state = .numberDot
-            case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; numberExact = false
+            case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; number.exact = false
             case TapByte.zero...TapByte.nine: state = .failed  // RFC 8259 §6: no leading zeros
             default: return false
             }
@@ -457,7 +442,7 @@ struct JSONPushScanner: Sendable {
         case .numberDot:
             guard TapByte.isDigit(byte) else { return false }
             state = .numberFraction
-            numberExact = false
+            number.exact = false
         case .numberExponentMark:
             switch byte {
             case TapByte.plus, TapByte.minus: state = .numberExponentSign
@@ -474,7 +459,7 @@ struct JSONPushScanner: Sendable {
     /// The number ended just before the current byte, which is read next in the new state.
     private mutating func numberEnded<Sink: JSONPushSink>(into sink: inout Sink) {
         valueEnded()
-        sink.numberEnded(numberExact ? (numberNegative ? -numberMagnitude : numberMagnitude) : nil)
+        sink.numberEnded(number.value)
     }
 
     /// `rest`: the literal's bytes after its first, packed with the next expected byte lowest.

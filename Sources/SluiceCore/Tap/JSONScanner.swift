@@ -118,11 +118,8 @@ struct JSONScanner: Sendable {
     private var hexDigits = 0
     /// A high surrogate waiting for its low half (0: none).
     private var highSurrogate: UInt32 = 0
-    /// The integer part read so far, while `numberExact`.
-    private var numberMagnitude: Int64 = 0
-    private var numberNegative = false
-    /// False once the number has a fraction or an exponent or its integer part overflowed.
-    private var numberExact = true
+    /// The number being read.
+    private var number = JSONInteger()
     /// The bytes of the literal still expected, first in the low byte; 0 when complete.
     private var literalRest: UInt32 = 0
     /// The token the literal being read will give.
@@ -253,7 +250,7 @@ struct JSONScanner: Sendable {
         case .numberZero:
             switch byte {
             case TapByte.dot: state = .numberDot
-            case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; numberExact = false
+            case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; number.exact = false
             case TapByte.zero...TapByte.nine: return .failed  // RFC 8259 §6: no leading zeros
             default: return numberEnded()
             }
@@ -262,14 +259,14 @@ struct JSONScanner: Sendable {
             switch byte {
             case TapByte.zero...TapByte.nine: accumulate(byte)
             case TapByte.dot: state = .numberDot
-            case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; numberExact = false
+            case TapByte.lowerE, TapByte.upperE: state = .numberExponentMark; number.exact = false
             default: return numberEnded()
             }
             return .more
         case .numberDot:
             guard TapByte.isDigit(byte) else { return .failed }
             state = .numberFraction
-            numberExact = false
+            number.exact = false
             return .more
         case .numberFraction:
             switch byte {
@@ -476,22 +473,10 @@ struct JSONScanner: Sendable {
     // MARK: - Numbers and literals
 
     private mutating func numberStarted(negative: Bool) {
-        numberNegative = negative
-        numberMagnitude = 0
-        numberExact = true
+        number = JSONInteger(negative: negative)
     }
 
-    /// Adds an integer digit; an overflow makes the number inexact instead of trapping.
-    private mutating func accumulate(_ digit: UInt8) {
-        guard numberExact else { return }
-        let (shifted, overflowMultiplying) = numberMagnitude.multipliedReportingOverflow(by: 10)
-        let (sum, overflowAdding) = shifted.addingReportingOverflow(Int64(digit &- TapByte.zero))
-        if overflowMultiplying || overflowAdding {
-            numberExact = false
-        } else {
-            numberMagnitude = sum
-        }
-    }
+    private mutating func accumulate(_ digit: UInt8) { number.accumulate(digit) }
 
     /// The number ended just before the current byte, which the next call reads.
     private mutating func numberEnded() -> ByteOutcome {
@@ -500,7 +485,7 @@ struct JSONScanner: Sendable {
     }
 
     private var numberToken: JSONToken {
-        .number(numberExact ? (numberNegative ? -numberMagnitude : numberMagnitude) : nil)
+        .number(number.value)
     }
 
     /// `rest`: the literal's bytes after its first (at most 4, ASCII).
