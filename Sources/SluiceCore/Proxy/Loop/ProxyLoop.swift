@@ -219,6 +219,7 @@ public final class ProxyLoop {
 
     /// Runs the loop on the calling thread until `requestStop`.
     public func run() {
+        prewarm()
         while !stopRequested.load(ordering: .acquiring) {
             let count = epoll.wait(timeoutMilliseconds: waitTimeout())
             nowMicroseconds = Syscall.monotonicMicroseconds()
