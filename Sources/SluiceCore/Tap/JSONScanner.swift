@@ -402,21 +402,12 @@ struct JSONScanner: Sendable {
 
     /// The byte after a backslash (RFC 8259 §7).
     private mutating func escaped(_ byte: UInt8) -> ByteOutcome {
-        let decoded: UInt8
-        switch byte {
-        case TapByte.quote, TapByte.backslash, TapByte.slash: decoded = byte
-        case TapByte.lowerB: decoded = 0x08
-        case TapByte.lowerF: decoded = 0x0C
-        case TapByte.lowerN: decoded = 0x0A
-        case TapByte.lowerR: decoded = 0x0D
-        case TapByte.lowerT: decoded = 0x09
-        case TapByte.lowerU:
+        guard let decoded = TapByte.singleCharacterEscape(byte) else {
+            guard byte == TapByte.lowerU else { return .failed }
             codeUnit = 0
             hexDigits = 0
             state = .unicodeEscape
             return .more
-        default:
-            return .failed
         }
         flushSurrogate()
         text.append(decoded)

@@ -47,4 +47,18 @@ enum TapByte {
         default: nil
         }
     }
+
+    /// The byte a one-character JSON escape (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`; RFC 8259 §7) stands
+    /// for; nil for `u` and for bytes that start no escape. Both JSON scanners decode through it.
+    static func singleCharacterEscape(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case quote, backslash, slash: byte
+        case lowerB: 0x08
+        case lowerF: 0x0C
+        case lowerN: 0x0A
+        case lowerR: 0x0D
+        case lowerT: 0x09
+        default: nil
+        }
+    }
 }
