@@ -62,7 +62,7 @@ func serve(_ config: Config, reloading overrides: CommandLineOverrides? = nil) -
                          "workers": .int(config.workers), "listeners": .strings(running.listeners),
                          "tls_listeners": .strings(running.tlsListeners),
                          "admin": running.admin.map { .string($0) } ?? .json("null"),
-                         "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.scheme.rawValue)://\($0.host):\($0.port)" }),
+                         "routes": .json(routesJSON(config)), "upstreams": .strings(config.upstreams.map { "\($0.name)=\($0.description)" }),
                          // Routed upstreams whose names are retried in the background (/readyz is 503 until they resolve).
                          "unresolved_upstreams": .strings(running.unresolvedUpstreams.map(\.name)),
                          "completion_log": .strings(sinks),

@@ -168,24 +168,22 @@ public enum UpstreamScheme: String, Sendable, Hashable {
     }
 }
 
-/// One named upstream: a single server plus its connection pool size.
+/// One named upstream: its servers, how requests are shared among them, and their connection pools.
 public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
     /// Name that routes refer to; unique within a ``Config``.
     public var name: String
-    /// `http` or `https`.
-    public var scheme: UpstreamScheme
-    /// Host name, IPv4 literal or IPv6 literal (stored without brackets).
-    public var host: String
-    /// TCP port, 1...65535 (the scheme's default when the URL names none).
-    public var port: UInt16
-    /// Idle keep-alive connections kept per worker; 0 disables pooling.
+    /// The `server` lines, in order; never empty.
+    public var servers: [UpstreamServerConfig]
+    /// Idle keep-alive connections kept per worker per server; 0 disables pooling.
     public var maxIdleConnections: Int
     /// Milliseconds between lookups of a host name; 0 looks it up only at start-up and reload.
     public var resolveInterval: Int
     /// What a name that does not resolve at start-up (or reload) does to it.
     public var resolveAtStart: ResolveAtStart
-    /// Verification settings of an `https` upstream; nil for `http`.
+    /// Verification settings of the `https` servers; nil when every server is `http`.
     public var tls: TLSClientConfig?
+    /// Balancing, affinity, health and retries.
+    public var pool: UpstreamPoolConfig
 
     /// Default ``maxIdleConnections``: 256 idle sockets per worker per upstream. A burst of streams that finds
     /// a pooled connection skips the connect and the backend's accept (on a busy backend host, milliseconds of
@@ -198,26 +196,38 @@ public struct UpstreamConfig: Sendable, Equatable, CustomStringConvertible {
 
     /// Creates an upstream from its parts; no validation.
     public init(
+        name: String, servers: [UpstreamServerConfig],
+        maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections,
+        resolveInterval: Int = UpstreamConfig.defaultResolveInterval,
+        resolveAtStart: ResolveAtStart = .retry,
+        tls: TLSClientConfig? = nil,
+        pool: UpstreamPoolConfig = UpstreamPoolConfig()
+    ) {
+        precondition(!servers.isEmpty, "an upstream has at least one server")
+        self.name = name
+        self.servers = servers
+        self.maxIdleConnections = maxIdleConnections
+        self.resolveInterval = resolveInterval
+        self.resolveAtStart = resolveAtStart
+        self.tls = tls ?? (servers.contains { $0.scheme == .https } ? TLSClientConfig() : nil)
+        self.pool = pool
+    }
+
+    /// An upstream of one server (`--upstream`, tests).
+    public init(
         name: String, scheme: UpstreamScheme, host: String, port: UInt16,
         maxIdleConnections: Int = UpstreamConfig.defaultMaxIdleConnections,
         resolveInterval: Int = UpstreamConfig.defaultResolveInterval,
         resolveAtStart: ResolveAtStart = .retry,
         tls: TLSClientConfig? = nil
     ) {
-        self.name = name
-        self.scheme = scheme
-        self.host = host
-        self.port = port
-        self.maxIdleConnections = maxIdleConnections
-        self.resolveInterval = resolveInterval
-        self.resolveAtStart = resolveAtStart
-        self.tls = tls ?? (scheme == .https ? TLSClientConfig() : nil)
+        self.init(name: name, servers: [UpstreamServerConfig(scheme: scheme, host: host, port: port)],
+                  maxIdleConnections: maxIdleConnections, resolveInterval: resolveInterval, resolveAtStart: resolveAtStart, tls: tls)
     }
 
-    /// The server as a URL, e.g. `http://127.0.0.1:8000` (for logs and `sluice check`).
+    /// The servers as URLs, e.g. `http://127.0.0.1:8000` (for logs and `sluice check`).
     public var description: String {
-        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
-        return "\(scheme.rawValue)://\(host):\(port)"
+        servers.map(\.description).joined(separator: " ")
     }
 }
 

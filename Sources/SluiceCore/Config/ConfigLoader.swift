@@ -131,7 +131,9 @@ extension ConfigDraft {
             }
             resolvedUpstreams.append(
                 UpstreamConfig(
-                    name: upstream.name, scheme: server.scheme, host: server.host, port: server.port,
+                    name: upstream.name,
+                    servers: [UpstreamServerConfig(scheme: server.scheme, host: server.host, port: server.port,
+                                                   line: keyLines["upstream.\(upstream.name).server"] ?? 0)],
                     maxIdleConnections: upstream.maxIdle, resolveInterval: upstream.resolveInterval,
                     resolveAtStart: upstream.resolveAtStart ?? resolveAtStart,
                     tls: server.scheme == .https ? upstream.tls : nil))

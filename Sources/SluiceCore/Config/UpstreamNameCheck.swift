@@ -50,26 +50,28 @@ public enum UpstreamNameCheck {
                 findings.append(ConfigFinding(.warning, file: file, line: config.keyLines["upstream.\(upstream.name)"] ?? 0,
                                               "upstream '\(upstream.name)' is not used by any route; start-up does not look up its name"))
             }
-            let failure: SystemError
-            do throws(SystemError) {
-                _ = try lookup(upstream.host, upstream.port)
-                continue
-            } catch {
-                failure = error
-            }
-            let line = config.serverLine(of: upstream)
-            let name = "upstream '\(upstream.name)' (\(upstream.host))"
-            if !isRouted {
-                findings.append(ConfigFinding(.warning, file: file, line: line, "\(name) does not resolve: \(failure.description)"))
-            } else if upstream.resolveAtStart == .required {
-                findings.append(ConfigFinding(.error, file: file, line: line,
-                                              "\(name) does not resolve, and resolve_at_start is required: start-up would refuse: "
-                                                  + failure.description))
-            } else {
-                findings.append(ConfigFinding(.warning, file: file, line: line,
-                                              "\(name) does not resolve here; start-up would retry it in the background, its routes "
-                                                  + "answering 502 upstream_unresolved and /readyz 503 until it resolves "
-                                                  + "(resolve_at_start required refuses to start instead): \(failure.description)"))
+            for server in upstream.servers {
+                let failure: SystemError
+                do throws(SystemError) {
+                    _ = try lookup(server.host, server.port)
+                    continue
+                } catch {
+                    failure = error
+                }
+                let line = server.line > 0 ? server.line : config.serverLine(of: upstream)
+                let name = "upstream '\(upstream.name)' (\(server.host))"
+                if !isRouted {
+                    findings.append(ConfigFinding(.warning, file: file, line: line, "\(name) does not resolve: \(failure.description)"))
+                } else if upstream.resolveAtStart == .required {
+                    findings.append(ConfigFinding(.error, file: file, line: line,
+                                                  "\(name) does not resolve, and resolve_at_start is required: start-up would refuse: "
+                                                      + failure.description))
+                } else {
+                    findings.append(ConfigFinding(.warning, file: file, line: line,
+                                                  "\(name) does not resolve here; start-up would retry it in the background, its routes "
+                                                      + "answering 502 upstream_unresolved and /readyz 503 until it resolves "
+                                                      + "(resolve_at_start required refuses to start instead): \(failure.description)"))
+                }
             }
         }
         return findings

@@ -79,8 +79,15 @@ public struct CompletionRecord: Sendable {
     /// since queries often carry keys and personal data.
     public var path: String
     public var includeQuery: Bool
-    /// The upstream's `host:port`; nil when none was chosen.
+    /// The upstream's configured name; nil when none was contacted.
+    public var upstreamName: String?
+    /// The server that served the last try (`address:port`); nil when none was chosen.
     public var upstreamAddress: String?
+    /// Servers the request was sent to: 1, plus one per retry; 0 when none.
+    public var tries: Int
+    /// How the upstream's affinity key chose the server: `hit`, `spill`, `none` (no key); nil when the upstream
+    /// has no `affinity` or no server was chosen.
+    public var affinity: String?
     /// The status sent to the client, 0 if none was sent.
     public var status: Int
 
@@ -157,7 +164,10 @@ public struct CompletionRecord: Sendable {
         self.method = method
         self.path = path
         self.includeQuery = false
+        self.upstreamName = nil
         self.upstreamAddress = nil
+        self.tries = 0
+        self.affinity = nil
         self.status = 0
         self.requestBytes = 0
         self.responseBytes = 0
@@ -215,7 +225,13 @@ extension CompletionRecord {
         JSONBytes.appendRaw(",\"path\":", to: &out)
         appendPath(to: &out)
         JSONBytes.appendRaw(",\"upstream\":", to: &out)
+        JSONBytes.appendString(upstreamName, to: &out)
+        JSONBytes.appendRaw(",\"server\":", to: &out)
         JSONBytes.appendString(upstreamAddress, to: &out)
+        JSONBytes.appendRaw(",\"tries\":", to: &out)
+        JSONBytes.appendInt(tries, to: &out)
+        JSONBytes.appendRaw(",\"affinity\":", to: &out)
+        JSONBytes.appendString(affinity, to: &out)
         JSONBytes.appendRaw(",\"status\":", to: &out)
         JSONBytes.appendInt(status, to: &out)
         JSONBytes.appendRaw(",\"request_bytes\":", to: &out)

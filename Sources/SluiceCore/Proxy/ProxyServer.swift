@@ -154,7 +154,7 @@ public final class RunningProxy: Sendable {
             let now = Syscall.monotonicMilliseconds()
             refreshUpstreamAddresses(now: now)
             let settings = state.withLock { $0.settings }
-            let nextDue = settings.upstreams.compactMap { $0.addresses.nextRefreshAt }.min()
+            let nextDue = settings.upstreams.flatMap { $0.pool.lines.compactMap(\.addresses.nextRefreshAt) }.min()
             resolverWake.wait(milliseconds: min(RunningProxy.resolverLongestSleep, max(1, (nextDue ?? .max) - now)))
         }
     }
@@ -167,22 +167,27 @@ public final class RunningProxy: Sendable {
     func refreshUpstreamAddresses(now: Int64) {
         let settings = state.withLock { $0.settings }
         for upstream in settings.upstreams {
-            let fields: (String, [SocketAddress]) -> KeyValuePairs<String, OpLog.Value> = { host, addresses in
-                ["upstream": .string(upstream.name), "host": .string(host), "addresses": .strings(addresses.map(\.description))]
-            }
-            switch upstream.addresses.refresh(now: now) {
-            case .notDue, .unchanged, .failed(_, first: false):
-                break
-            case .changed(let addresses):
-                OpLog.info("upstream addresses changed", fields(upstream.addresses.host, addresses))
-            case .recovered(let addresses):
-                OpLog.info("upstream name resolves again", fields(upstream.addresses.host, addresses))
-            case .resolved(let addresses):
-                OpLog.info("upstream name resolves; its routes are served", fields(upstream.addresses.host, addresses))
-            case .failed(let error, first: true):
-                OpLog.warn("upstream name lookup failed; its last addresses stay in use",
-                           ["upstream": .string(upstream.name), "error": .string(error),
-                            "addresses": .strings(upstream.addresses.all.map(\.description))])
+            for line in upstream.pool.lines {
+                let addresses = line.addresses
+                let fields: ([SocketAddress]) -> KeyValuePairs<String, OpLog.Value> = { found in
+                    ["upstream": .string(upstream.name), "host": .string(addresses.host), "addresses": .strings(found.map(\.description))]
+                }
+                switch addresses.refresh(now: now) {
+                case .notDue, .unchanged, .failed(_, first: false):
+                    continue
+                case .changed(let found):
+                    OpLog.info("upstream addresses changed", fields(found))
+                case .recovered(let found):
+                    OpLog.info("upstream name resolves again", fields(found))
+                case .resolved(let found):
+                    OpLog.info("upstream name resolves; its routes are served", fields(found))
+                case .failed(let error, first: true):
+                    OpLog.warn("upstream name lookup failed; its last addresses stay in use",
+                               ["upstream": .string(upstream.name), "host": .string(addresses.host), "error": .string(error),
+                                "addresses": .strings(addresses.all.map(\.description))])
+                    continue
+                }
+                upstream.pool.addressesChanged()
             }
         }
     }
@@ -193,18 +198,22 @@ public final class RunningProxy: Sendable {
     /// when a name resolves.
     static func logResolution(_ settings: ProxySettings) {
         for upstream in settings.upstreams {
-            let addresses = upstream.addresses
             if !upstream.routed {
                 OpLog.warn("upstream not used by any route: its name is not looked up",
                            ["upstream": .string(upstream.name), "server": .string(upstream.display)])
-            } else if let reason = addresses.unresolvedReason {
-                OpLog.warn("upstream name does not resolve; retrying in the background (its routes answer 502 upstream_unresolved "
-                           + "and /readyz 503 until it resolves)",
-                           ["upstream": .string(upstream.name), "host": .string(addresses.host), "error": .string(reason)])
-            } else if let failure = addresses.creationFailure {
-                OpLog.warn("upstream name lookup failed; its last addresses stay in use",
-                           ["upstream": .string(upstream.name), "error": .string(failure),
-                            "addresses": .strings(addresses.all.map(\.description))])
+                continue
+            }
+            for line in upstream.pool.lines {
+                let addresses = line.addresses
+                if let reason = addresses.unresolvedReason {
+                    OpLog.warn("upstream name does not resolve; retrying in the background (its routes answer 502 upstream_unresolved "
+                               + "and /readyz 503 until it resolves)",
+                               ["upstream": .string(upstream.name), "host": .string(addresses.host), "error": .string(reason)])
+                } else if let failure = addresses.creationFailure {
+                    OpLog.warn("upstream name lookup failed; its last addresses stay in use",
+                               ["upstream": .string(upstream.name), "error": .string(failure),
+                                "addresses": .strings(addresses.all.map(\.description))])
+                }
             }
         }
     }

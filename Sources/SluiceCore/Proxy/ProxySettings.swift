@@ -4,19 +4,17 @@
 public final class ProxySettings: Sendable {
     public struct Upstream: Sendable {
         public var name: String
-        /// What the host name stands for now, kept current by the resolver thread.
-        public var addresses: UpstreamAddresses
-        /// "host:port" as configured, for logs and error bodies.
+        /// Its servers, kept current by the resolver thread, and how they share requests.
+        public var pool: UpstreamPool
+        /// The servers as configured ("host:port", space-separated), for logs and error bodies.
         public var display: String
+        /// Idle connections kept per worker per server.
         public var maxIdleConnections: Int
-        /// For an `https` upstream: the context and the name sent as SNI and verified.
-        public var tls: TLSContext?
-        public var tlsHost: String
-        /// The Host field an https upstream gets: its own name (and port when not 443).
+        /// The Host field an https upstream gets: its first server's name (and port when not 443).
         public var hostHeader: [UInt8]?
-        /// `host[:port]` of the upstream: the Host of a request that came without one (HTTP/1.0).
+        /// `host[:port]` of the first server: the Host of a request that came without one (HTTP/1.0).
         public var authority: [UInt8]
-        /// A route uses it: only then is its name looked up, and only then does an unresolved name hold back
+        /// A route uses it: only then are its names looked up, and only then does an unresolved one hold back
         /// `/readyz`.
         public var routed: Bool
     }
@@ -80,21 +78,23 @@ public final class ProxySettings: Sendable {
         var upstreams: [Upstream] = []
         let contexts = try Self.tlsContexts(config)
         let routedNames = Set(config.routes.map(\.upstream))
+        let now = Syscall.monotonicMilliseconds()
         for (upstream, tls) in zip(config.upstreams, contexts.upstreams) {
             let routed = routedNames.contains(upstream.name)
-            let addresses = UpstreamAddresses(host: upstream.host, port: upstream.port, refreshInterval: upstream.resolveInterval,
-                                              now: Syscall.monotonicMilliseconds(), lookUp: routed,
-                                              previous: previous?.upstreams.first { $0.name == upstream.name }?.addresses)
-            if routed, upstream.resolveAtStart == .required, let reason = addresses.unresolvedReason {
-                throw StartError("upstream '\(upstream.name)' does not resolve (resolve_at_start required): \(reason)",
-                                 file: config.sourcePath, line: config.serverLine(of: upstream))
+            let pool = UpstreamPool(upstream: upstream, tls: tls, lookUp: routed, previous: previous?.upstreams.first { $0.name == upstream.name }?.pool,
+                                    now: now)
+            if routed, upstream.resolveAtStart == .required {
+                for (line, server) in zip(pool.lines, upstream.servers) {
+                    guard let reason = line.addresses.unresolvedReason else { continue }
+                    throw StartError("upstream '\(upstream.name)' server \(server.host) does not resolve (resolve_at_start required): \(reason)",
+                                     file: config.sourcePath, line: server.line > 0 ? server.line : config.serverLine(of: upstream))
+                }
             }
-            let host = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
-            upstreams.append(Upstream(name: upstream.name, addresses: addresses, display: "\(host):\(upstream.port)",
-                                      maxIdleConnections: upstream.maxIdleConnections, tls: tls,
-                                      tlsHost: upstream.tls?.serverName ?? upstream.host,
-                                      hostHeader: tls == nil ? nil : Array(Self.authority(upstream).utf8),
-                                      authority: Array(Self.authority(upstream).utf8), routed: routed))
+            let first = upstream.servers[0]
+            upstreams.append(Upstream(name: upstream.name, pool: pool, display: upstream.servers.map(Self.hostPort).joined(separator: " "),
+                                      maxIdleConnections: upstream.maxIdleConnections,
+                                      hostHeader: first.scheme == .https ? Array(Self.authority(first).utf8) : nil,
+                                      authority: Array(Self.authority(first).utf8), routed: routed))
         }
         serverTLS = contexts.server
         // Read after start-up raised the soft limit to the hard one (`ProxyServer.start`); a reload reads it again.
@@ -132,15 +132,20 @@ public final class ProxySettings: Sendable {
     /// The routed upstreams whose names have not resolved yet: what `/readyz` and the start-up lines report.
     public var unresolvedUpstreams: [UnresolvedUpstream] {
         upstreams.compactMap { upstream in
-            guard upstream.routed, let reason = upstream.addresses.unresolvedReason else { return nil }
+            guard upstream.routed, let reason = upstream.pool.unresolvedReason else { return nil }
             return UnresolvedUpstream(name: upstream.name, server: upstream.display, reason: reason)
         }
     }
 
     /// `host[:port]` as a Host field names an upstream (the port only when not the scheme's default).
-    private static func authority(_ upstream: UpstreamConfig) -> String {
-        let host = upstream.host.contains(":") ? "[\(upstream.host)]" : upstream.host
-        return upstream.port == upstream.scheme.defaultPort ? host : "\(host):\(upstream.port)"
+    /// `host:port`, the port always written: how logs and error bodies name a server.
+    private static func hostPort(_ server: UpstreamServerConfig) -> String {
+        server.host.contains(":") ? "[\(server.host)]:\(server.port)" : "\(server.host):\(server.port)"
+    }
+
+    private static func authority(_ server: UpstreamServerConfig) -> String {
+        let host = server.host.contains(":") ? "[\(server.host)]" : server.host
+        return server.port == server.scheme.defaultPort ? host : "\(host):\(server.port)"
     }
 
     /// Builds the TLS contexts `config` asks for: the listeners' (certificate and key loaded and matched) and one

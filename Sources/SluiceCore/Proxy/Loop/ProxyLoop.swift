@@ -58,15 +58,16 @@ public final class ProxyLoop {
     private(set) var settings: ProxySettings
     /// SIGTERM arrived: no new connections, no keep-alive.
     private(set) var isDraining = false
-    private let epoll: Epoll
-    private var table = RegistrationTable<Owner>()
+    let epoll: Epoll
+    var table = RegistrationTable<Owner>()
     private var timers = TimerHeap<ClientSession>()
     private var listeners: [Listener] = []
     private var posted: [ClientSession] = []
     /// The batch being run; swapped with `posted` so neither array is ever shared (a shared array
     /// would be copied, i.e. allocated, on the next append).
     private var running: [ClientSession] = []
-    private var pools: [[UpstreamConnection]]
+    /// Idle keep-alive connections by upstream and server.
+    var pools: UpstreamIdlePools
     let bufferPool: BufferPool
     let splicePipes = SplicePipePool()
     private var parserPool: [HeadParsers] = []
@@ -75,7 +76,7 @@ public final class ProxyLoop {
     /// The monotonic clock, read once per wakeup, in microseconds: the completion record's times.
     private(set) var nowMicroseconds: Int64
     var now: Int64 { nowMicroseconds / 1000 } // milliseconds: deadlines and timers
-    private var randomState: UInt64
+    var randomState: UInt64
     private var lastHousekeeping: Int64 = 0
     private var lastAcceptWarning: Int64 = -100_000
     /// Some listener is out of epoll after an accept failure.
@@ -109,7 +110,7 @@ public final class ProxyLoop {
         epoll = try Epoll()
         wakeup = try WakeupFD()
         bufferPool = BufferPool(bufferCapacity: settings.bufferCapacity, prewarmed: ProxyLoop.buffersKeptAfterTrim)
-        pools = Array(repeating: [], count: settings.upstreams.count)
+        pools = UpstreamIdlePools(upstreamCount: settings.upstreams.count)
         nowMicroseconds = Syscall.monotonicMicroseconds()
         randomState = Syscall.randomSeed()
         for listener in listeners { try addListener(listener.fd, tls: listener.tls) }
@@ -184,7 +185,7 @@ public final class ProxyLoop {
         settings = newSettings
         // Pooled connections index the old upstream table; exchanges in flight keep theirs until they end.
         closePooledUpstreams()
-        pools = Array(repeating: [], count: newSettings.upstreams.count)
+        pools = UpstreamIdlePools(upstreamCount: newSettings.upstreams.count)
         for listener in listeners where removed.contains(listener.rawFD) {
             // As on drain: connections the kernel already completed are served, not reset by the close.
             if listener.pausedUntil == 0 { accept(listener, upTo: ProxyLoop.drainAcceptLimit) }
@@ -202,8 +203,7 @@ public final class ProxyLoop {
     }
 
     private func closePooledUpstreams() {
-        for pool in pools { pool.forEach { closeUpstream($0) } }
-        pools = Array(repeating: [], count: pools.count)
+        for connection in pools.removeAll() { closeUpstream(connection) }
     }
 
     private func noteIfDrained() {
@@ -386,12 +386,7 @@ public final class ProxyLoop {
         }
         let idleLimit = Int64(settings.timeouts.upstreamPoolIdle)
         guard idleLimit > 0 else { return }
-        for upstreamIndex in pools.indices {
-            while let oldest = pools[upstreamIndex].first, now - oldest.idleSince >= idleLimit {
-                pools[upstreamIndex].removeFirst()
-                closeUpstream(oldest)
-            }
-        }
+        pools.expire(idleSince: now - idleLimit) { closeUpstream($0) }
     }
 
     // MARK: - Sessions
@@ -438,108 +433,6 @@ public final class ProxyLoop {
         sessionCount -= 1
         metrics.addActiveConnections(-1)
         noteIfDrained()
-    }
-
-    // MARK: - Upstream connections
-
-    /// Opens a non-blocking connection to upstream `upstreamIndex` of `settings`, at the next of its addresses,
-    /// and registers it.
-    func openUpstream(_ upstreamIndex: Int, of settings: ProxySettings) throws(SystemError) -> UpstreamConnection {
-        let upstream = settings.upstreams[upstreamIndex]
-        let generation = upstream.addresses.generation
-        // The session answers an unresolved name before it gets here (`connectUpstream`); this is the backstop.
-        guard let address = upstream.addresses.next(now: now) else {
-            throw SystemError(call: "connect to \(upstream.display)", reason: "the name does not resolve yet")
-        }
-        var tls: TLSEngine?
-        if let context = upstream.tls {
-            // Creating an SSL fails only when memory does.
-            guard let engine = try? TLSEngine(client: context, host: upstream.tlsHost) else {
-                throw SystemError(call: "SSL_new", reason: "out of memory")
-            }
-            tls = engine
-        }
-        let fd = try Syscall.tcpSocket(family: address.family)
-        let raw = fd.rawValue
-        Syscall.setNoDelay(raw)
-        let state: IOResult<Void>
-        do { state = try Syscall.connect(raw, address) } catch {
-            upstream.addresses.connectFailed(to: address, now: now)
-            throw SystemError(call: "connect to \(address)", errno: error.errno)
-        }
-        let connection = UpstreamConnection(fd: fd, address: address, upstreamIndex: upstreamIndex, settings: settings, tls: tls)
-        connection.addressGeneration = generation
-        if case .wouldBlock = state {
-            connection.readable = false
-            connection.writable = false
-        } else {
-            connection.connected = true
-        }
-        do {
-            try epoll.addEdgeTriggered(raw, token: table.register(raw, .upstream(connection)))
-        } catch {
-            table.unregister(raw)
-            throw error
-        }
-        return connection
-    }
-
-    /// An idle connection to upstream `upstreamIndex` of `settings`; nil when none is pooled or a reload
-    /// replaced `settings` (the pools then hold the new settings' upstreams).
-    func takePooledUpstream(_ upstreamIndex: Int, of settings: ProxySettings) -> UpstreamConnection? {
-        guard settings === self.settings else { return nil }
-        let addresses = settings.upstreams[upstreamIndex].addresses
-        let generation = addresses.generation
-        // Most recently used first: it is the least likely to have been closed by the server.
-        while let connection = pools[upstreamIndex].popLast() {
-            if connection.hangup || !connection.isOpen {
-                closeUpstream(connection)
-                continue
-            }
-            if connection.addressGeneration != generation {
-                // The name moved since: a connection to an address it no longer has is not reused.
-                guard addresses.contains(connection.address) else {
-                    closeUpstream(connection)
-                    continue
-                }
-                connection.addressGeneration = generation
-            }
-            connection.reused = true
-            connection.writable = true
-            return connection
-        }
-        return nil
-    }
-
-    func poolUpstream(_ connection: UpstreamConnection) {
-        connection.session = nil
-        guard connection.settings === settings, !isDraining else { return closeUpstream(connection) }
-        let limit = settings.upstreams[connection.upstreamIndex].maxIdleConnections
-        guard limit > 0 else { return closeUpstream(connection) }
-        if pools[connection.upstreamIndex].count >= limit {
-            let oldest = pools[connection.upstreamIndex].removeFirst()
-            closeUpstream(oldest)
-        }
-        connection.idleSince = now
-        pools[connection.upstreamIndex].append(connection)
-    }
-
-    /// An idle pooled connection became readable or hung up: the server closed it or sent bytes it
-    /// should not have; either way it can no longer be reused.
-    private func pooledUpstreamEvent(_ connection: UpstreamConnection, _ event: ReadyEvent) {
-        guard event.readable || event.hangup || event.error else { return }
-        if connection.settings === settings, let position = pools[connection.upstreamIndex].firstIndex(where: { $0 === connection }) {
-            pools[connection.upstreamIndex].remove(at: position)
-        }
-        closeUpstream(connection)
-    }
-
-    /// Closes an upstream connection now (not pooled): cancelling the request it carried.
-    func closeUpstream(_ connection: UpstreamConnection) {
-        connection.session = nil
-        guard connection.isOpen else { return }
-        table.unregister(connection.rawFD)
-        connection.fd = nil
     }
 
     /// Lends a reset pair of head parsers.

@@ -5,10 +5,9 @@ final class UpstreamConnection {
     // MARK: loop thread only
     var fd: FileDescriptor?
     let rawFD: Int32
-    /// The address it connected to: one of the upstream's.
-    let address: SocketAddress
-    /// The upstream's address generation when `address` was last known to be one of its addresses.
-    var addressGeneration = 0
+    /// The server it connected to.
+    let server: PoolServer
+    var address: SocketAddress { server.address }
     let upstreamIndex: Int
     /// The settings whose upstream table `upstreamIndex` indexes: after a reload the connection is not pooled.
     let settings: ProxySettings
@@ -28,9 +27,9 @@ final class UpstreamConnection {
     /// When it entered the pool (loop milliseconds).
     var idleSince: Int64 = 0
 
-    init(fd: consuming FileDescriptor, address: SocketAddress, upstreamIndex: Int, settings: ProxySettings, tls: TLSEngine?) {
+    init(fd: consuming FileDescriptor, server: PoolServer, upstreamIndex: Int, settings: ProxySettings, tls: TLSEngine?) {
         rawFD = fd.rawValue
-        self.address = address
+        self.server = server
         transport = Transport(fd: fd.rawValue, tls: tls)
         self.fd = .some(fd)
         self.upstreamIndex = upstreamIndex

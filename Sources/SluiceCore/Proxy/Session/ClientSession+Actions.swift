@@ -10,12 +10,8 @@ extension ClientSession {
             break
         case .connect(_, let poolAllowed):
             openUpstream(poolAllowed: poolAllowed)
-        case .retryConnect(_, let poolAllowed, let failure):
-            OpLog.warn("upstream connect failed; trying its next address", ["upstream": .string(settings.upstreams[upstreamIndex].name),
-                                                                            "error": .string(failure.message)])
-            closeUpstream()
-            loop.metrics.countUpstreamConnectRetry()
-            openUpstream(poolAllowed: poolAllowed)
+        case .retry(_, let failure, let reason):
+            retryOnAnotherServer(after: failure, reason: reason)
         case .replay:
             closeUpstream()
             upstreamHeadSent = 0
@@ -113,6 +109,8 @@ extension ClientSession {
     /// What every finished exchange gives back before the connection moves on: its upstream, parsers and record.
     func endExchange() {
         closeUpstream()
+        releaseServer()
+        stopKeepingForRetry()
         releaseSplice()
         releaseParsers()
         concludeExchange()
@@ -161,8 +159,10 @@ extension ClientSession {
         carryOut(machine.upstreamFailed(error))
     }
 
-    /// A connect was refused, failed or timed out (its address already marked down).
+    /// A connect was refused, failed or timed out: the server's health hears of it, and the request goes to another
+    /// server when `retry_on connect_error` and the budget allow.
     func connectFailed(_ error: ProxyError) {
-        carryOut(machine.upstreamConnectFailed(error, addressCount: settings.upstreams[upstreamIndex].addresses.count))
+        server?.failed(now: loop.now, upstream: settings.upstreams[upstreamIndex].name, what: "connect")
+        carryOut(machine.upstreamConnectFailed(error, retry: mayRetry(.connectError)))
     }
 }

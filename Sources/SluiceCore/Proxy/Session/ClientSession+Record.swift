@@ -93,7 +93,12 @@ extension ClientSession {
         line.traceparent = record.traceparent
         line.upstreamRequestID = record.upstreamRequestID
         if logged && record.routeMatched { line.route = String(decoding: settings.routes[routeIndex].prefix, as: UTF8.self) }
-        if logged && record.upstreamContacted { line.upstreamAddress = upstreamDisplay }
+        if logged && record.upstreamContacted {
+            line.upstreamName = settings.upstreams[upstreamIndex].name
+            line.upstreamAddress = record.server
+            line.tries = tries
+            if settings.upstreams[upstreamIndex].pool.config.affinity != nil, record.server != nil { line.affinity = affinity.rawValue }
+        }
         line.status = record.status
         line.requestBytes = record.requestBytes
         line.responseBytes = record.responseBytes

@@ -146,6 +146,11 @@ extension ClientSession {
         }
         if !requestIsComplete { requestObserver = loop.takeRequestObserver(capture: route.captureRequestBytes) }
         upstreamIndex = route.upstreamIndex
+        resetRetryState(hasBody: !requestIsComplete)
+        affinityKey = nil
+        if case .header(let name) = settings.upstreams[upstreamIndex].pool.config.affinity {
+            affinityKey = buffer.withReadableSpan { headerAffinityKey(name, head: head, source: $0) }
+        }
         maxRequestBody = route.maxRequestBody
         timeouts = route.timeouts
         if case .contentLength(let length) = head.framing, maxRequestBody > 0, length > maxRequestBody {

@@ -185,9 +185,19 @@ extension ClientSession {
         var facts = ExchangeStateMachine.ResponseHeadFacts(kind: .final, serverKeepsAlive: head.keepAlive)
         facts.upstreamEndsAtClose = head.framing == .untilClose
         facts.clientEndsAtClose = reframe == .untilClose || body == .untilClose
-        guard case .forward(let close) = machine.responseHeadParsed(facts, badResponse: .badResponse("unreachable")) else {
-            preconditionFailure("a final response head is always forwarded")
+        if !waitingForHeadRoom { serverAnswered(status: head.status) }
+        if keepsRequestForRetry, settings.upstreams[upstreamIndex].pool.config.retry.retryOn.contains(.status(head.status)),
+           mayRetry(.status(head.status)) {
+            facts.retryStatus = head.status
         }
+        let close: Bool
+        switch machine.responseHeadParsed(facts, badResponse: .badResponse("unreachable")) {
+        case .forward(let closeAfter): close = closeAfter
+        case let retry:
+            carryOut(retry)
+            return false
+        }
+        stopKeepingForRetry()
         let written = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,
                                            close: close, reframe: reframe, rateLimitFields: rateLimitFields)
@@ -249,7 +259,7 @@ extension ClientSession {
             bytesAfterEnd = true
             buffer.truncate(toReadable: responseSendEnd)
         }
-        let requestBytesPending = requestSendEnd > 0 || (upstream?.transport.hasPendingOutput ?? true)
+        let requestBytesPending = requestSendEnd > 0 || keptBodyPending > 0 || (upstream?.transport.hasPendingOutput ?? true)
         carryOut(machine.responseEnded(bytesAfterEnd: bytesAfterEnd, requestBytesPending: requestBytesPending, hungUp: upstream?.hangup ?? true))
         closeUpstream()
         finishIfFlushed()
@@ -258,7 +268,10 @@ extension ClientSession {
     /// The upstream closed (or failed) its side.
     func upstreamEndOfStream(error: SystemError?) {
         let reason = error.map { $0.description } ?? "connection closed"
-        carryOut(machine.upstreamClosed(replayFacts,
+        if response == .awaitingHead, upstream?.reused == false {
+            server?.failed(now: loop.now, upstream: settings.upstreams[upstreamIndex].name, what: "closed before the response head")
+        }
+        carryOut(machine.upstreamClosed(replayFacts, retry: self.mayRetry(.reset),
                                         beforeHead: .badResponse("upstream \(upstreamDisplay) closed before sending a complete response head (\(reason))",
                                                                  client: "upstream \(upstreamName) closed before sending a complete response head"),
                                         midBody: error.map { "upstream failed mid-body: \($0.description)" } ?? "upstream closed mid-body"))

@@ -44,10 +44,12 @@ extension ClientSession {
         if case .idle(tlsHandshake: true) = expiry {
             OpLog.debug("TLS handshake with a client timed out", ["client": .string(String(decoding: clientIP, as: UTF8.self))])
         }
-        if case .connect = expiry, let connection = upstream {
-            settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
+        switch expiry {
+        case .connect: server?.failed(now: now, upstream: settings.upstreams[upstreamIndex].name, what: "connect timeout")
+        case .firstByte: server?.failed(now: now, upstream: settings.upstreams[upstreamIndex].name, what: "first byte timeout")
+        default: break
         }
-        carryOut(machine.deadlineReached(expiry, error: timeoutError(expiry), addressCount: settings.upstreams[upstreamIndex].addresses.count))
+        carryOut(machine.deadlineReached(expiry, error: timeoutError(expiry), retryConnect: expiry == .connect && mayRetry(.connectError)))
     }
 
     /// What a timeout means for the record and, when one is sent, the client's error.

@@ -3,20 +3,47 @@ extension ClientSession {
     // MARK: - Upstream
 
     /// The upstream's address, for the operator log and the record.
-    var upstreamDisplay: String { settings.upstreams[upstreamIndex].display }
+    var upstreamDisplay: String { server?.label ?? settings.upstreams[upstreamIndex].display }
     /// The upstream's configured name, quoted: what a client is told about it.
     var upstreamName: String { "'\(settings.upstreams[upstreamIndex].name)'" }
 
-    /// Takes an idle pooled connection (when `poolAllowed`) or opens a new one.
+    /// Connects the exchange to a server: the one it has (a replay on a fresh connection), or one the pool
+    /// chooses; through an idle pooled connection to it when `poolAllowed`, else a new one.
     func openUpstream(poolAllowed: Bool) {
-        // A name that has not resolved yet has no address to try (the resolver thread keeps looking): a 502 now,
-        // with no connect attempt, no upstream address in the record and no tokens charged.
-        if let reason = settings.upstreams[upstreamIndex].addresses.unresolvedReason {  // one atomic load once resolved
-            return upstreamFailed(.unresolved("upstream \(upstreamName) (\(upstreamDisplay)) does not resolve yet: \(reason)",
+        let pool = settings.upstreams[upstreamIndex].pool
+        // A pool whose names have not resolved yet has no server to try (the resolver thread keeps looking): a 502
+        // now, with no connect attempt, no upstream address in the record and no tokens charged.
+        guard pool.isResolved else {  // one atomic load once resolved
+            return upstreamFailed(.unresolved("upstream \(upstreamName) (\(upstreamDisplay)) does not resolve yet: \(pool.unresolvedReason ?? "")",
                                               client: "upstream \(upstreamName) does not resolve yet"))
         }
+        if server == nil {
+            switch pool.choose(key: affinityKey, tried: triedServers, now: loop.now, random: &loop.randomState) {
+            case .server(let chosen, let affinity, let panic):
+                chosen.streamStarted()
+                server = chosen
+                triedServers.insert(chosen.slot)
+                tries += 1
+                if tries == 1 {
+                    self.affinity = affinity
+                    pool.requestStarted()
+                    if pool.config.affinity != nil { pool.counters.countAffinity(affinityKey == nil ? nil : affinity) }
+                }
+                if panic { pool.counters.countPanic() }
+                record.server = chosen.label
+            case .busy:
+                let error = ProxyError.upstreamBusy("every server of upstream \(upstreamName) is at its max_streams",
+                                                    client: "every server of upstream \(upstreamName) is busy")
+                return carryOut(machine.upstreamFailed(error), extraFields: Array("Retry-After: 1\r\n".utf8))
+            case .exhausted:
+                return upstreamFailed(.unreachable("no server of upstream \(upstreamName) is left to try",
+                                                   client: "no server of upstream \(upstreamName) is available"))
+            }
+        }
+        guard let server else { return }
         record.upstreamContacted = true
-        if poolAllowed, let pooled = loop.takePooledUpstream(upstreamIndex, of: settings) {
+        attemptStartedAt = loop.nowMicroseconds
+        if poolAllowed, let pooled = loop.takePooledUpstream(to: server, upstreamIndex, of: settings) {
             pooled.session = self
             upstream = pooled
             times.requestSentAt = requestIsComplete ? loop.now : 0
@@ -24,7 +51,7 @@ extension ClientSession {
         }
         times.connectStartedAt = loop.now
         do {
-            let connection = try loop.openUpstream(upstreamIndex, of: settings)
+            let connection = try loop.openUpstream(to: server, upstreamIndex, of: settings)
             connection.session = self
             upstream = connection
             if connection.connected { times.requestSentAt = requestIsComplete ? loop.now : 0 }
@@ -34,17 +61,28 @@ extension ClientSession {
         }
     }
 
+    /// The exchange is done with its server (it ended, or moves to another): its stream stops counting there.
+    func releaseServer() {
+        guard let server else { return }
+        server.streamEnded()
+        self.server = nil
+    }
+
     /// Writes the request head and framed body bytes to the upstream; returns true if it wrote.
     func flushToUpstream() -> Bool {
         // A head waiting for its held body's Content-Length (`inject_usage`) is not complete yet.
         guard let connection = upstream, connection.connected, connection.writable, usageInjection != .holdingBody else { return false }
         let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
-        // A body byte never goes out ahead of (or without) its head.
-        let bodyReady = machine.requestHeadWritten ? requestSendEnd : 0
-        guard headRemaining > 0 || bodyReady > 0 || connection.transport.hasPendingOutput else { return false }
+        // A body byte never goes out ahead of (or without) its head; after a retry, the body bytes kept from the
+        // last try go before the ones still in `clientIn`.
+        let resending = machine.requestHeadWritten ? keptBodyPending : 0
+        let bodyReady = machine.requestHeadWritten && resending == 0 ? requestSendEnd : 0
+        let bodySource = resending > 0 ? keptBody : clientIn
+        let bodyRange = resending > 0 ? keptBodyResent..<(keptBodyResent + resending) : 0..<bodyReady
+        guard headRemaining > 0 || !bodyRange.isEmpty || connection.transport.hasPendingOutput else { return false }
         let result: IOResult<Int>
         do {
-            result = try connection.transport.write(upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining), clientIn, 0..<bodyReady)
+            result = try connection.transport.write(upstreamOut, upstreamHeadSent..<(upstreamHeadSent + headRemaining), bodySource, bodyRange)
         } catch {
             switch error {
             case .socket(let error): upstreamWriteFailed(error)
@@ -61,20 +99,23 @@ extension ClientSession {
         upstreamHeadSent += headWritten
         if upstreamOut != nil && headWritten == headRemaining && !machine.requestHeadWritten { machine.requestHeadSent() }
         let bodyWritten = written - headWritten
-        if bodyWritten > 0, let buffer = clientIn {
+        if resending > 0 {
+            keptBodyResent += bodyWritten
+        } else if bodyWritten > 0, let buffer = clientIn {
+            if keepsBodyForRetry { keepSentBody(buffer, 0..<bodyWritten) }
             buffer.consume(bodyWritten)
             requestSendEnd -= bodyWritten
             releaseIfEmpty(&clientIn)
             updateClientPause()
         }
-        if written < headRemaining + bodyReady || connection.transport.hasPendingOutput { connection.writable = false }
-        // Only a request on a reused connection can need its head again (see `replay`).
-        if !connection.reused, let head = upstreamOut, upstreamHeadSent == head.readableCount {
+        if written < headRemaining + bodyRange.count || connection.transport.hasPendingOutput { connection.writable = false }
+        // Only a request on a reused connection (see `replay`), or one a retry may send again, needs its head again.
+        if !connection.reused, !keepsRequestForRetry, let head = upstreamOut, upstreamHeadSent == head.readableCount {
             loop.bufferPool.give(head)
             upstreamOut = nil
             upstreamHeadSent = 0
         }
-        if requestIsComplete && requestSendEnd == 0 && upstreamHeadSent == (upstreamOut?.readableCount ?? 0) && times.requestSentAt == 0 {
+        if requestIsComplete && requestSendEnd == 0 && keptBodyPending == 0 && upstreamHeadSent == (upstreamOut?.readableCount ?? 0) && times.requestSentAt == 0 {
             times.requestSentAt = loop.now
         }
         return written > 0

@@ -116,6 +116,25 @@ final class ClientSession: TimerHeapElement {
     /// part of a session, and an established stream needs none.
     var parsers: HeadParsers?
     var upstream: UpstreamConnection?
+    /// The server this exchange's stream counts against (chosen, not yet ended), and the ones it tried before.
+    var server: PoolServer?
+    var triedServers = TriedServers()
+    /// Servers contacted by this exchange (1 + retries), for the record.
+    var tries = 0
+    /// The request's affinity key, hashed; nil without one.
+    var affinityKey: UInt64?
+    var affinity: ServerChooser.Affinity = .none
+    /// The rewritten head stays after it is sent while a retry may send it again.
+    var keepsRequestForRetry = false
+    /// Body bytes sent are copied into `keptBody` while a retry may send them again.
+    var keepsBodyForRetry = false
+    var keptBody: ByteBuffer?
+    /// Bytes of `keptBody` written on the current connection.
+    var keptBodyResent = 0
+    /// Body bytes went out that were not kept (over `retry_body_limit`): the request can no longer be retried.
+    var bodyNotKept = false
+    /// When the current try began (loop microseconds): its server's time to first byte counts from here.
+    var attemptStartedAt: Int64 = 0
     var routeIndex = 0
     // Copied from the route when an exchange starts, so the per-chunk path reads plain fields.
     var upstreamIndex = 0
@@ -226,7 +245,6 @@ final class ClientSession: TimerHeapElement {
             guard connection.writable || connection.hangup else { return }
             let error = Syscall.pendingError(connection.rawFD)
             guard error == 0 else {
-                settings.upstreams[upstreamIndex].addresses.connectFailed(to: connection.address, now: loop.now)
                 connectFailed(.unreachable("cannot connect to upstream \(upstreamDisplay): \(SystemError(call: "connect to \(connection.address)", errno: error).description)",
                                            client: "cannot connect to upstream \(upstreamName)"))
                 return drive()
@@ -349,6 +367,8 @@ final class ClientSession: TimerHeapElement {
     func close() {
         guard phase != .closed else { return }
         closeUpstream()
+        releaseServer()
+        stopKeepingForRetry()
         // An exchange cut short without a decided end lost its client.
         if record.pending && record.end == nil { record.end = .clientAbort }
         concludeExchange()

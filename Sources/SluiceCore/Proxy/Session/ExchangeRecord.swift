@@ -22,6 +22,8 @@ struct ExchangeRecord {
     var routeMatched = false
     /// The exchange reached the point of contacting its upstream (an address goes in the record, tokens are charged).
     var upstreamContacted = false
+    /// The label of the server chosen last (retries choose again).
+    var server: String?
     var status = 0
     var responseHeadAt: Int64 = 0
     var requestBytes: Int64 = 0

@@ -39,9 +39,10 @@ struct ExchangeStateMachine {
         case none
         /// Connect to the route's upstream, taking an idle pooled connection when `poolAllowed`.
         case connect(attempt: Int, poolAllowed: Bool)
-        /// The connect failed (`after` says how) and the request, none of it sent, goes to the upstream's next
-        /// address: close the failed connection (never pooled) and connect again.
-        case retryConnect(attempt: Int, poolAllowed: Bool, after: ProxyError)
+        /// The attempt failed before any of its response reached the client (`reason`; `after` describes it) and
+        /// the request goes to another server of the pool: close this connection (never pooled), stop counting the
+        /// stream on its server, discard what it answered, and send the kept request to the next server.
+        case retry(attempt: Int, after: String, reason: RetryCondition)
         /// A reused connection closed before answering: the kept head goes again on a new connection.
         case replay
         /// Answer with sluice's own response; close the connection after it when `close`; `dropUnsentRequest`:
@@ -84,9 +85,6 @@ struct ExchangeStateMachine {
         var headKept: Bool
     }
 
-    /// At most this many connects per exchange (nginx's proxy_next_upstream_tries, bounded by default here).
-    static let maxConnectAttempts = 3
-
     private(set) var phase: ConnectionPhase = .idle
     private(set) var request: RequestProgress = .receivedWhole
     private(set) var response: ResponseProgress = .awaitingHead
@@ -101,7 +99,8 @@ struct ExchangeStateMachine {
     /// The rewritten head went out whole on the current upstream connection.
     private(set) var requestHeadWritten = false
     private(set) var replayed = false
-    private(set) var connectFailures = 0
+    /// Servers this exchange was sent to: 1, plus one per retry.
+    private(set) var attempts = 1
     /// The response body ends with the upstream's close.
     private(set) var bodyEndsAtUpstreamClose = false
     /// Requests answered on this connection before the current one.
@@ -130,7 +129,7 @@ struct ExchangeStateMachine {
         upstreamReusable = true
         requestHeadWritten = false
         replayed = false
-        connectFailures = 0
+        attempts = 1
         bodyEndsAtUpstreamClose = false
     }
 
@@ -279,15 +278,19 @@ struct ExchangeStateMachine {
 
     // MARK: - Upstream inputs
 
-    /// A connect to an upstream address failed or timed out; `addressCount`: the upstream's addresses. Nothing of
-    /// the request went out, so the next address gets it (nginx's proxy_next_upstream error timeout) while one is
-    /// left untried; otherwise the client gets `error`.
-    mutating func upstreamConnectFailed(_ error: ProxyError, addressCount: Int) -> Action {
+    /// Whether the exchange is still at a point a retry may start: nothing of a response reached the client, the
+    /// request is still whole (none of it refused or dropped) and no final head was accepted. The session asks
+    /// before it spends the retry budget; every retrying input checks it again.
+    var mayRetry: Bool {
+        phase == .exchange && response == .awaitingHead && !responseStarted && request != .dropped
+    }
+
+    /// A connect to a server failed or timed out. `retry`: the pool's policy allows another server (`retry_on
+    /// connect_error`, retries and budget left, the request replayable); otherwise the client gets `error`.
+    mutating func upstreamConnectFailed(_ error: ProxyError, retry: Bool) -> Action {
         guard phase == .exchange else { return .none }
-        connectFailures += 1
-        guard connectFailures < min(Self.maxConnectAttempts, addressCount) else { return upstreamFailed(error) }
-        requestHeadWritten = false
-        return .retryConnect(attempt: connectFailures + 1, poolAllowed: !replayed, after: error)
+        guard retry, mayRetry else { return upstreamFailed(error) }
+        return retrying(after: error.message, .connectError)
     }
 
     /// The rewritten request head went out whole on the current upstream connection.
@@ -326,6 +329,7 @@ struct ExchangeStateMachine {
         case .interim:
             return .forwardInterim(relay: !clientIsHTTP10)
         case .final:
+            if let status = head.retryStatus, mayRetry { return retrying(after: "upstream answered \(status)", .status(status)) }
             // Recomputed, not toggled, when a head that waited for room is parsed again: the same head, the same facts.
             if !head.serverKeepsAlive || head.upstreamEndsAtClose { upstreamReusable = false }
             if head.clientEndsAtClose || request != .receivedWhole { closeAfterResponse = true }
@@ -354,6 +358,9 @@ struct ExchangeStateMachine {
         var serverKeepsAlive = true
         var upstreamEndsAtClose = false
         var clientEndsAtClose = false
+        /// The status of a final head the pool's `retry_on` lists, when a retry is allowed (tries and budget left,
+        /// the request replayable): the response is discarded and the request goes to another server.
+        var retryStatus: Int?
 
         static let interim = ResponseHeadFacts(kind: .interim)
         static let switchingProtocols = ResponseHeadFacts(kind: .switchingProtocols)
@@ -376,9 +383,10 @@ struct ExchangeStateMachine {
     }
 
     /// The upstream closed its side (or its socket failed). Before the head, a stale pooled connection gets the
-    /// request again when that is safe; otherwise the client gets `beforeHead`. Mid-body, a close-delimited body
+    /// request again when that is safe; else another server gets it when `retry` (`retry_on reset`) allows;
+    /// otherwise the client gets `beforeHead`. Mid-body, a close-delimited body
     /// ends here and any other is truncated (`midBody` says why).
-    mutating func upstreamClosed(_ replay: ReplayFacts, beforeHead: @autoclosure () -> ProxyError,
+    mutating func upstreamClosed(_ replay: ReplayFacts, retry: @autoclosure () -> Bool, beforeHead: @autoclosure () -> ProxyError,
                                  midBody: @autoclosure () -> String) -> Action {
         guard phase == .exchange else { return .closeUpstream }
         upstreamReusable = false
@@ -392,7 +400,9 @@ struct ExchangeStateMachine {
                 upstreamReusable = true
                 return .replay
             }
-            return upstreamFailed(beforeHead())
+            let error = beforeHead()
+            if mayRetry, retry() { return retrying(after: error.message, .reset) }
+            return upstreamFailed(error)
         case .body:
             return bodyEndsAtUpstreamClose ? .endResponseAtClose : truncate(midBody(), .upstreamAbort)
         case .complete, .aborted:
@@ -410,8 +420,8 @@ struct ExchangeStateMachine {
     // MARK: - Deadlines
 
     /// A timeout passed (`ExchangeDeadlines.expired` says which). `error` describes it for the record or the client;
-    /// `addressCount` is the upstream's, for a connect timeout's retry.
-    mutating func deadlineReached(_ expiry: ExchangeDeadlines.Expiry, error: @autoclosure () -> ProxyError, addressCount: Int) -> Action {
+    /// `retryConnect`: a connect timeout may go to another server (as ``upstreamConnectFailed(_:retry:)``).
+    mutating func deadlineReached(_ expiry: ExchangeDeadlines.Expiry, error: @autoclosure () -> ProxyError, retryConnect: Bool) -> Action {
         switch expiry {
         case .idle, .linger:
             return close()
@@ -421,7 +431,7 @@ struct ExchangeStateMachine {
             let error = error()
             return abort(error.message, error.end)
         case .connect:
-            return upstreamConnectFailed(error(), addressCount: addressCount)
+            return upstreamConnectFailed(error(), retry: retryConnect)
         case .firstByte, .total, .upstreamIdle:
             return upstreamFailed(error())
         case .clientBodyIdle:
@@ -430,6 +440,14 @@ struct ExchangeStateMachine {
     }
 
     // MARK: - Transitions shared by the inputs
+
+    private mutating func retrying(after: String, _ reason: RetryCondition) -> Action {
+        attempts += 1
+        requestHeadWritten = false
+        upstreamReusable = true
+        bodyEndsAtUpstreamClose = false
+        return .retry(attempt: attempts, after: after, reason: reason)
+    }
 
     private mutating func respond(_ error: ProxyError, close: Bool, dropUnsentRequest: Bool) -> Action {
         phase = .exchange

@@ -100,6 +100,12 @@ struct ProxyError: Error, Equatable {
         ProxyError(source: .upstream, status: 502, type: "upstream_tls_error", message: message, end: .upstreamError, clientMessage: client)
     }
 
+    /// Every server that could take the stream is at its `max_streams`: a 503 (sent with Retry-After) the client
+    /// may retry shortly; nothing was sent to any server.
+    static func upstreamBusy(_ message: String, client: String) -> ProxyError {
+        ProxyError(source: .upstream, status: 503, type: "upstream_busy", message: message, end: .upstreamError, clientMessage: client)
+    }
+
     /// A 504: `end` says which clock ran out (`timeoutConnect`, `timeoutFirstByte`, `timeoutIdle`, `timeoutTotal`).
     static func upstreamTimeout(_ message: String, client: String? = nil, end: CompletionRecord.End) -> ProxyError {
         ProxyError(source: .upstream, status: 504, type: "upstream_timeout", message: message, end: end, clientMessage: client)

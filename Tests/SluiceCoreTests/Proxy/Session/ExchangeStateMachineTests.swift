@@ -19,24 +19,24 @@ import Testing
         case bodyReceived
         case bodyFailed(ProxyError)
         case headSent
-        case connectFailed(addresses: Int)
+        case connectFailed(retry: Bool = false)
         case writeFailed
         case upstreamFailed(ProxyError)
         case interim
         case switchingProtocols
-        case final(keepAlive: Bool = true, upstreamClose: Bool = false, clientClose: Bool = false)
+        case final(keepAlive: Bool = true, upstreamClose: Bool = false, clientClose: Bool = false, retryStatus: Int? = nil)
         case headQueued
         case headDidNotFit(behindQueued: Bool)
         case ended(bytesAfterEnd: Bool = false, pending: Bool = false, hungUp: Bool = false)
         case bytesAfterResponse
-        case upstreamClosed(reused: Bool = false, bodySent: Int64 = 0, read: Bool = false, headKept: Bool = true)
+        case upstreamClosed(reused: Bool = false, bodySent: Int64 = 0, read: Bool = false, headKept: Bool = true, retry: Bool = false)
         case bodyFramingFailed
         case clientEOF
         case clientHungUp(pending: Bool)
         case clientWriteFailed
         case flushed(unsent: Int = 0, draining: Bool = false)
         case drain(pending: Bool)
-        case deadline(ExchangeDeadlines.Expiry, addresses: Int = 1)
+        case deadline(ExchangeDeadlines.Expiry, retry: Bool = false)
         case plainHTTPOnTLS
         case refusedAtAccept
         case shutDown
@@ -54,28 +54,28 @@ import Testing
             case .bodyReceived: m.requestBodyReceived(); return .none
             case .bodyFailed(let error): return m.requestBodyFailed(error)
             case .headSent: m.requestHeadSent(); return .none
-            case .connectFailed(let addresses): return m.upstreamConnectFailed(refused, addressCount: addresses)
+            case .connectFailed(let retry): return m.upstreamConnectFailed(refused, retry: retry)
             case .writeFailed: return m.upstreamWriteFailed()
             case .upstreamFailed(let error): return m.upstreamFailed(error)
             case .interim: return m.responseHeadParsed(.interim, badResponse: bad)
             case .switchingProtocols: return m.responseHeadParsed(.switchingProtocols, badResponse: bad)
-            case .final(let keepAlive, let upstreamClose, let clientClose):
+            case .final(let keepAlive, let upstreamClose, let clientClose, let retryStatus):
                 return m.responseHeadParsed(.init(kind: .final, serverKeepsAlive: keepAlive, upstreamEndsAtClose: upstreamClose,
-                                                  clientEndsAtClose: clientClose), badResponse: bad)
+                                                  clientEndsAtClose: clientClose, retryStatus: retryStatus), badResponse: bad)
             case .headQueued: m.responseHeadQueued(); return .none
             case .headDidNotFit(let behind): return m.responseHeadDidNotFit(behindQueuedHeads: behind, error: tooLarge)
             case .ended(let after, let pending, let hungUp): return m.responseEnded(bytesAfterEnd: after, requestBytesPending: pending, hungUp: hungUp)
             case .bytesAfterResponse: m.upstreamSentBytesAfterResponse(); return .none
-            case .upstreamClosed(let reused, let bodySent, let read, let kept):
+            case .upstreamClosed(let reused, let bodySent, let read, let kept, let retry):
                 return m.upstreamClosed(.init(connectionReused: reused, bodyBytesSent: bodySent, responseBytesRead: read, headKept: kept),
-                                        beforeHead: closedEarly, midBody: "upstream closed mid-body")
+                                        retry: retry, beforeHead: closedEarly, midBody: "upstream closed mid-body")
             case .bodyFramingFailed: return m.responseBodyFailed("bad chunk")
             case .clientEOF: return m.clientEndOfStream()
             case .clientHungUp(let pending): return m.clientHungUp(inputPending: pending)
             case .clientWriteFailed: return m.clientWriteFailed("EPIPE")
             case .flushed(let unsent, let draining): return m.outputFlushed(unsentBodyBytes: unsent, draining: draining)
             case .drain(let pending): return m.drain(inputPending: pending)
-            case .deadline(let expiry, let addresses): return m.deadlineReached(expiry, error: timeout(expiry), addressCount: addresses)
+            case .deadline(let expiry, let retry): return m.deadlineReached(expiry, error: timeout(expiry), retryConnect: retry)
             case .plainHTTPOnTLS: return m.answeredPlainHTTPOnTLS()
             case .refusedAtAccept: return m.refusedAtAccept(overloaded)
             case .shutDown: return m.shutDown()
@@ -204,20 +204,20 @@ import Testing
                 (.rateLimited, .respond(limited, close: true, dropUnsentRequest: true)), lingered], phase: .lingering),
             Row(name: "rate limited Connection: close: answered and closed", steps: [(.bytes, .none), (.head(keepAlive: false), .none),
                 (.rateLimited, .respond(limited, close: true, dropUnsentRequest: true)), lingered], phase: .lingering),
-            Row(name: "connect refused, next address, then success", steps: request() + [
-                (.connectFailed(addresses: 2), .retryConnect(attempt: 2, poolAllowed: true, after: refused)), (.headSent, .none),
+            Row(name: "connect refused, another server, then success", steps: request() + [
+                (.connectFailed(retry: true), .retry(attempt: 2, after: refused.message, reason: .connectError)), (.headSent, .none),
                 (.final(), .forward(close: false)), (.headQueued, .none), (.ended(), .reuseUpstream), finished,
             ], phase: .idle),
-            Row(name: "every address refuses: 502 after at most three", steps: request() + [
-                (.connectFailed(addresses: 5), .retryConnect(attempt: 2, poolAllowed: true, after: refused)),
-                (.connectFailed(addresses: 5), .retryConnect(attempt: 3, poolAllowed: true, after: refused)),
-                (.connectFailed(addresses: 5), .respond(refused, close: false, dropUnsentRequest: false)), finished,
+            Row(name: "every server refuses: 502 once the policy allows no more", steps: request() + [
+                (.connectFailed(retry: true), .retry(attempt: 2, after: refused.message, reason: .connectError)),
+                (.connectFailed(retry: true), .retry(attempt: 3, after: refused.message, reason: .connectError)),
+                (.connectFailed(retry: false), .respond(refused, close: false, dropUnsentRequest: false)), finished,
             ], phase: .idle),
-            Row(name: "one address refuses: 502, the client's connection stays", steps: request() + [
-                (.connectFailed(addresses: 1), .respond(refused, close: false, dropUnsentRequest: false)), finished,
+            Row(name: "one server refuses: 502, the client's connection stays", steps: request() + [
+                (.connectFailed(), .respond(refused, close: false, dropUnsentRequest: false)), finished,
             ], phase: .idle),
             Row(name: "connect failed with the body still arriving: 502 and close", steps: request(.head(.post, body: true)) + [
-                (.connectFailed(addresses: 1), .respond(refused, close: true, dropUnsentRequest: false)), lingered,
+                (.connectFailed(), .respond(refused, close: true, dropUnsentRequest: false)), lingered,
             ], phase: .lingering),
             Row(name: "101 never requested: 502", steps: request() + [
                 (.headSent, .none), (.switchingProtocols, .respond(bad, close: false, dropUnsentRequest: false)), finished,
@@ -309,8 +309,8 @@ import Testing
                 (.deadline(.requestHead), .respond(timeout(.requestHead), close: true, dropUnsentRequest: true)), lingered], phase: .lingering),
             Row(name: "client write timeout: abort", steps: request() + [(.headSent, .none), (.final(), .forward(close: false)), (.headQueued, .none),
                 (.deadline(.clientWrite), .abort(reason: timeout(.clientWrite).message, end: .clientWriteTimeout))], phase: .exchange),
-            Row(name: "connect timeout with another address: retried", steps: request() + [
-                (.deadline(.connect, addresses: 2), .retryConnect(attempt: 2, poolAllowed: true, after: timeout(.connect)))], phase: .exchange),
+            Row(name: "connect timeout with another server: retried", steps: request() + [
+                (.deadline(.connect, retry: true), .retry(attempt: 2, after: timeout(.connect).message, reason: .connectError))], phase: .exchange),
             Row(name: "connect timeout, no other address: 504", steps: request() + [
                 (.deadline(.connect), .respond(timeout(.connect), close: false, dropUnsentRequest: false)), finished], phase: .idle),
             Row(name: "first byte timeout: 504", steps: request() + [(.headSent, .none),
