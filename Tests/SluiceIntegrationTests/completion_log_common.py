@@ -7,7 +7,10 @@ import re
 
 TS_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 #: The record's keys, in the order `CompletionRecord.writeJSON` writes them.
-KEYS = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "status",
+#: `upstream` is the upstream's configured name, `server` the address (`ip:port`) that served the last try, `tries`
+#: the servers the request went to (0: none), `affinity` hit/spill/none (null when the upstream has no `affinity`).
+KEYS = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "server", "tries",
+        "affinity", "status",
         "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttfe_ms", "ttft_ms", "tpot_ms",
         "tokens_per_second", "duration_ms", "max_gap_ms", "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage", "end",
         "error", "worker"]
@@ -29,6 +32,9 @@ def check_shape(rec: dict) -> None:
     assert rec["end"] in ENDS, rec
     assert isinstance(rec["request_id"], str) and rec["request_id"], rec
     assert rec["client"].startswith("127.0.0.1"), rec
+    assert isinstance(rec["tries"], int) and rec["tries"] >= 0, rec
+    assert (rec["tries"] == 0) == (rec["server"] is None), rec
+    assert rec["affinity"] in (None, "hit", "spill", "none"), rec
     assert rec["duration_ms"] >= 0 and rec["max_gap_ms"] >= 0 and rec["paused_ms"] >= 0, rec
     if rec["ttfb_ms"] is not None:
         assert 0 <= rec["ttfb_ms"] <= rec["duration_ms"], rec

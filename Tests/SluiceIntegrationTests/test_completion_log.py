@@ -121,7 +121,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             assert r.status == 200 and r.complete and r.body == b"".join(MIXED_EVENTS)
             return exp("/v1/sse-complete", "complete", 200, request_bytes=len(raw),
                        response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=MIXED_EVENT_COUNT,
-                       traceparent=TRACEPARENT, request_id="rid-sse-complete", upstream=main_up, ttfb=True)
+                       traceparent=TRACEPARENT, request_id="rid-sse-complete", server=main_up, ttfb=True)
 
         def json_complete():
             body = b'{"model": "m-request", "stream": false, "messages": []}'
@@ -131,7 +131,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                 r = c.read_response("POST")
             assert r.status == 200 and r.complete and r.body == JSON_BODY
             return exp("/v1/json-complete", "complete", 200, request_bytes=len(raw), method="POST",
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, upstream=main_up,
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, server=main_up,
                        model="m-request", ttfb=True)
 
         def client_abort():
@@ -147,7 +147,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             origin.wait_for(lambda: any(h.target == "/v1/client-abort" and origin.connections[h.conn_id].closed
                                         for h in origin.heads), 5, "the client-abort upstream to close")
             return exp("/v1/client-abort", "client_abort", 200, request_bytes=len(raw), response_bytes=received,
-                       sse_events=1, upstream=main_up, ttfb=True)
+                       sse_events=1, server=main_up, ttfb=True)
 
         def client_abort_before_head():
             raw = request_bytes("GET", "/v1/no-head")
@@ -156,7 +156,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                 origin.wait_for(lambda: any(h.target == "/v1/no-head" for h in origin.heads), 5, "the request")
             # No status was sent: status 0.
             return exp("/v1/no-head", "client_abort", 0, request_bytes=len(raw), response_bytes=0, sse_events=0,
-                       upstream=main_up, ttfb=False)
+                       server=main_up, ttfb=False)
 
         def upstream_abort():
             raw = request_bytes("GET", "/v1/upstream-abort")
@@ -165,7 +165,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                 r = c.read_response()
             assert r.status == 200 and not r.complete and r.body == b"x" * 100
             return exp("/v1/upstream-abort", "upstream_abort", 200, request_bytes=len(raw),
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, upstream=main_up, ttfb=True)
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, server=main_up, ttfb=True)
 
         def sse_upstream_abort():
             raw = request_bytes("GET", "/v1/sse-upstream-abort")
@@ -175,9 +175,9 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             assert r.status == 200 and not r.complete
             # Two whole events; the third never got its blank line and is not an event.
             return exp("/v1/sse-upstream-abort", "upstream_abort", 200, request_bytes=len(raw),
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=2, upstream=main_up, ttfb=True)
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=2, server=main_up, ttfb=True)
 
-        def simple(path, status, end, upstream, method="GET", headers=(), body=b"", ttfb=False, route=True):
+        def simple(path, status, end, server, method="GET", headers=(), body=b"", ttfb=False, route=True):
             def run():
                 raw = request_bytes(method, path, headers, body)
                 with RawConn(port) as c:
@@ -185,7 +185,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                     r = c.read_response(method, timeout=10)
                 assert r.status == status, f"{path}: {r.status_line} {r.body[:200]!r}"
                 return exp(path, end, status, request_bytes=len(raw), response_bytes=len(r.head_raw) + len(r.raw_body),
-                           sse_events=0, upstream=upstream, ttfb=ttfb, method=method)
+                           sse_events=0, server=server, ttfb=ttfb, method=method)
             return run
 
         def idle_timeout():
@@ -195,7 +195,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                 r = c.read_response(timeout=10)
             assert r.status == 200 and not r.complete and r.body == b"data: first\n\n"
             return exp("/idle/x", "timeout_idle", 200, request_bytes=len(raw),
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=1, upstream=main_up, ttfb=True)
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=1, server=main_up, ttfb=True)
 
         def total_timeout():
             raw = request_bytes("GET", "/total/x")
@@ -207,7 +207,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             assert 5 <= got <= 15, f"{got} events before `total 1s` cut the stream"
             return exp("/total/x", "timeout_total", 200, request_bytes=len(raw),
                        response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=(got, got + 1),
-                       upstream=main_up, ttfb=True)
+                       server=main_up, ttfb=True)
 
         def client_write_timeout():
             raw = request_bytes("GET", "/flood/x")
@@ -221,7 +221,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             finally:
                 c.close()
             return exp("/flood/x", "client_write_timeout", 200, request_bytes=len(raw),
-                       response_bytes=("at least", received), sse_events=0, upstream=flood_up, ttfb=True)
+                       response_bytes=("at least", received), sse_events=0, server=flood_up, ttfb=True)
 
         def malformed():
             raw = b"GET /v1/malformed HTTP/1.1\r\nHost: sluice.test\r\nX Bad: v\r\n\r\n"
@@ -230,7 +230,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                 r = c.read_response()
             assert r.status == 400
             return exp(None, "rejected_bad_request", 400, request_bytes=len(raw),
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, upstream=None, ttfb=False)
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, server=None, ttfb=False)
 
         def too_large():
             body = b"b" * 5000
@@ -241,7 +241,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             assert r.status == 413
             return exp("/v1/too-large", "rejected_bad_request", 413, method="POST",
                        request_bytes=("between", len(raw) - len(body), len(raw)),
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, upstream=None, ttfb=False)
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, server=None, ttfb=False)
 
         def bad_version():
             raw = b"GET /v1/h2 HTTP/2.0\r\nHost: sluice.test\r\n\r\n"
@@ -250,9 +250,10 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
                 r = c.read_response()
             assert r.status == 505
             return exp(None, "rejected_bad_request", 505, request_bytes=len(raw),
-                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, upstream=None, ttfb=False)
+                       response_bytes=len(r.head_raw) + len(r.raw_body), sse_events=0, server=None, ttfb=False)
 
         dead_up, hole_up = f"127.0.0.1:{dead_port}", f"127.0.0.1:{hole.port}"
+        upstream_names = {main_up: "main", dead_up: "dead", hole_up: "hole", flood_up: "flood"}
         jobs = [sse_complete, json_complete, client_abort, client_abort_before_head, upstream_abort, sse_upstream_abort,
                 simple("/v1/garbage", 502, "upstream_error", main_up),
                 simple("/dead/x", 502, "upstream_error", dead_up),
@@ -294,7 +295,13 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
         check(rec["status"] == e["status"], f"status {rec['status']}, expected {e['status']}", e, rec)
         if e["path"] is not None:
             check(rec["method"] == e.get("method", "GET"), f"method {rec['method']!r}", e, rec)
-        check(rec["upstream"] == e["upstream"], f"upstream {rec['upstream']!r}, expected {e['upstream']!r}", e, rec)
+        check(rec["server"] == e["server"], f"server {rec['server']!r}, expected {e['server']!r}", e, rec)
+        # `upstream` is the configured name, `tries` the servers contacted (one each here: a single server has no
+        # other to retry on), `affinity` null without an `affinity` key.
+        name = upstream_names.get(e["server"])
+        check(rec["upstream"] == name, f"upstream {rec['upstream']!r}, expected {name!r}", e, rec)
+        check(rec["tries"] == (0 if name is None else 1), f"tries {rec['tries']}", e, rec)
+        check(rec["affinity"] is None, f"affinity {rec['affinity']!r}", e, rec)
         rb = e["request_bytes"]
         if isinstance(rb, tuple):
             check(rb[1] <= rec["request_bytes"] <= rb[2],
@@ -321,7 +328,7 @@ def test_mixed_outcomes_one_exact_record_each(stack, tmp_path):
             check(rec["error"] is None, "error on a complete exchange", e, rec)
         if e["path"] == "/nothing/here":
             check(rec["route"] is None, "route of an unrouted request", e, rec)
-        elif e["upstream"] is not None:
+        elif e["server"] is not None:
             check(rec["route"] == "/" + e["path"].split("/")[1] + "/", f"route {rec['route']!r}", e, rec)
     assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems)
     # The query string is not logged by default (it may carry keys).
