@@ -1,9 +1,9 @@
 import Synchronization
 
-/// The addresses an upstream's host name stands for, kept current by the resolver thread while the loops connect
-/// to them in turn. A name with several addresses (a hosted API behind anycast or DNS round robin, a headless
-/// Kubernetes Service) spreads new connections over all of them, and a connect that fails moves to the next.
-/// Shared by every loop: one uncontended lock per new upstream connection, never per byte.
+/// The addresses one `server` line's host name stands for, kept current by the resolver thread. Each address is a
+/// server of the upstream's pool (``UpstreamPool``), which rebuilds its servers when they change: a name with several
+/// addresses (a hosted API behind anycast or DNS round robin, a headless Kubernetes Service) is several servers.
+/// Shared by every thread; the lock is taken at lookups and pool rebuilds, never per request.
 public final class UpstreamAddresses: Sendable {
     /// The name as configured (or a literal, which never changes).
     public let host: String
@@ -11,19 +11,12 @@ public final class UpstreamAddresses: Sendable {
     /// Milliseconds between lookups; 0 resolves once, at start-up or reload.
     public let refreshInterval: Int
     private let state: Locked<State>
-    /// Bumped whenever the addresses change, so a loop can tell with one atomic load that a pooled connection's
-    /// address needs checking (see `ProxyLoop.takePooledUpstream`).
-    private let changes = Atomic<Int>(0)
     /// Whether the name has resolved: one atomic load per exchange on the data path, instead of the lock.
     private let resolved: Atomic<Bool>
 
     private struct State {
         /// Empty only while `unresolved` is set.
         var addresses: [SocketAddress]
-        /// By index of `addresses`: until when (loop-clock milliseconds) a failed connect keeps it out of turn.
-        var downUntil: [Int64]
-        /// Round-robin position over `addresses`.
-        var cursor = 0
         /// Loop-clock milliseconds when the resolver looks again.
         var nextRefresh: Int64
         /// The last lookup failed: the previous addresses are still in use (or there are none), and the failure
@@ -69,7 +62,7 @@ public final class UpstreamAddresses: Sendable {
         guard lookUp else {
             creationFailure = nil
             resolved = Atomic(false)
-            state = Locked(State(addresses: [], downUntil: [], nextRefresh: .max, unresolved: "not looked up: no route uses this upstream"))
+            state = Locked(State(addresses: [], nextRefresh: .max, unresolved: "not looked up: no route uses this upstream"))
             return
         }
         let firstRetry = min(Self.firstRetryMilliseconds, Self.retryCap(refreshInterval: self.refreshInterval))
@@ -77,17 +70,15 @@ public final class UpstreamAddresses: Sendable {
         do throws(SystemError) {
             let addresses = try lookup(host, port)
             creationFailure = nil
-            state = State(addresses: addresses, downUntil: Array(repeating: 0, count: addresses.count),
-                          nextRefresh: now + Int64(self.refreshInterval))
+            state = State(addresses: addresses, nextRefresh: now + Int64(self.refreshInterval))
         } catch {
             creationFailure = error.description
             let kept = previous.map { $0.host == host && $0.port == port ? $0.all : [] } ?? []
             if kept.isEmpty {
-                state = State(addresses: [], downUntil: [], nextRefresh: now + firstRetry, failing: true,
+                state = State(addresses: [], nextRefresh: now + firstRetry, failing: true,
                               unresolved: error.description, retryDelay: firstRetry)
             } else {
-                state = State(addresses: kept, downUntil: Array(repeating: 0, count: kept.count),
-                              nextRefresh: now + Int64(self.refreshInterval), failing: true)
+                state = State(addresses: kept, nextRefresh: now + Int64(self.refreshInterval), failing: true)
             }
         }
         resolved = Atomic(!state.addresses.isEmpty)
@@ -115,44 +106,10 @@ public final class UpstreamAddresses: Sendable {
     /// Whether the name has addresses to connect to (any thread; an atomic load).
     public var isResolved: Bool { resolved.load(ordering: .acquiring) }
 
-    /// How long an address whose connect failed is passed over (nginx's fail_timeout, with max_fails 1).
-    public static let downMilliseconds: Int64 = 10_000
-
     /// The current addresses, in lookup order.
     public var all: [SocketAddress] { state.withLock { $0.addresses } }
 
     public var count: Int { state.withLock { $0.addresses.count } }
-
-    /// How many times the addresses changed; any thread.
-    var generation: Int { changes.load(ordering: .acquiring) }
-
-    /// Whether `address` is still one of the name's.
-    func contains(_ address: SocketAddress) -> Bool { state.withLock { $0.addresses.contains(address) } }
-
-    /// The address the next new connection goes to: the next in turn whose last connect did not fail in the past
-    /// `downMilliseconds`, or, when every one failed, simply the next in turn (a backend that came back is found).
-    /// nil while the name is unresolved.
-    func next(now: Int64) -> SocketAddress? {
-        state.withLock { state in
-            let count = state.addresses.count
-            guard count > 0 else { return nil }
-            var chosen = state.cursor % count
-            for offset in 0..<count where state.downUntil[(state.cursor + offset) % count] <= now {
-                chosen = (state.cursor + offset) % count
-                break
-            }
-            state.cursor = (chosen + 1) % count
-            return state.addresses[chosen]
-        }
-    }
-
-    /// A connect to `address` failed or timed out at `now`: other addresses take its turns for a while.
-    func connectFailed(to address: SocketAddress, now: Int64) {
-        state.withLock { state in
-            guard let index = state.addresses.firstIndex(of: address) else { return }  // replaced meanwhile
-            state.downUntil[index] = now + Self.downMilliseconds
-        }
-    }
 
     /// When `refresh` next has work (monotonic milliseconds); nil when it never will (a literal, a name not
     /// followed, an unrouted upstream), so the resolver thread need not wake for it.
@@ -181,7 +138,6 @@ public final class UpstreamAddresses: Sendable {
                     return .failed(error.description, first: !state.failing)
                 case .success(let addresses):
                     state.addresses = addresses
-                    state.downUntil = Array(repeating: 0, count: addresses.count)
                     state.unresolved = nil
                     state.failing = false
                     replaced = true
@@ -196,21 +152,13 @@ public final class UpstreamAddresses: Sendable {
                 let recovered = state.failing
                 state.failing = false
                 guard addresses != state.addresses else { return recovered ? .recovered(addresses) : .unchanged }
-                // An address kept keeps its record of failure; a new one starts in good standing.
-                state.downUntil = addresses.map { address in
-                    state.addresses.firstIndex(of: address).map { state.downUntil[$0] } ?? 0
-                }
                 state.addresses = addresses
-                state.cursor = 0
                 replaced = true
                 return recovered ? .recovered(addresses) : .changed(addresses)
             }
         }
-        if replaced {
-            changes.add(1, ordering: .releasing)
-            // After the addresses are in place: whoever sees true finds them.
-            resolved.store(true, ordering: .releasing)
-        }
+        // After the addresses are in place: whoever sees true finds them.
+        if replaced { resolved.store(true, ordering: .releasing) }
         return refreshed
     }
 }

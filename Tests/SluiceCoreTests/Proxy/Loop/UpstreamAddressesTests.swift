@@ -48,24 +48,6 @@ import Testing
         }
     }
 
-    @Test func theGenerationCountsChangesOnly() {
-        let upstream = UpstreamAddresses(host: "localhost", port: 8000, refreshInterval: 1_000, now: 0)
-        let a = Self.addresses("127.0.0.1"), b = Self.addresses("127.0.0.2")
-        let answers: [[SocketAddress]?] = [a, a, b, nil, b, a]
-        var generations: [Int] = []
-        for (index, answer) in answers.enumerated() {
-            _ = upstream.refresh(now: Int64(index + 1) * 1_000) { (_, _) throws(SystemError) -> [SocketAddress] in
-                guard let answer else { throw SystemError(call: "lookup failed", errno: 0) }
-                return answer
-            }
-            generations.append(upstream.generation)
-        }
-        // "localhost" may already be 127.0.0.1: the first refresh changes nothing then.
-        let first = generations[0]
-        #expect(generations == [first, first, first + 1, first + 1, first + 1, first + 2])
-        #expect(upstream.contains(a[0]) && !upstream.contains(b[0]))
-    }
-
     @Test func aLiteralIsNeverLookedUpAgain() {
         let upstream = UpstreamAddresses(host: "127.0.0.1", port: 8000, refreshInterval: 1_000, now: 0)
         var lookups = 0
@@ -80,28 +62,6 @@ import Testing
     @Test func offLooksUpOnlyAtCreation() {
         let upstream = UpstreamAddresses(host: "localhost", port: 8000, refreshInterval: 0, now: 0)
         #expect(upstream.refresh(now: Int64.max) { (_, _) throws(SystemError) in Self.addresses("127.0.0.9") } == .notDue)
-    }
-
-    @Test func connectionsTakeTheAddressesInTurnPassingOverOnesThatFailed() {
-        let upstream = UpstreamAddresses(host: "localhost", port: 8000, refreshInterval: 1_000, now: 0)
-        let three = Self.addresses("127.0.0.1", "127.0.0.2", "127.0.0.3")
-        _ = upstream.refresh(now: 1_000) { (_, _) throws(SystemError) in three }
-        #expect((0..<4).map { _ in upstream.next(now: 1_000) } == [three[0], three[1], three[2], three[0]])
-        // The second fails: it is passed over until its down time is over.
-        upstream.connectFailed(to: three[1], now: 2_000)
-        #expect((0..<4).map { _ in upstream.next(now: 2_000) } == [three[2], three[0], three[2], three[0]])
-        let back = 2_000 + UpstreamAddresses.downMilliseconds
-        #expect((0..<3).map { _ in upstream.next(now: back) } == [three[1], three[2], three[0]])
-        // All down: plain turns, so one that came back is found.
-        for address in three { upstream.connectFailed(to: address, now: back) }
-        #expect((0..<3).map { _ in upstream.next(now: back) } == [three[1], three[2], three[0]])
-        // A lookup that keeps an address keeps its failure; a new address starts in good standing.
-        let next = Self.addresses("127.0.0.3", "127.0.0.4")
-        _ = upstream.refresh(now: back + 1_000) { (_, _) throws(SystemError) in next }
-        #expect((0..<2).map { _ in upstream.next(now: back + 1_000) } == [next[1], next[1]])
-        // A failure reported for an address the name no longer has changes nothing.
-        upstream.connectFailed(to: three[0], now: back + 1_000)
-        #expect(upstream.next(now: back + 1_000) == next[1])
     }
 
     /// A lookup that answers from a script: nil fails (with the resolver's wording), and every call is counted.
@@ -132,8 +92,6 @@ import Testing
         #expect(upstream.unresolvedReason == "getaddrinfo(llm.invalid): Name or service not known")
         #expect(upstream.creationFailure == upstream.unresolvedReason)
         #expect(upstream.all.isEmpty && upstream.count == 0)
-        #expect(upstream.next(now: 0) == nil)
-        upstream.connectFailed(to: Self.addresses("127.0.0.1")[0], now: 0)  // nothing to mark: no trap
     }
 
     /// Retries: 1 s, then doubling up to `resolve_interval` (or its default when off); failures after the one
@@ -146,21 +104,18 @@ import Testing
         let upstream = Self.unresolved(refreshInterval: schedule.interval)
         let found = Self.addresses("127.0.0.1", "127.0.0.2")
         let script = Script(Array(repeating: nil, count: schedule.retries.count - 1) + [found, found])
-        let generation = upstream.generation
         var results: [UpstreamAddresses.Refresh] = []
         // Step every 100 ms: a lookup happens exactly when one is due, and not before.
         for now in stride(from: Int64(0), through: schedule.then.map { $0 + 100 } ?? schedule.retries.last! + 1_000, by: 100) {
             let result = script.refresh(upstream, at: now)
             if result != .notDue { results.append(result) }
-            if now < schedule.retries.last! { #expect(upstream.next(now: now) == nil, "at \(now)") }
+            if now < schedule.retries.last! { #expect(upstream.all.isEmpty && !upstream.isResolved, "at \(now)") }
         }
         #expect(script.calls == schedule.retries + (schedule.then.map { [$0] } ?? []))
         let failures = results.prefix(schedule.retries.count - 1)
         #expect(failures.allSatisfy { $0 == .failed("getaddrinfo(llm.invalid): Name or service not known", first: false) })
         #expect(results[schedule.retries.count - 1] == .resolved(found))
         #expect(upstream.isResolved && upstream.unresolvedReason == nil && upstream.all == found)
-        #expect(upstream.generation == generation + 1, "pooled connections look again when the name resolves")
-        #expect(upstream.next(now: 0) == found[0])
         if schedule.then != nil { #expect(results.last == .unchanged) }
     }
 
