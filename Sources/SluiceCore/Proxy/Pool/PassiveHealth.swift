@@ -57,6 +57,7 @@ struct PassiveHealth: Equatable {
         guard ejectedUntil <= now else { return }  // a stream that began before the ejection says nothing new
         recentFailures = 0
         ejections = 0
+        ejectedUntil = 0  // over already; cleared so the server is clean again and `succeeded` stops taking the lock
     }
 
     /// A probe finished at `now`.

@@ -45,7 +45,8 @@ public final class UpstreamPool: Sendable {
                                                      lookUp: lookUp, previous: previousLine?.addresses),
                         tlsHost: upstream.tls?.serverName ?? server.host)
         }
-        members = Locked(Members(servers: [], nextSlot: 0))
+        // Slots go on from the previous pool's: a kept server keeps its slot, and a new one must not share it.
+        members = Locked(Members(servers: [], nextSlot: previous?.members.withLock { $0.nextSlot } ?? 0))
         populated = Atomic(false)
         retryBalance = Atomic(RetryConfig.budgetReserve * 1_000)
         rebuild(keeping: previous?.servers ?? [])
