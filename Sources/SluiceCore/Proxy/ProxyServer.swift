@@ -20,6 +20,8 @@ public final class RunningProxy: Sendable {
     private let resolverStopping = Atomic<Bool>(false)
     /// Posted when the settings change or the server stops, so the sleeping resolver looks at once.
     private let resolverWake = ThreadSemaphore()
+    /// Probes the servers of upstreams with a `health_check`, on a thread of its own.
+    let healthChecks: HealthChecker
 
     /// What a reload replaces.
     private struct State {
@@ -31,8 +33,9 @@ public final class RunningProxy: Sendable {
 
     init(config: Config, settings: ProxySettings, listeners: [BoundListener],
          admin: String?, completionWriter: CompletionWriter?, metrics: MetricsRegistry, readiness: Readiness,
-         reloads: ReloadCoordinator, loops: [LoopHandoff], stoppedLoops: StopCounter) {
+         reloads: ReloadCoordinator, loops: [LoopHandoff], stoppedLoops: StopCounter, healthChecks: HealthChecker) {
         self.admin = admin
+        self.healthChecks = healthChecks
         self.reloads = reloads
         self.completionWriter = completionWriter
         self.metrics = metrics
@@ -107,6 +110,7 @@ public final class RunningProxy: Sendable {
                 readiness.watch(settings)
                 Self.logResolution(settings)
                 resolverWake.post()
+                healthChecks.watch(settings)
                 return kept
             } catch {
                 added.flatMap(\.fds).forEach { Syscall.close($0) }
@@ -224,6 +228,7 @@ public final class RunningProxy: Sendable {
         readiness.startDraining()
         resolverStopping.store(true, ordering: .releasing)
         resolverWake.post()
+        healthChecks.stop()
         loops.forEach { $0.loop.requestStop() }
         let deadline = Syscall.monotonicMilliseconds() + Int64(milliseconds)
         while stoppedLoops.count < loops.count && Syscall.monotonicMilliseconds() < deadline {
@@ -345,9 +350,13 @@ public enum ProxyServer {
             throw StartError(error.description)
         }
         let running = RunningProxy(config: config, settings: settings, listeners: listeners, admin: admin, completionWriter: writer,
-                                   metrics: metrics, readiness: readiness, reloads: reloads, loops: handoffs, stoppedLoops: stopped)
+                                   metrics: metrics, readiness: readiness, reloads: reloads, loops: handoffs, stoppedLoops: stopped,
+                                   healthChecks: HealthChecker(settings: settings))
         RunningProxy.logResolution(settings)
-        do { try LoopThread.spawn(name: "sluice-resolver") { running.refreshUpstreamAddressesUntilStopped() } } catch {
+        do {
+            try LoopThread.spawn(name: "sluice-resolver") { running.refreshUpstreamAddressesUntilStopped() }
+            try LoopThread.spawn(name: "sluice-health") { running.healthChecks.probeUntilStopped() }
+        } catch {
             throw StartError(error.description)
         }
         return running
