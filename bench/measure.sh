@@ -1,7 +1,7 @@
 # bench/measure.sh: what bench/run.sh measures with, sourced by it (not run alone): the
 # /proc readers, the JSON record of one measurement, the load generator, wrk and
 # held-stream runs, and the wait for idle cores. It reads run.sh's globals (WORK, RAW,
-# LOADGEN, PORT, PROXY_PID, ORIGIN_PID, D_SECONDS, SETTLE_S, HOLD_PATH, STARTED,
+# LOADGEN, PORT, PROXY_PID, ORIGIN_PIDS, D_SECONDS, SETTLE_S, HOLD_PATH, STARTED,
 # IDLE_WAIT_LEFT) and its helpers (calc, log, die, stop_pid).
 # shellcheck shell=bash disable=SC2154
 
@@ -16,6 +16,8 @@ proc_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 # this CPU sent, charged to no process. Fields 2-9 only: guest time is already in user.
 cpu_ticks() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t, $7 + $8}' /proc/stat; }
 pct_of() { calc "100 * $1 / ($2 > 0 ? $2 : 1)"; }  # pct_of PART WHOLE (same unit)
+# utime+stime of each origin (p's pool has several), in clock ticks, space-separated.
+origin_ticks() { local pid; for pid in "${ORIGIN_PIDS[@]}"; do proc_ticks "$pid"; done | paste -sd ' '; }
 
 # ---- one measurement ---------------------------------------------------------------------
 SNAP_T=0; SNAP_P=0; SNAP_O=0; SNAP_C0=""; SNAP_C1=""
@@ -23,26 +25,33 @@ snapshot() {
     SNAP_T=$(date +%s%N)
     SNAP_P=0
     if [ -n "$PROXY_PID" ]; then SNAP_P=$(proc_ticks "$PROXY_PID"); fi
-    SNAP_O=$(proc_ticks "$ORIGIN_PID")
+    SNAP_O=$(origin_ticks)
     SNAP_C0=$(cpu_ticks 0); SNAP_C1=$(cpu_ticks 1)
 }
 # Prints the common JSON fields for the interval since `snapshot`: wall time, proxy and
-# origin CPU (from /proc/PID/stat), both cores' busy share (from /proc/stat), proxy RSS.
+# origin CPU (from /proc/PID/stat; origin: all origins, and each in origin_cpu_us_each), both
+# cores' busy share (from /proc/stat), proxy RSS.
 interval_json() {
-    local now p o c0 c1 wall_ns proxy_us origin_us rss=0
+    local now p o c0 c1 wall_ns proxy_us origin_us origin_each before after i us rss=0
     now=$(date +%s%N)
     p=0
     if [ -n "$PROXY_PID" ]; then p=$(proc_ticks "$PROXY_PID"); rss=$(proc_rss_kb "$PROXY_PID"); fi
-    o=$(proc_ticks "$ORIGIN_PID")
+    o=$(origin_ticks)
     c0=$(cpu_ticks 0); c1=$(cpu_ticks 1)
     wall_ns=$((now - SNAP_T))
     proxy_us=$(( (p - SNAP_P) * 1000000 / CLK_TCK ))
-    origin_us=$(( (o - SNAP_O) * 1000000 / CLK_TCK ))
+    read -ra before <<<"$SNAP_O"; read -ra after <<<"$o"
+    origin_us=0; origin_each=""
+    for i in "${!after[@]}"; do
+        us=$(( (after[i] - before[i]) * 1000000 / CLK_TCK ))
+        origin_us=$((origin_us + us)); origin_each+="${origin_each:+,}$us"
+    done
     local b0 t0 q0 b0n t0n q0n b1 t1 q1 b1n t1n q1n
     read -r b0 t0 q0 <<<"$SNAP_C0"; read -r b0n t0n q0n <<<"$c0"
     read -r b1 t1 q1 <<<"$SNAP_C1"; read -r b1n t1n q1n <<<"$c1"
-    printf '"wall_s":%s,"proxy_cpu_us":%d,"origin_cpu_us":%d,"core0_busy_pct":%s,"core1_busy_pct":%s,' \
-        "$(calc "$wall_ns / 1e9" 6)" "$proxy_us" "$origin_us" \
+    printf '"wall_s":%s,"proxy_cpu_us":%d,"origin_cpu_us":%d,"origin_cpu_us_each":[%s],' \
+        "$(calc "$wall_ns / 1e9" 6)" "$proxy_us" "$origin_us" "$origin_each"
+    printf '"core0_busy_pct":%s,"core1_busy_pct":%s,' \
         "$(pct_of $((b0n - b0)) $((t0n - t0)))" "$(pct_of $((b1n - b1)) $((t1n - t1)))"
     printf '"core0_irq_pct":%s,"core1_irq_pct":%s,"core1_busy_us":%d,"proxy_rss_kb":%d' \
         "$(pct_of $((q0n - q0)) $((t0n - t0)))" "$(pct_of $((q1n - q1)) $((t1n - t1)))" \
@@ -85,17 +94,18 @@ wrk_json() {
                      req, rps + 0, p50 + 0, p90 + 0, p99 + 0, serr, non2xx }' "$1"
 }
 
-measure_wrk() {  # measure_wrk TARGET RUN
-    local target="$1" run="$2" wrk_cpu
+# d's load, or p's: ARGS go after the URL (p's `-s SCRIPT` also works there; `-- SCRIPT-ARGS` must).
+measure_wrk() {  # measure_wrk SCENARIO TARGET RUN [ARGS...]
+    local scenario="$1" target="$2" run="$3" wrk_cpu; shift 3
     snapshot
     # `times` in the subshell reports the CPU of its waited-for children: wrk (via timeout).
     ( timeout -k 5 $((D_SECONDS + 30)) taskset -c 0 wrk -t1 -c64 -d"${D_SECONDS}s" --latency \
-          "http://127.0.0.1:$PORT/small" > "$WORK/wrk.txt" 2>&1; times > "$WORK/wrk.times" ) \
+          "http://127.0.0.1:$PORT/small" "$@" > "$WORK/wrk.txt" 2>&1; times > "$WORK/wrk.times" ) \
         || die "wrk failed: $(cat "$WORK/wrk.txt")"
     local fields
     fields=$(interval_json)
     wrk_cpu=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$WORK/wrk.times")
-    record d "$target" "$run" "$fields" "\"wrk_cpu_s\":$wrk_cpu" "\"wrk\":$(wrk_json "$WORK/wrk.txt")"
+    record "$scenario" "$target" "$run" "$fields" "\"wrk_cpu_s\":$wrk_cpu" "\"wrk\":$(wrk_json "$WORK/wrk.txt")"
 }
 
 # Held streams: ramps through STEPS, reading the proxy's RSS when each step is complete.

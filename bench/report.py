@@ -14,9 +14,9 @@ import json
 import os
 import statistics
 
-from report_table import (LABELS, PEERS, PROXIES, Rule, Table, add_error_row, add_load_rows, at_least_times,
-                          at_least_times_best, at_most, fmt, le_all, lg, linear_fit, log_within, per_event,
-                          per_run_text)
+from report_table import (LABELS, PEERS, PROXIES, Rule, RowTable, Table, add_error_row, add_load_rows,
+                          at_least_times, at_least_times_best, at_most, cell, errors_of, fmt, le_all, lg,
+                          linear_fit, log_within, per_event, per_run_text, saturation_text)
 
 
 def load(path):
@@ -269,6 +269,59 @@ def growth_table(rep, e_per_stream, f_mem):
     rep.tables.append(t)
 
 
+# ---- p: server choice in an upstream pool --------------------------------------------------
+def per_request(r):
+    return r["proxy_cpu_us"] / max(r["wrk"]["requests"], 1)
+
+
+def origins_used_text(rs):
+    """How many origins did work in each run, and the busiest one's share of their CPU: shows that
+    the pool's requests really spread over its servers."""
+    counts = [sum(1 for us in r["origin_cpu_us_each"] if us > 0) for r in rs]
+    shares = [100.0 * max(r["origin_cpu_us_each"]) / max(sum(r["origin_cpu_us_each"]), 1) for r in rs]
+    count = str(min(counts)) if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"
+    return f"{count} (busiest {fmt(statistics.median(shares), 0)} %)"
+
+
+def pool_table(rep):
+    p = rep.meta.get("p")
+    runs = {c: rep.runs(f"p_{c}").get("sluice", []) for c in p["configs"]} if p else {}
+    if not any(runs.values()):
+        return
+    n = p["servers"]
+    names = {"one": "1 server", "least": f"{n} servers, least_streams",
+             "affinity": f"{n} servers, least_streams, affinity header x-session-id"}
+    t = RowTable(f"p. Server choice: small requests through an upstream of 1 and of {n} servers (sluice)",
+                 "Scenario d's load (`wrk -t1 -c64`, `/small`), each request with an `x-session-id` header from a "
+                 f"fixed set of {p['sessions']:,}, through sluice with an upstream of the first origin alone, of "
+                 f"{n} origins (one process each, so {n} addresses) balanced by least_streams, and the same with "
+                 "affinity on the session id; one fresh process per configuration, configurations rotating with "
+                 "the run. Added CPU = this configuration's proxy CPU per request − the 1-server configuration's, "
+                 "taken per run (same run), then the median: what choosing among the servers costs, and what "
+                 "spreading requests over more upstream connections and origins does to the proxy.",
+                 ["upstream", "requests/s", "latency p50 (µs)", "latency p99 (µs)", "proxy CPU per request (µs)",
+                  "added CPU per request vs 1 server (µs)", "origins used", "load core 0 saturated?", "errors",
+                  "issue 16 target"])
+    base = {r["run"]: per_request(r) for r in runs.get("one", [])}
+    rule = at_most(2.0, "≤ 2 µs")
+    for config in p["configs"]:
+        rs = runs.get(config, [])
+        if not rs:
+            continue
+        added, goal = "—", ""
+        if config != "one":
+            text, med = cell([per_request(r) - base[r["run"]] for r in rs if r["run"] in base], 2)
+            added = text
+            goal = rule.render({"sluice": med})
+            rep.summary.append(("p", f"added proxy CPU per request, {names[config]} (µs)", {"sluice": med}, rule, 2))
+        errors = sum(errors_of(r) for r in rs)
+        t.add([names[config], cell([r["wrk"]["rps"] for r in rs], 0)[0],
+               cell([r["wrk"]["p50_us"] for r in rs])[0], cell([r["wrk"]["p99_us"] for r in rs])[0],
+               cell([per_request(r) for r in rs], 2)[0], added, origins_used_text(rs), saturation_text(rs),
+               str(errors) if errors == 0 else f"**{errors}**", goal])
+    rep.tables.append(t)
+
+
 # ---- notes --------------------------------------------------------------------------------
 # What a target logs at every start, or by design of the setup, is not news.
 EXPECTED_LOG = {
@@ -333,7 +386,7 @@ def add_notes(rep, messages):
             errs = {k: v for k, v in r["loadgen"]["errors"].items() if v and k != "total"}
             notes.append(f"Errors in {r['scenario']}/{r['target']}/run {r['run']}: {errs}.")
         if "wrk" in r and (r["wrk"]["socket_errors"] or r["wrk"]["non2xx"]):
-            notes.append(f"wrk errors in d/{r['target']}/run {r['run']}: socket {r['wrk']['socket_errors']}, "
+            notes.append(f"wrk errors in {r['scenario']}/{r['target']}/run {r['run']}: socket {r['wrk']['socket_errors']}, "
                          f"non-2xx {r['wrk']['non2xx']}.")
 
 
@@ -346,11 +399,12 @@ def render(rep):
         out += ["**Quick run** (`--quick`: 1 run, shorter durations, fewer streams): for development, not for the README.", ""]
     versions = "; ".join(f"{m[k]}" for k in ["nginx", "haproxy", "caddy"] if m.get(k) and m[k] != "—")
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in m.get("scenario_s", {}).items())
+    pool_runs = f", {m['p']['runs']} for p" if any(r["scenario"].startswith("p_") for r in rep.rows) else ""
     out += [
         f"- date: {m['date']}; sluice {m['sluice_commit']}",
         f"- machine: {m['nproc']} CPUs, {m['cpu_model']}, Linux {m['kernel']}",
         f"- versions: {versions + '; ' if versions else ''}{m['swift']}; {m['gcc']}",
-        f"- runs: {m['runs']} per target ({m.get('noisy_runs', m['runs'])} for a, b and b16), targets alternating; cells are median (min–max); origin and load generator "
+        f"- runs: {m['runs']} per target ({m.get('noisy_runs', m['runs'])} for a, b and b16{pool_runs}), targets alternating; cells are median (min–max); origin and load generator "
         "on CPU 0, proxy on CPU 1 (`taskset`), one worker or thread each; `sluice / best peer` is sluice's median "
         "over the best of nginx, HAProxy and Caddy in that row (named in brackets)",
         f"- elapsed: build {m['build_s']} s, measurements {m['measure_s']} s ({secs}), total {m['total_s']} s",
@@ -388,6 +442,7 @@ def main():
     small_table(rep)
     e_per_stream, f_mem = idle_table(rep)
     growth_table(rep, e_per_stream, f_mem)
+    pool_table(rep)
     add_notes(rep, args.messages)
     print(render(rep))
 

@@ -147,6 +147,25 @@ class Table:
         return "\n".join(out)
 
 
+class RowTable:
+    """A table of one target's configurations (scenario p): a row per configuration, a column per
+    metric, cells already formatted (median and spread, as `cell` gives them)."""
+
+    def __init__(self, title, note, header):
+        self.title, self.note, self.header = title, note, header
+        self.rows = []
+
+    def add(self, cells):
+        self.rows.append(cells)
+
+    def render(self):
+        out = [f"### {self.title}", "", self.note, "", "| " + " | ".join(self.header) + " |",
+               "|---" * len(self.header) + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in self.rows]
+        out.append("")
+        return "\n".join(out)
+
+
 def lg(r, *keys):
     v = r["loadgen"]
     for k in keys:

@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# bench/run.sh: the side-by-side benchmark of issues 3 and 15 in one command.
+# bench/run.sh: the side-by-side benchmark of issues 3 and 15, and issue 16's pool row, in one command.
 #
-#   bench/run.sh                 full run: all six targets, 2 runs each (4 for a, b, b16; ~13 min with the build)
+#   bench/run.sh                 full run: all six targets, 2 runs each (4 for a, b, b16; 3 for p; ~14 min with the build)
 #   bench/run.sh --quick         1 run, shorter durations, fewer held streams (development, ~4 min)
 #   bench/run.sh --runs 3        more runs
-#   bench/run.sh --only a,b16    scenarios to run (a b b16 c d e f; e and f's memory part share one run)
+#   bench/run.sh --only a,b16    scenarios to run (a b b16 c d e f p; e and f's memory part share one run)
 #   bench/run.sh --targets nginx,sluice   targets to measure (direct nginx haproxy caddy sluice sluice-log)
 #   bench/run.sh --sluice PATH   measure this sluice binary instead of building one (A/B runs)
+#   bench/run.sh --results DIR   write the report there instead of bench/results (partial runs)
 #   bench/run.sh --build-only    build origin and loadgen only (needs gcc; installs nothing), then exit
 #
 # It installs nginx, HAProxy, Caddy, wrk and gcc with apt-get when missing, builds
 # bench/origin*.c and bench/loadgen*.c with gcc -O2 and sluice in release mode (scratch path
 # .build-bench, so it never touches the default .build), then measures each target with
 # origin and load generator on CPU 0 and the proxy on CPU 1. Results: bench/results/latest.md
-# (tables), bench/results/latest.jsonl (every measurement). See bench/README.md for what each
-# scenario measures and how to read the tables. Parts: targets.sh (starting and stopping
-# the proxies), measure.sh (/proc readers, load runs), report.py (the tables).
+# (tables), bench/results/latest.jsonl (every measurement), or the same names under --results.
+# See bench/README.md for what each scenario measures and how to read the tables. Parts:
+# targets.sh (starting and stopping the proxies), measure.sh (/proc readers, load runs),
+# report.py (the tables).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
-ALL_SCENARIOS="a,b,b16,c,d,e,f"
+ALL_SCENARIOS="a,b,b16,c,d,e,f,p"
 ALL_TARGETS="direct,nginx,haproxy,caddy,sluice,sluice-log"
 QUICK=0
 RUNS=""
@@ -28,6 +30,7 @@ ONLY="$ALL_SCENARIOS"
 TARGET_LIST="$ALL_TARGETS"
 BUILD_ONLY=0
 SLUICE_GIVEN=""
+RESULTS_GIVEN=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
         --only) ONLY="${2:?--only needs a list}"; shift ;;
         --targets) TARGET_LIST="${2:?--targets needs a list}"; shift ;;
         --sluice) SLUICE_GIVEN="${2:?--sluice needs a path}"; shift ;;
+        --results) RESULTS_GIVEN="${2:?--results needs a folder}"; shift ;;
         --build-only) BUILD_ONLY=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -61,6 +65,7 @@ wants_target() { in_list "$1" "$TARGETS_CSV"; }
 BENCH="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$BENCH/.." && pwd)"
 RESULTS="$BENCH/results"
+if [ -n "$RESULTS_GIVEN" ]; then mkdir -p "$RESULTS_GIVEN" && RESULTS="$(cd "$RESULTS_GIVEN" && pwd)"; fi
 BIN="$ROOT/.build-bench/bench"
 T_START=$(date +%s%N)
 
@@ -74,12 +79,12 @@ T_START=$(date +%s%N)
 # run), and 2 runs left their targets to chance; the other scenarios repeat within a few percent.
 if [ "$QUICK" = 1 ]; then
     : "${RUNS:=1}"
-    NOISY_RUNS=1
+    NOISY_RUNS=1; P_RUNS=1
     B_SECONDS=3; C_BYTES=$((256 * 1024 * 1024)); D_SECONDS=3
     E_STREAMS_MAX=2000; F_STEPS="250,1000,1500"; F_SHORT_R=50; F_LONG_EVENTS=20000
 else
     : "${RUNS:=2}"
-    NOISY_RUNS=4
+    NOISY_RUNS=4; P_RUNS=3
     B_SECONDS=5; C_BYTES=$((1024 * 1024 * 1024)); D_SECONDS=5
     E_STREAMS_MAX=""; F_STEPS="1000,4000,9000"; F_SHORT_R=250; F_LONG_EVENTS=100000
 fi
@@ -95,6 +100,13 @@ B16_BATCH=16
 # Its question (does sluice's cost per event stay flat with stream length) is issue 3's,
 # answered against nginx: the other targets skip it, which saves 2 minutes.
 F_CONNS=2; F_INTERVAL_US=100; F_SIZE=256; F_TARGETS="nginx,sluice"
+# p asks what choosing a server costs: d's load (plus a session id per request, from a fixed set
+# of P_SESSIONS) through sluice with an upstream of the first origin alone, then of P_SERVERS
+# origins (distinct processes, so distinct addresses) balanced by least_streams, then the same
+# with affinity on the session id; a fresh process each. The difference it is judged on (a few
+# percent of a request's CPU) is taken within one run, configurations rotating with the run, and
+# it gets at least P_RUNS runs. Only sluice has these configurations: other targets skip p.
+P_SERVERS=8; P_SESSIONS=1000; P_CONFIGS="one,least,affinity"; P_TARGETS="sluice"
 # Held streams: the script's own fd limit decides how many (two fds per stream in a
 # proxy, plus a margin for listeners, epoll, logs and the pool: sluice reserves 32 + 3 + its
 # max_idle (256) of its fds for those, so its default max_connections is (20,000 - 291) / 2).
@@ -238,15 +250,26 @@ if [ $((PORT_HI - PORT_LO)) -lt $((E_STREAMS + 1000)) ]; then die "ephemeral por
 # shellcheck source=bench/targets.sh
 . "$BENCH/targets.sh"
 
-# ---- origin -------------------------------------------------------------------------
-taskset -c 0 "$ORIGIN" --listen 127.0.0.1:0 --port-file "$WORK/origin.port" 2> "$WORK/origin.log" &
-ORIGIN_PID=$!
-STARTED+=("$ORIGIN_PID")
-for _ in $(seq 1 50); do [ -s "$WORK/origin.port" ] && break; sleep 0.1; done
-[ -s "$WORK/origin.port" ] || die "origin did not start: $(cat "$WORK/origin.log")"
-ORIGIN_PORT=$(cat "$WORK/origin.port")
+# ---- origins ------------------------------------------------------------------------
+# Every scenario uses the first origin; p's pool adds P_SERVERS - 1 more, started only when p
+# runs (idle otherwise). All run on CPU 0 and all count as the origin's CPU.
+ORIGIN_PIDS=(); ORIGIN_PORTS=()
+start_origin() {  # start_origin NAME: appends its PID and port to ORIGIN_PIDS and ORIGIN_PORTS
+    local name="$1"
+    taskset -c 0 "$ORIGIN" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" 2> "$WORK/$name.log" &
+    ORIGIN_PIDS+=("$!")
+    STARTED+=("$!")
+    for _ in $(seq 1 50); do [ -s "$WORK/$name.port" ] && break; sleep 0.1; done
+    [ -s "$WORK/$name.port" ] || die "$name did not start: $(cat "$WORK/$name.log")"
+    ORIGIN_PORTS+=("$(cat "$WORK/$name.port")")
+}
+start_origin origin
+ORIGIN_PID=${ORIGIN_PIDS[0]}; ORIGIN_PORT=${ORIGIN_PORTS[0]}
+if want p; then
+    for i in $(seq 2 "$P_SERVERS"); do start_origin "origin-$i"; done
+fi
 PORT_BASE="${BENCH_PORT:-18480}"
-log "origin pid $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT; fd limit $NOFILE; held streams $E_STREAMS; targets ${TARGETS[*]}"
+log "origin pid $ORIGIN_PID on 127.0.0.1:$ORIGIN_PORT ($((${#ORIGIN_PIDS[@]} - 1)) more for p); fd limit $NOFILE; held streams $E_STREAMS; targets ${TARGETS[*]}"
 
 # ---- machine state ---------------------------------------------------------------------
 # Other work on the machine skews every number; measure how busy it is before starting.
@@ -261,11 +284,13 @@ IDLE_WAIT_LEFT="${BENCH_IDLE_WAIT:-$([ "$QUICK" = 1 ] && echo 0 || echo 240)}"
 # ---- scenarios ----------------------------------------------------------------------------
 RAW="$WORK/raw.jsonl"
 : > "$RAW"
-# Targets alternate between runs: run r starts the rotation at target r.
-order_for_run() {
-    local r="$1" i n=${#TARGETS[@]}
-    for i in $(seq 0 $((n - 1))); do echo "${TARGETS[$(( (i + r - 1) % n ))]}"; done
+# Targets (and p's configurations) alternate between runs: run r starts the rotation at item r.
+rotate() {  # rotate RUN ITEM...
+    local r="$1"; shift
+    local items=("$@") i n=$#
+    for i in $(seq 0 $((n - 1))); do echo "${items[$(( (i + r - 1) % n ))]}"; done
 }
+order_for_run() { rotate "$1" "${TARGETS[@]}"; }
 
 # Every target is measured warm, as a long-running proxy would be: a short run of the same
 # load first (a's is a full run, kept as cold-start data). e is measured from a fresh
@@ -287,7 +312,7 @@ measure_scenario() {  # measure_scenario SCENARIO TARGET RUN
            measure_loadgen c "$target" "$run" 120 --mode bytes -c 1 -r 1 --duration 90 --path "/bytes?n=$C_BYTES" ;;
         d) timeout -k 5 $((WARM_S + 30)) taskset -c 0 wrk -t1 -c64 -d"${WARM_S}s" "http://127.0.0.1:$PORT/small" \
                > /dev/null 2>&1 || die "wrk warm-up failed"
-           measure_wrk "$target" "$run" ;;
+           measure_wrk d "$target" "$run" ;;
         e) measure_hold "$target" "$run" "$F_STEPS,$E_STREAMS" ;;
         f) loadgen_run 30 --mode sse -c "$F_CONNS" -r 20 --duration "$WARM_S" \
                --path "/sse?events=100&interval_us=$F_INTERVAL_US&size=$F_SIZE" > /dev/null
@@ -298,17 +323,41 @@ measure_scenario() {  # measure_scenario SCENARIO TARGET RUN
     esac
 }
 
+# p measures one fresh process per upstream configuration (the pool is fixed at start), each
+# warmed and measured with the same wrk load; records are p_one, p_least and p_affinity.
+measure_pool() {  # measure_pool TARGET RUN RUNS
+    local target="$1" run="$2" runs="$3" config session_ids=(-s "$BENCH/session-ids.lua")
+    for config in $(rotate "$run" ${P_CONFIGS//,/ }); do
+        wait_idle
+        log "scenario p run $run/$runs: $target, upstream $config"
+        POOL_LINES=$(pool_lines "$config")
+        start_target "$target"
+        timeout -k 5 $((WARM_S + 30)) taskset -c 0 wrk -t1 -c64 -d"${WARM_S}s" "${session_ids[@]}" \
+            "http://127.0.0.1:$PORT/small" -- "$P_SESSIONS" > /dev/null 2>&1 || die "wrk warm-up failed"
+        measure_wrk "p_$config" "$target" "$run" "${session_ids[@]}" -- "$P_SESSIONS"
+        stop_target p "$run"
+    done
+    POOL_LINES=""
+}
+
 T_MEASURE=$(date +%s%N)
 for scenario in ${ALL_SCENARIOS//,/ }; do
     want "$scenario" || continue
     T_SCENARIO=$(date +%s%N)
     runs=$RUNS
-    case "$scenario" in a|b|b16) runs=$(( RUNS > NOISY_RUNS ? RUNS : NOISY_RUNS )) ;; esac
+    case "$scenario" in
+        a|b|b16) runs=$(( RUNS > NOISY_RUNS ? RUNS : NOISY_RUNS )) ;;
+        p) runs=$(( RUNS > P_RUNS ? RUNS : P_RUNS )) ;;
+    esac
     for run in $(seq 1 "$runs"); do
         for target in $(order_for_run "$run"); do
             # No proxy, nothing to weigh: e and f measure the proxy's memory and CPU.
             if [ "$target" = direct ] && { [ "$scenario" = e ] || [ "$scenario" = f ]; }; then continue; fi
             if [ "$scenario" = f ] && ! in_list "$target" "$F_TARGETS"; then continue; fi
+            if [ "$scenario" = p ]; then
+                if in_list "$target" "$P_TARGETS"; then measure_pool "$target" "$run" "$runs"; fi
+                continue
+            fi
             wait_idle
             log "scenario $scenario run $run/$runs: $target"
             start_target "$target"
@@ -319,7 +368,7 @@ for scenario in ${ALL_SCENARIOS//,/ }; do
     printf '%s\t%s\n' "$scenario" "$(calc "($(date +%s%N) - $T_SCENARIO) / 1e9")" >> "$WORK/scenario-seconds.tsv"
 done
 MEASURE_S=$(calc "($(date +%s%N) - $T_MEASURE) / 1e9")
-stop_pid "$ORIGIN_PID"
+for pid in "${ORIGIN_PIDS[@]}"; do stop_pid "$pid"; done
 
 # ---- report ------------------------------------------------------------------------------
 version_of() {  # version_of TARGET: its first version line, or "—" when not measured
@@ -345,6 +394,8 @@ TOTAL_S=$(elapsed)
         "$B_CONNS" "$B_SIZE" "$B_SECONDS" "$B16_BATCH" "$C_BYTES" "$D_SECONDS"
     printf '"f":{"conns":%d,"interval_us":%d,"size":%d,"short_requests":%d,"long_events":%d},' \
         "$F_CONNS" "$F_INTERVAL_US" "$F_SIZE" "$F_SHORT_R" "$F_LONG_EVENTS"
+    printf '"p":{"servers":%d,"sessions":%d,"runs":%d,"configs":["%s"]},' \
+        "$P_SERVERS" "$P_SESSIONS" "$(( RUNS > P_RUNS ? RUNS : P_RUNS ))" "${P_CONFIGS//,/\",\"}"
     printf '"scenario_s":{%s},' "$(awk -F'\t' '{printf "%s\"%s\":%s", (NR > 1 ? "," : ""), $1, $2}' "$WORK/scenario-seconds.tsv" 2>/dev/null)"
     printf '"idle_busy_pct":[%s,%s],"build_s":%s,"measure_s":%s,"total_s":%s}\n' "$IDLE_BUSY0" "$IDLE_BUSY1" "$BUILD_S" "$MEASURE_S" "$TOTAL_S"
 } > "$WORK/meta.json"

@@ -1,8 +1,8 @@
 # bench/targets.sh: the proxies bench/run.sh measures, sourced by it (not run alone).
 # Each target starts from a template under the run's temp folder, pinned to CPU 1, and is
 # stopped by PID. It reads run.sh's globals (BENCH, WORK, NOFILE, FD_MARGIN, ORIGIN_PORT,
-# PORT_BASE, LOADGEN, STARTED, and the binaries NGINX, HAPROXY, CADDY, SLUICE) and its
-# helpers (log, die, stop_pid).
+# ORIGIN_PORTS, POOL_LINES, PORT_BASE, LOADGEN, STARTED, and the binaries NGINX, HAPROXY, CADDY,
+# SLUICE) and its helpers (log, die, stop_pid).
 # shellcheck shell=bash disable=SC2154
 
 # start_target NAME sets PORT (where the load generator connects), TARGET_PID (the process
@@ -30,10 +30,27 @@ await_start() {  # await_start NAME FILE PATTERN
     die "$name did not get ready: $(tail -5 "$file" 2>/dev/null)"
 }
 
+POOL_LINES=""  # scenario p's lines for sluice's upstream block (see pool_lines); empty otherwise
 fill_template() {  # fill_template TEMPLATE OUT: the placeholders every template may use
+    local pool=(-e "s#@POOL@#$POOL_LINES#g")
+    if [ -z "$POOL_LINES" ]; then pool=(-e "/^@POOL@$/d"); fi
     sed -e "s#@PORT@#$PORT#g" -e "s#@ORIGIN_PORT@#$ORIGIN_PORT#g" -e "s#@NOFILE@#$NOFILE#g" \
         -e "s#@MAXCONN@#$(( (NOFILE - 64) / 2 ))#g" -e "s#@WORKER_CONNECTIONS@#$((NOFILE * 2))#g" \
-        -e "s#@PREFIX@#$WORK/$TARGET#g" -e "s#@LOG_FILE@#${LOG_FILE:-off}#g" "$BENCH/$1" > "$2"
+        -e "s#@PREFIX@#$WORK/$TARGET#g" -e "s#@LOG_FILE@#${LOG_FILE:-off}#g" "${pool[@]}" "$BENCH/$1" > "$2"
+}
+
+# Scenario p's upstream after the template's first server: `one` adds nothing to it but the
+# balance policy every configuration names (the default, written out), `least` the other origins,
+# `affinity` also the session-id key bench/session-ids.lua sends. GNU sed turns each \n into a
+# line break.
+pool_lines() {  # pool_lines one|least|affinity
+    local lines="" port
+    if [ "$1" != one ]; then
+        for port in "${ORIGIN_PORTS[@]:1}"; do lines+="    server http://127.0.0.1:$port\\n"; done
+    fi
+    lines+="    balance least_streams"
+    if [ "$1" = affinity ]; then lines+="\\n    affinity header x-session-id"; fi
+    echo "$lines"
 }
 
 start_nginx() {
