@@ -64,13 +64,12 @@ struct MetricsLayout: Sendable {
     static let queuedBytes = 7
     static let overloadRefusals = 8
     static let upstreamReplays = 9
-    static let upstreamConnectRetries = 10
-    static let idleEvictions = 11
+    static let idleEvictions = 10
     /// `sluice_generated_responses_total` by source: client, upstream, internal (`ProxyError.Source`).
-    static let generatedClient = 12
-    static let generatedUpstream = 13
-    static let generatedInternal = 14
-    static let scalarCount = 15
+    static let generatedClient = 11
+    static let generatedUpstream = 12
+    static let generatedInternal = 13
+    static let scalarCount = 14
 
     let routeCount: Int
     let ruleCount: Int
@@ -210,9 +209,6 @@ public final class LoopMetrics: Sendable {
 
     /// Counts a request sent again on a fresh connection because the pooled one it met had been closed.
     public func countUpstreamReplay() { cells.add(MetricsLayout.upstreamReplays, 1) }
-
-    /// Counts a connect that failed or timed out and moved on to the upstream's next address.
-    public func countUpstreamConnectRetry() { cells.add(MetricsLayout.upstreamConnectRetries, 1) }
 
     /// A response sluice generated instead of forwarding one, by whose fault it is.
     func countGeneratedResponse(_ source: ProxyError.Source) {

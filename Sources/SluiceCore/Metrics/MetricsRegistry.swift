@@ -19,6 +19,8 @@ public final class MetricsRegistry: Sendable {
     private let names: Locked<Names>
     /// The `(route, model)` labels of the TTFT histogram and the token counters, shared by the loops.
     let modelSeries = ModelSeriesTable()
+    /// The upstream pools of the settings in force (``watch(_:)``), whose series are read at each scrape.
+    let upstreamPools = Locked<[UpstreamPool]>([])
 
     /// The labels of the slots and the live rate limiter (replaced by a reload that changes the rules).
     private struct Names {
@@ -84,16 +86,20 @@ public final class MetricsRegistry: Sendable {
     /// Every counter and histogram is written even when zero, for every route, status class,
     /// `end` and rule, so a rate over a series that appears later still starts from 0. The per-model
     /// series are the exception: a `(route, model)` pair appears once it has been counted (its labels
-    /// are not known before), and a route's `other` once a model beyond the cap was counted there.
+    /// are not known before), and a route's `other` once a model beyond the cap was counted there. The
+    /// upstream pools' series are written for the servers and upstreams of the settings in force.
     ///
     /// - Parameters:
     ///   - process: the `process_*` values; read from procfs now unless given (tests give fixed ones).
     ///   - build: the labels of `sluice_build_info`.
+    ///   - now: the loop clock's milliseconds, against which a server's ejection is read for `sluice_upstream_server_up`.
     public func render(process: ProcessStats = .current(),
-                       build: (version: String, commit: String) = (BuildInfo.version, BuildInfo.commit)) -> String {
+                       build: (version: String, commit: String) = (BuildInfo.version, BuildInfo.commit),
+                       now: Int64 = Syscall.monotonicMilliseconds()) -> String {
         let (routes, rateLimitRules, currentRuleSlots, rateLimiter) = names.withLock {
             ($0.routes, $0.rules, $0.currentRuleSlots, $0.rateLimiter)
         }
+        let pools = upstreamPools.withLock { $0 }
         var totals = [Int](repeating: 0, count: layout.cellCount)
         for loop in loops {
             for index in 0..<layout.cellCount { totals[index] &+= loop.cells.load(index) }
@@ -152,9 +158,9 @@ public final class MetricsRegistry: Sendable {
                    help: "Idle client connections closed to make room for a new one because max_connections were open.")
         out.sample("sluice_connections_evicted_total", value: totals[MetricsLayout.idleEvictions])
         out.family("sluice_upstream_retries_total", type: "counter",
-                   help: "Requests sent again before any response byte: on a fresh connection after a pooled one was found closed (replay), or to the next address after a connect failed (connect_failed).")
+                   help: "Requests sent again before any response byte: on a fresh connection to the same server after a pooled one was found closed (reason replay, over all upstreams), or to another server of the upstream after a retry_on failure (reason connect_error, reset or the status).")
         out.sample("sluice_upstream_retries_total", labels: ["reason": "replay"], value: totals[MetricsLayout.upstreamReplays])
-        out.sample("sluice_upstream_retries_total", labels: ["reason": "connect_failed"], value: totals[MetricsLayout.upstreamConnectRetries])
+        Self.renderPoolRetries(pools, to: &out)
         out.family("sluice_generated_responses_total", type: "counter",
                    help: "Responses sluice generated instead of forwarding one, by whose fault: client (4xx), upstream (502, 504) or internal (503).")
         out.sample("sluice_generated_responses_total", labels: ["source": "client"], value: totals[MetricsLayout.generatedClient])
@@ -196,6 +202,8 @@ public final class MetricsRegistry: Sendable {
             // TTFT right after TTFE, where it was before it gained its labels.
             if metric == .ttfe { renderModelSeries(totals: totals, routes: routes, to: &out) }
         }
+
+        Self.renderPools(pools, now: now, to: &out)
 
         out.family("sluice_build_info", type: "gauge", help: "Always 1; the labels say which sluice this is.")
         out.sample("sluice_build_info", labels: ["version": build.version, "commit": build.commit], value: 1)

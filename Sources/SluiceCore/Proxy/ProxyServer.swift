@@ -108,6 +108,7 @@ public final class RunningProxy: Sendable {
                 state.config = config
                 state.settings = settings
                 readiness.watch(settings)
+                metrics.watch(settings)
                 Self.logResolution(settings)
                 resolverWake.post()
                 healthChecks.watch(settings)
@@ -320,6 +321,7 @@ public enum ProxyServer {
         }
         let readiness = Readiness()
         readiness.watch(settings)
+        metrics.watch(settings)
         let reloads = ReloadCoordinator()
         var admin: String?
         if let address = config.admin {

@@ -293,10 +293,9 @@ sluice_connections_refused_total 0
 # HELP sluice_connections_evicted_total Idle client connections closed to make room for a new one because max_connections were open.
 # TYPE sluice_connections_evicted_total counter
 sluice_connections_evicted_total 0
-# HELP sluice_upstream_retries_total Requests sent again before any response byte: on a fresh connection after a pooled one was found closed (replay), or to the next address after a connect failed (connect_failed).
+# HELP sluice_upstream_retries_total Requests sent again before any response byte: on a fresh connection to the same server after a pooled one was found closed (reason replay, over all upstreams), or to another server of the upstream after a retry_on failure (reason connect_error, reset or the status).
 # TYPE sluice_upstream_retries_total counter
 sluice_upstream_retries_total{reason="replay"} 0
-sluice_upstream_retries_total{reason="connect_failed"} 0
 # HELP sluice_generated_responses_total Responses sluice generated instead of forwarding one, by whose fault: client (4xx), upstream (502, 504) or internal (503).
 # TYPE sluice_generated_responses_total counter
 sluice_generated_responses_total{source="client"} 0
@@ -469,6 +468,24 @@ sluice_event_gap_seconds_bucket{le="60"} 2
 sluice_event_gap_seconds_bucket{le="+Inf"} 2
 sluice_event_gap_seconds_sum 0.0205
 sluice_event_gap_seconds_count 2
+# HELP sluice_upstream_server_streams Streams in flight to each server of an upstream pool, from every worker.
+# TYPE sluice_upstream_server_streams gauge
+# HELP sluice_upstream_server_up 1 while a server takes new streams; 0 while it is ejected after failures or failing its health check.
+# TYPE sluice_upstream_server_up gauge
+# HELP sluice_upstream_server_responses_total Final response heads from each server, by status class; one that was then retried on another server (a 503) counts too.
+# TYPE sluice_upstream_server_responses_total counter
+# HELP sluice_upstream_server_failures_total Failures traffic saw on each server: a connect that failed, a reset before the response head, a 5xx or a 429.
+# TYPE sluice_upstream_server_failures_total counter
+# HELP sluice_upstream_server_ejections_total Times each server was taken out of use: ejected after max_fails failures within fail_window, or failing its health check.
+# TYPE sluice_upstream_server_ejections_total counter
+# HELP sluice_upstream_server_ttft_seconds Time from the start of a try on a server (its connect, or taking a pooled connection) to its final response head.
+# TYPE sluice_upstream_server_ttft_seconds histogram
+# HELP sluice_affinity_total Requests to upstreams with affinity: sent to the first available server in the key's order (hit), to a later one because that one was over the load bound (spill), or balanced for want of a key (nokey).
+# TYPE sluice_affinity_total counter
+# HELP sluice_upstream_panic_total Streams sent to a server while none of the upstream was available (panic mode: every server taken as healthy).
+# TYPE sluice_upstream_panic_total counter
+# HELP sluice_upstream_retries_refused_total Retries retry_on allowed but the upstream's retry budget (retry_ratio) did not: the client got the failure.
+# TYPE sluice_upstream_retries_refused_total counter
 # HELP sluice_build_info Always 1; the labels say which sluice this is.
 # TYPE sluice_build_info gauge
 sluice_build_info{version="0.1.0",commit="abc1234"} 1
@@ -506,7 +523,7 @@ enum PrometheusCheck {
         return result
     }
 
-    /// Problems found: a sample before its `# TYPE`, a family without `# HELP`, names without the
+    /// Problems found: a sample before its `# TYPE`, a family without `# HELP` or declared twice, names without the
     /// `sluice_` prefix (or `process_`, the client libraries' standard names), counters without `_total`,
     /// non-numeric values, histogram buckets not cumulative or not ending in `+Inf`, `_count` different
     /// from the `+Inf` bucket; each labelled histogram series (labels other than `le`) on its own.
@@ -526,6 +543,7 @@ enum PrometheusCheck {
                 let parts = line.dropFirst(7).split(separator: " ")
                 guard parts.count == 2 else { issues.append("bad TYPE: \(line)"); continue }
                 let name = String(parts[0])
+                if types[name] != nil { issues.append("family declared twice: \(name)") }
                 types[name] = String(parts[1])
                 if !helped.contains(name) { issues.append("TYPE before HELP: \(name)") }
                 if !name.hasPrefix("sluice_") && !name.hasPrefix("process_") { issues.append("no prefix: \(name)") }
