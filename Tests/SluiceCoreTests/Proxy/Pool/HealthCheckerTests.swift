@@ -173,4 +173,36 @@ import Testing
             #expect((11...13).contains(probes[server.description]!.count), "\(server): \(probes[server.description]!)")
         }
     }
+
+    // MARK: The thread
+
+    /// The thread against real servers: one answering 200, one refusing. The refusing one is taken out, the other
+    /// stays in and is probed again and again; `stop` ends the thread.
+    @Test func theThreadProbesEveryServerUntilStopped() throws {
+        let healthy = try ProbeOrigin(reply: Array("HTTP/1.1 200 OK\r\n\r\n".utf8), connections: 50)
+        let refused = try ProbeOrigin(reply: nil).finish(returningPort: true)
+        let check = HealthCheckConfig(path: "/health", interval: 20, timeout: 500)
+        let servers = [UpstreamServerConfig(scheme: .http, host: "127.0.0.1", port: healthy.port),
+                       UpstreamServerConfig(scheme: .http, host: "127.0.0.1", port: refused)]
+        let config = Config(workers: 1, listeners: [Config.defaultListenAddress],
+                            upstreams: [UpstreamConfig(name: "fleet", servers: servers, pool: UpstreamPoolConfig(healthCheck: check))],
+                            routes: [RouteConfig(prefix: "/", upstream: "fleet")])
+        let settings = try ProxySettings(config: config, metrics: MetricsRegistry(workers: 1, routes: ["/"], rateLimitRules: [], logQueue: nil))
+        let checker = HealthChecker(settings: settings)
+        let stopped = ThreadSemaphore()
+        try LoopThread.spawn(name: "health-test") {
+            checker.probeUntilStopped()
+            stopped.post()
+        }
+        let pool = settings.upstreams[0].pool
+        let deadline = Syscall.monotonicMilliseconds() + 5_000
+        while (pool.servers[1].unavailableUntil != .max || healthy.served < 3) && Syscall.monotonicMilliseconds() < deadline {
+            Syscall.sleep(milliseconds: 5)
+        }
+        #expect(pool.servers[1].unavailableUntil == .max, "the refusing server fails its probes")
+        #expect(healthy.served >= 3 && pool.servers[0].unavailableUntil == 0, "the healthy one is probed every interval and stays in")
+        checker.stop()
+        #expect(stopped.wait(milliseconds: 2_000), "stop ends the thread")
+        healthy.finish()
+    }
 }

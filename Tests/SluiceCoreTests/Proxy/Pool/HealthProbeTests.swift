@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 import Testing
 
 @testable import SluiceCore
@@ -62,32 +63,45 @@ import Testing
     }
 }
 
-/// A loopback origin for one probe, on a thread of its own: it accepts one connection, reads the request head
-/// (through a server `TLSEngine` when given a context; or whatever the first read gets, `readsOnce`), answers
-/// `reply` and closes. With no reply it never accepts: the kernel completes the connect and nobody answers.
-private final class ProbeOrigin: @unchecked Sendable {
-    // @unchecked: `received` is written by the origin thread before it posts `done`, read after the wait.
+/// A loopback origin for probes, on a thread of its own: it accepts `connections` connections one after the
+/// other, reads each request head (through a server `TLSEngine` when given a context; or whatever the first read
+/// gets, `readsOnce`), answers `reply` and closes. With no reply it never accepts: the kernel completes the
+/// connect and nobody answers.
+final class ProbeOrigin: @unchecked Sendable {
+    // @unchecked: `received` is written by the origin thread before it posts `done`, read after the wait; the
+    // counters are atomic.
     let port: UInt16
     private let listener: Int32
     private var received: [UInt8] = []
     private let done = ThreadSemaphore()
     private let serving: Bool
+    private let answered = Atomic<Int>(0)
+    /// `finish` was called: the origin stops waiting for connections.
+    private let closing = Atomic<Bool>(false)
 
-    init(reply: [UInt8]?, tls: TLSContext? = nil, readsOnce: Bool = false) throws {
+    init(reply: [UInt8]?, tls: TLSContext? = nil, readsOnce: Bool = false, connections: Int = 1) throws {
         let socket = try Syscall.exclusiveListeningSocket(SocketAddress(numericHost: "127.0.0.1", port: 0)!, backlog: 8)
         port = try Syscall.localAddress(socket.rawValue).port
         listener = socket.releaseRawValue()
         serving = reply != nil
         guard let reply else { return }
         try LoopThread.spawn(name: "probe-origin") { [self] in
-            serve(reply: reply, tls: tls, readsOnce: readsOnce)
+            for _ in 0..<connections {
+                received = []
+                guard serve(reply: reply, tls: tls, readsOnce: readsOnce) else { break }
+                answered.add(1, ordering: .relaxed)
+            }
             done.post()
         }
     }
 
+    /// Connections answered so far (any thread).
+    var served: Int { answered.load(ordering: .relaxed) }
+
     /// Waits for the origin (bounded), closes the listener, and returns what it read.
     @discardableResult
     func finish() -> [UInt8] {
+        closing.store(true, ordering: .relaxed)
         if serving { done.wait(milliseconds: 5_000) }
         Glibc.close(listener)
         return received
@@ -99,9 +113,13 @@ private final class ProbeOrigin: @unchecked Sendable {
         return port
     }
 
-    private func serve(reply: [UInt8], tls: TLSContext?, readsOnce: Bool) {
-        guard Syscall.waitReady(listener, for: .readable, milliseconds: 5_000),
-              case .processed(let accepted)? = try? Syscall.accept(listener) else { return }
+    /// Serves one connection; false when none came.
+    private func serve(reply: [UInt8], tls: TLSContext?, readsOnce: Bool) -> Bool {
+        var ready = false
+        for _ in 0..<100 where !ready && !closing.load(ordering: .relaxed) {
+            ready = Syscall.waitReady(listener, for: .readable, milliseconds: 50)
+        }
+        guard ready, case .processed(let accepted)? = try? Syscall.accept(listener) else { return false }
         let connection = FileDescriptor(rawValue: accepted.fd)
         let fd = connection.rawValue
         let engine = tls.map { TLSEngine(server: $0) }
@@ -113,14 +131,14 @@ private final class ProbeOrigin: @unchecked Sendable {
                 case .bytes(let count): received += chunk[..<count]
                 case .wantRead:
                     Self.flush(engine, fd)  // the handshake's answer, before waiting for the client's next flight
-                    guard Self.pull(engine, fd) else { return }
+                    guard Self.pull(engine, fd) else { return true }
                 case .wantWrite: Self.flush(engine, fd)
-                case .closed, .failed: return
+                case .closed, .failed: return true
                 }
                 continue
             }
             guard Syscall.waitReady(fd, for: .readable, milliseconds: 5_000),
-                  case .processed(let count)? = try? chunk.withUnsafeMutableBytes({ try Syscall.read(fd, into: $0) }), count > 0 else { return }
+                  case .processed(let count)? = try? chunk.withUnsafeMutableBytes({ try Syscall.read(fd, into: $0) }), count > 0 else { return true }
             received += chunk[..<count]
         }
         if let engine {
@@ -129,6 +147,7 @@ private final class ProbeOrigin: @unchecked Sendable {
         } else if !reply.isEmpty {
             _ = try? reply.withUnsafeBytes { try Syscall.write(fd, $0, UnsafeRawBufferPointer(start: nil, count: 0)) }
         }
+        return true
     }
 
     private static func flush(_ engine: TLSEngine, _ fd: Int32) {
