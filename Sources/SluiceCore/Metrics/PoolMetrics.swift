@@ -67,10 +67,10 @@ extension MetricsRegistry {
         }
         let healthCounters: [(String, String, KeyPath<PoolServerCounters, Int>)] = [
             ("sluice_upstream_server_failures_total",
-             "Failures traffic saw on each server: a connect that failed, a reset before the response head, a 5xx or a 429.",
+             "Failures traffic saw on each server: a connect that failed or timed out, a close or reset before the response head, a first-byte timeout, a 5xx or a 429.",
              \.failures),
             ("sluice_upstream_server_ejections_total",
-             "Times each server was taken out of use: ejected after max_fails failures within fail_window, or failing its health check.",
+             "Times each server was taken out of use: ejected after max_fails failures within fail_window, or by the first of a run of failed health checks.",
              \.ejections),
         ]
         for (name, help, field) in healthCounters {
@@ -113,7 +113,7 @@ extension MetricsRegistry {
             out.sample("sluice_affinity_total", labels: ["upstream": pool.name, "result": "nokey"], value: affinity.nokey)
         }
         out.family("sluice_upstream_panic_total", type: "counter",
-                   help: "Streams sent to a server while none of the upstream was available (panic mode: every server taken as healthy).")
+                   help: "Requests sent to a server while none of the upstream was available (panic mode: every server taken as healthy).")
         for pool in pools {
             out.sample("sluice_upstream_panic_total", labels: ["upstream": pool.name], value: pool.counters.panicCount)
         }

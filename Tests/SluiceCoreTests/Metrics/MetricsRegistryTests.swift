@@ -474,15 +474,15 @@ sluice_event_gap_seconds_count 2
 # TYPE sluice_upstream_server_up gauge
 # HELP sluice_upstream_server_responses_total Final response heads from each server, by status class; one that was then retried on another server (a 503) counts too.
 # TYPE sluice_upstream_server_responses_total counter
-# HELP sluice_upstream_server_failures_total Failures traffic saw on each server: a connect that failed, a reset before the response head, a 5xx or a 429.
+# HELP sluice_upstream_server_failures_total Failures traffic saw on each server: a connect that failed or timed out, a close or reset before the response head, a first-byte timeout, a 5xx or a 429.
 # TYPE sluice_upstream_server_failures_total counter
-# HELP sluice_upstream_server_ejections_total Times each server was taken out of use: ejected after max_fails failures within fail_window, or failing its health check.
+# HELP sluice_upstream_server_ejections_total Times each server was taken out of use: ejected after max_fails failures within fail_window, or by the first of a run of failed health checks.
 # TYPE sluice_upstream_server_ejections_total counter
 # HELP sluice_upstream_server_ttft_seconds Time from the start of a try on a server (its connect, or taking a pooled connection) to its final response head.
 # TYPE sluice_upstream_server_ttft_seconds histogram
 # HELP sluice_affinity_total Requests to upstreams with affinity: sent to the first available server in the key's order (hit), to a later one because that one was over the load bound (spill), or balanced for want of a key (nokey).
 # TYPE sluice_affinity_total counter
-# HELP sluice_upstream_panic_total Streams sent to a server while none of the upstream was available (panic mode: every server taken as healthy).
+# HELP sluice_upstream_panic_total Requests sent to a server while none of the upstream was available (panic mode: every server taken as healthy).
 # TYPE sluice_upstream_panic_total counter
 # HELP sluice_upstream_retries_refused_total Retries retry_on allowed but the upstream's retry budget (retry_ratio) did not: the client got the failure.
 # TYPE sluice_upstream_retries_refused_total counter
