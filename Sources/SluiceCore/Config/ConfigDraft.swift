@@ -7,7 +7,14 @@ struct ConfigDraft: Equatable {
         var name: String
         /// Line of `upstream NAME {`; 0 when added by `--upstream`.
         var line: Int
-        var server: ConfigValues.Server?
+        /// The `server` lines in order, each with its line number.
+        var servers: [UpstreamServerConfig] = []
+        /// Balance, affinity, health and retry keys; the eject times are checked against each other in resolve().
+        var pool = UpstreamPoolConfig()
+        /// Lines of `eject_time` and `max_eject_time`, for the error when the first exceeds the second; 0 when
+        /// not given.
+        var ejectTimeLine = 0
+        var maxEjectTimeLine = 0
         var maxIdle = UpstreamConfig.defaultMaxIdleConnections
         var resolveInterval = UpstreamConfig.defaultResolveInterval
         /// nil: the top-level `resolve_at_start` (or its default) applies.

@@ -14,7 +14,7 @@ extension Config {
     /// flags on top, then validates the result.
     ///
     /// Flag rules: `--listen` replaces the file's listeners; `--workers` replaces `workers`;
-    /// `--upstream URL` replaces the server of the upstream that route `/` names, or, when
+    /// `--upstream URL` replaces the servers of the upstream that route `/` names, or, when
     /// there is no `/` route, adds upstream `default` and route `/` to it; `--log-file`
     /// replaces the log `file`; `--log-stdout` turns stdout logging on whatever the file
     /// says; `--admin` replaces the `admin` block's `listen`. Without a file, `--upstream` is
@@ -96,7 +96,8 @@ extension ConfigDraft {
             // A "/" route naming no or an unknown upstream is left alone: resolve() reports it
             // with its line, which is more useful than guessing what was meant.
             if let index = upstreams.firstIndex(where: { $0.name == root.upstream }) {
-                upstreams[index].server = server
+                // Every server line goes; the pool keys stay.
+                upstreams[index].servers = [UpstreamServerConfig(scheme: server.scheme, host: server.host, port: server.port)]
                 // The file's `server` line no longer says where the name came from.
                 keyLines["upstream.\(upstreams[index].name).server"] = nil
             }
@@ -108,7 +109,8 @@ extension ConfigDraft {
                 "--upstream would add upstream '\(name)' for route '/', but line \(existing.line) already declares an upstream named '\(name)'; add 'route / { upstream \(name) }' or rename it"
             )
         }
-        upstreams.append(Upstream(name: name, line: 0, server: server))
+        upstreams.append(
+            Upstream(name: name, line: 0, servers: [UpstreamServerConfig(scheme: server.scheme, host: server.host, port: server.port)]))
         routes.append(Route(prefix: "/", line: 0, upstream: name))
     }
 
@@ -123,20 +125,7 @@ extension ConfigDraft {
         }
         var resolvedUpstreams: [UpstreamConfig] = []
         for upstream in upstreams {
-            guard let server = upstream.server else {
-                throw fail(upstream.line, "upstream '\(upstream.name)' has no 'server': add e.g. 'server http://127.0.0.1:8000' inside the block")
-            }
-            if server.scheme == .http && upstream.tlsLine > 0 {
-                throw fail(upstream.tlsLine, "tls_* settings apply to https upstreams; upstream '\(upstream.name)' is \(server.scheme.rawValue)://")
-            }
-            resolvedUpstreams.append(
-                UpstreamConfig(
-                    name: upstream.name,
-                    servers: [UpstreamServerConfig(scheme: server.scheme, host: server.host, port: server.port,
-                                                   line: keyLines["upstream.\(upstream.name).server"] ?? 0)],
-                    maxIdleConnections: upstream.maxIdle, resolveInterval: upstream.resolveInterval,
-                    resolveAtStart: upstream.resolveAtStart ?? resolveAtStart,
-                    tls: server.scheme == .https ? upstream.tls : nil))
+            resolvedUpstreams.append(try upstream.resolve(file: file, resolveAtStart: resolveAtStart))
         }
         let resolvedRateLimits = try resolveRateLimits(file: file)
         let names = Set(upstreams.map(\.name))

@@ -1,6 +1,7 @@
-/// The directives of the `tls`, `upstream`, `route` and `log` blocks, each writing its block's
-/// part of ``ConfigParser/draft``. Internal rather than private only because
-/// ``ConfigParser/directive(_:values:line:)`` in ConfigParser.swift dispatches here.
+/// The directives of the `tls`, `route` and `log` blocks (the `upstream` block's are in
+/// ConfigParser+Upstream.swift), each writing its block's part of ``ConfigParser/draft``.
+/// Internal rather than private only because ``ConfigParser/directive(_:values:line:)`` in
+/// ConfigParser.swift dispatches here.
 extension ConfigParser {
     mutating func tls(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         guard var block = draft.tls else { preconditionFailure("tls keys come only inside the tls block") }
@@ -27,42 +28,6 @@ extension ConfigParser {
             block.handshakeTimeout = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
         case nil:
             preconditionFailure("directive() admits only tls keys here")
-        }
-    }
-
-    /// Largest `max_idle`: far above any sane pool, low enough to catch a stray digit.
-    static let maximumIdleConnections = 65_536
-
-    mutating func upstream(_ name: String, values: [String], index: Int, line: ConfigLine) throws(ConfigError) {
-        if ConfigUpstreamTLSKey(rawValue: name) != nil {
-            if draft.upstreams[index].tlsLine == 0 { draft.upstreams[index].tlsLine = line.number }
-            draft.keyLines["upstream.\(draft.upstreams[index].name).\(name)"] = line.number
-        }
-        switch name {
-        case "server":
-            let text = try single(values, for: name, expected: "URL", usage: "server http://127.0.0.1:8000", line: line)
-            draft.upstreams[index].server = try value(line) { () throws(ConfigValueError) in try ConfigValues.upstreamURL(text) }
-            // Where a name that does not resolve is reported (`sluice check`, a `required` start-up).
-            draft.keyLines["upstream.\(draft.upstreams[index].name).server"] = line.number
-        case "resolve_at_start":
-            draft.upstreams[index].resolveAtStart = try resolveAtStart(values, line: line)
-        case ConfigUpstreamTLSKey.caFile.rawValue:
-            draft.upstreams[index].tls.caFile = try single(values, for: name, expected: "PATH", usage: "tls_ca_file /etc/ssl/my-ca.pem", line: line)
-        case ConfigUpstreamTLSKey.caDirectory.rawValue:
-            draft.upstreams[index].tls.caDirectory = try single(values, for: name, expected: "PATH", usage: "tls_ca_dir /etc/ssl/my-cas", line: line)
-        case ConfigUpstreamTLSKey.serverName.rawValue:
-            draft.upstreams[index].tls.serverName = try single(values, for: name, expected: "NAME", usage: "tls_server_name api.example.com", line: line)
-        case ConfigUpstreamTLSKey.verify.rawValue:
-            let text = try single(values, for: name, expected: "on or off", usage: "tls_verify off", line: line)
-            draft.upstreams[index].tls.verify = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
-        case "resolve_interval":
-            let text = try single(values, for: name, expected: "DURATION or off", usage: "resolve_interval 30s", line: line)
-            draft.upstreams[index].resolveInterval = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }
-        default:  // "max_idle"
-            let text = try single(values, for: name, expected: "N", usage: "max_idle 64", line: line)
-            draft.upstreams[index].maxIdle = try value(line) { () throws(ConfigValueError) in
-                try ConfigValues.integer(text, in: 0...Self.maximumIdleConnections, what: "max_idle")
-            }
         }
     }
 

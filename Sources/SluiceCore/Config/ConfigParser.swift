@@ -186,10 +186,12 @@ struct ConfigParser {
 
     private mutating func directive(_ name: String, values: [String], line: ConfigLine) throws(ConfigError) {
         guard context.keys.contains(name) else { try rejectUnknownKey(name, line: line) }
-        // Only the top-level `listen` and `trusted_proxies` and a route's `limit` repeat; the
-        // admin block takes one address.
+        // Only the top-level `listen` and `trusted_proxies`, a route's `limit` and an upstream's `server`
+        // repeat; the admin block takes one address.
         let repeats =
-            context == .top ? ConfigTopLevelKey(rawValue: name)?.repeats == true : (context.block == .route && name == "limit")
+            context == .top
+            ? ConfigTopLevelKey(rawValue: name)?.repeats == true
+            : (context.block == .route && name == "limit") || (context.block == .upstream && name == "server")
         if !repeats {
             if context == .top {
                 if let first = seenAtTop[name] { throw duplicate(name, first: first, line: line) }

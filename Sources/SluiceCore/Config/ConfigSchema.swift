@@ -4,7 +4,7 @@ enum ConfigBlockKind: String, CaseIterable {
     case timeouts
     /// `limits { ... }`: global body and watermark limits, at most once.
     case limits
-    /// `upstream NAME { ... }`: one backend server.
+    /// `upstream NAME { ... }`: a pool of backend servers and how requests are shared among them.
     case upstream
     /// `route PREFIX { ... }`: which upstream serves a path prefix, plus overrides.
     case route
@@ -22,7 +22,9 @@ enum ConfigBlockKind: String, CaseIterable {
         switch self {
         case .timeouts: ConfigTimeoutKey.allCases.map(\.rawValue)
         case .limits: ConfigLimitKey.allCases.map(\.rawValue)
-        case .upstream: ["server", "max_idle", "resolve_interval", "resolve_at_start"] + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
+        case .upstream:
+            ["server"] + ConfigUpstreamPoolKey.allCases.map(\.rawValue) + ["max_idle", "resolve_interval", "resolve_at_start"]
+                + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
                 + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit", ConfigRouteKey.injectUsage.rawValue]
@@ -76,6 +78,34 @@ enum ConfigTLSKey: String, CaseIterable {
     case ciphersuites
     /// `handshake_timeout DURATION`.
     case handshakeTimeout = "handshake_timeout"
+}
+
+/// The keys of an `upstream` block that set its ``UpstreamPoolConfig``.
+enum ConfigUpstreamPoolKey: String, CaseIterable {
+    /// `balance least_streams|round_robin|random`.
+    case balance
+    /// `affinity header NAME|json PATH|prompt SIZE`.
+    case affinity
+    /// `affinity_load_factor X`.
+    case affinityLoadFactor = "affinity_load_factor"
+    /// `max_fails N`: failures within `fail_window` that eject a server; 0 turns passive ejection off.
+    case maxFails = "max_fails"
+    /// `fail_window DURATION`.
+    case failWindow = "fail_window"
+    /// `eject_time DURATION`: the first ejection's length.
+    case ejectTime = "eject_time"
+    /// `max_eject_time DURATION`: where the doubling stops.
+    case maxEjectTime = "max_eject_time"
+    /// `health_check METHOD PATH [every DURATION] [timeout DURATION] [expect STATUS[-STATUS]]`.
+    case healthCheck = "health_check"
+    /// `retries N`.
+    case retries
+    /// `retry_on CONDITION...|off`.
+    case retryOn = "retry_on"
+    /// `retry_body_limit SIZE`.
+    case retryBodyLimit = "retry_body_limit"
+    /// `retry_ratio PERCENT`.
+    case retryRatio = "retry_ratio"
 }
 
 /// The TLS keys of an `upstream` block (https upstreams only).

@@ -143,7 +143,8 @@ import Testing
         Case("duplicate top-level key", "workers 2\nworkers 3\n", line: 2, "duplicate 'workers' (first set on line 1)"),
         Case("duplicate key in block", "timeouts {\n  total 1s\n  total 2s\n}\n", line: 3,
              "duplicate 'total' in the 'timeouts' block (first set on line 2)"),
-        Case("two servers", "upstream a {\n  server http://a\n  server http://b\n}\n", line: 3, "duplicate 'server' in upstream 'a'"),
+        Case("one server twice", "listen :80\nupstream a {\n  server http://a\n  server http://a:80\n}\nroute / {\n upstream a\n}\n", line: 4,
+             "duplicate server 'http://a:80' in upstream 'a' (first on line 3)"),
         Case("duplicate timeouts block", "timeouts {\n}\ntimeouts {\n}\n", line: 3, "duplicate 'timeouts' block (first opened on line 1)"),
         Case("duplicate listen", "listen :80\nlisten 0.0.0.0:80\n", line: 2, "duplicate listen address '0.0.0.0:80' (first on line 1)"),
 

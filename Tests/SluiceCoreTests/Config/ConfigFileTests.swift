@@ -20,12 +20,25 @@ import Testing
         #expect(config.listeners == [ListenAddress(host: "127.0.0.1", port: 8080)])
         #expect(config.timeouts == Timeouts())  // the example spells out every default
         #expect(config.limits == Limits())
+        // Servers carry their lines; found by text so that editing the prose above them does not break this test.
+        let lines = String(decoding: try ConfigFile.readAll(Self.examplePath), as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        func line(_ text: String) -> Int { (lines.firstIndex { $0.trimmingPrefix { $0 == " " } == text } ?? -1) + 1 }
+        // The pool example spells out every default but affinity and the health check (both off by default).
+        let pool = UpstreamPoolConfig(affinity: .header("x-session-id"), healthCheck: HealthCheckConfig(method: "GET", path: "/health"))
         #expect(config.upstreams == [
-            UpstreamConfig(name: "llm", scheme: .http, host: "127.0.0.1", port: 8000, maxIdleConnections: 256),
-            UpstreamConfig(name: "hosted", scheme: .https, host: "api.example.com", port: 443, maxIdleConnections: 256,
+            UpstreamConfig(name: "llm", servers: [
+                UpstreamServerConfig(scheme: .http, host: "127.0.0.1", port: 8000, weight: 2, maxStreams: 64,
+                                     line: line("server http://127.0.0.1:8000 weight 2 max_streams 64")),
+                UpstreamServerConfig(scheme: .http, host: "127.0.0.1", port: 8001, line: line("server http://127.0.0.1:8001")),
+                UpstreamServerConfig(scheme: .http, host: "127.0.0.1", port: 8002, backup: true, line: line("server http://127.0.0.1:8002 backup")),
+            ], maxIdleConnections: 256, pool: pool),
+            UpstreamConfig(name: "hosted", servers: [UpstreamServerConfig(scheme: .https, host: "api.example.com", port: 443,
+                                                                          line: line("server https://api.example.com"))],
+                           maxIdleConnections: 256,
                            tls: TLSClientConfig(caFile: "/etc/ssl/certs/ca-certificates.crt", caDirectory: "/etc/ssl/certs",
                                                 verify: true, serverName: "api.example.com")),
         ])
+        #expect(line("server http://127.0.0.1:8001") > 0 && line("server https://api.example.com") > 0)
         #expect(config.tlsListeners.isEmpty)
         #expect(config.tls == TLSServerConfig(certificateFile: "/etc/sluice/tls/chain.pem", keyFile: "/etc/sluice/tls/key.pem",
                                               ciphers: "ECDHE+AESGCM:ECDHE+CHACHA20",
@@ -159,8 +172,10 @@ import Testing
         #expect(config.timeouts == global)
         #expect(config.limits == Limits(maxRequestBody: 0, highWatermark: 2048, lowWatermark: 1024))
         #expect(config.upstreams == [
-            UpstreamConfig(name: "one", scheme: .https, host: "2001:db8::1", port: 443, maxIdleConnections: 0, resolveInterval: 5_000),
-            UpstreamConfig(name: "two", scheme: .http, host: "b.example", port: 81, maxIdleConnections: 256, resolveInterval: 0),
+            UpstreamConfig(name: "one", servers: [UpstreamServerConfig(scheme: .https, host: "2001:db8::1", port: 443, line: 22)],
+                           maxIdleConnections: 0, resolveInterval: 5_000),
+            UpstreamConfig(name: "two", servers: [UpstreamServerConfig(scheme: .http, host: "b.example", port: 81, line: 27)],
+                           maxIdleConnections: 256, resolveInterval: 0),
         ])
         var api = global
         api.upstreamFirstByte = 1_000
