@@ -11,7 +11,10 @@ import Testing
                                       path: "/v1/chat/completions?api_key=secret", worker: 3)
         record.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         record.route = "/v1"
+        record.upstreamName = "llm"
         record.upstreamAddress = "10.0.0.5:8000"
+        record.tries = 2
+        record.affinity = "spill"
         record.status = 200
         record.requestBytes = 812
         record.responseBytes = 40_213
@@ -37,7 +40,8 @@ import Testing
     @Test func fullRecordRendersEveryFieldInOrder() {
         let expected = #"{"ts":"2025-01-01T00:00:00.123456Z","request_id":"7f3a9c2e4b1d0a86","#
             + #""traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","client":"203.0.113.7:51234","#
-            + #""route":"/v1","method":"POST","path":"/v1/chat/completions","upstream":"10.0.0.5:8000","status":200,"#
+            + #""route":"/v1","method":"POST","path":"/v1/chat/completions","upstream":"llm","server":"10.0.0.5:8000","tries":2,"affinity":"spill","#
+            + #""status":200,"#
             + #""request_bytes":812,"response_bytes":40213,"sse_events":153,"ttfb_ms":41.250,"ttfe_ms":41.750,"#
             + #""ttft_ms":502.500,"tpot_ms":28.500,"tokens_per_second":35.088,"duration_ms":4812.000,"max_gap_ms":220.000,"paused_ms":0.000,"peak_queued_bytes":65536,"#
             + #""rate_limit_key":"9e107d9d372bb682","rate_limit_decision":"allowed","model":"gpt-4o-mini","#
@@ -54,7 +58,8 @@ import Testing
         record.status = 400
         record.error = "bad request line"
         let expected = #"{"ts":"1970-01-01T00:00:00.000000Z","request_id":"r1","traceparent":null,"client":"[::1]:9","#
-            + #""route":null,"method":"GET","path":"/","upstream":null,"status":400,"request_bytes":0,"#
+            + #""route":null,"method":"GET","path":"/","upstream":null,"server":null,"tries":0,"affinity":null,"#
+            + #""status":400,"request_bytes":0,"#
             + #""response_bytes":0,"sse_events":0,"ttfb_ms":null,"ttfe_ms":null,"ttft_ms":null,"tpot_ms":null,"#
             + #""tokens_per_second":null,"duration_ms":0.000,"#
             + #""max_gap_ms":0.000,"paused_ms":0.000,"peak_queued_bytes":0,"rate_limit_key":null,"#
@@ -101,7 +106,7 @@ import Testing
         record.estimatedUsage = .init(promptTokens: 1, completionTokens: 2, totalTokens: 3)
         record.capturedRequestBody = "{}"
         let line = record.jsonLine
-        let keys = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "status",
+        let keys = ["ts", "request_id", "traceparent", "client", "route", "method", "path", "upstream", "server", "tries", "affinity", "status",
                     "request_bytes", "response_bytes", "sse_events", "ttfb_ms", "ttfe_ms", "ttft_ms", "tpot_ms",
                     "tokens_per_second", "duration_ms", "max_gap_ms", "paused_ms", "peak_queued_bytes", "rate_limit_key", "rate_limit_decision", "model", "usage",
                     "usage_source", "estimated_usage", "end", "error", "worker", "request_body", "response_text", "capture_truncated"]

@@ -42,10 +42,10 @@ import Testing
         second.streamStarted()
         second.streamStarted()
         second.streamEnded()
-        first.counters.withLock { $0.count(status: 200, ttftMicroseconds: 3_000) }  // on the first bound (0.005)
-        first.counters.withLock { $0.count(status: 204, ttftMicroseconds: 40_000) }
-        first.counters.withLock { $0.count(status: 503, ttftMicroseconds: 700_000_000) }  // beyond the last bound
-        second.counters.withLock { $0.count(status: 429, ttftMicroseconds: nil) }
+        first.counters.withLock { $0.count(status: 200); $0.countTTFT(microseconds: 3_000) }  // on the first bound (0.005)
+        first.counters.withLock { $0.count(status: 204); $0.countTTFT(microseconds: 40_000) }
+        first.counters.withLock { $0.count(status: 503); $0.countTTFT(microseconds: 700_000_000) }  // beyond the last bound
+        second.counters.withLock { $0.count(status: 429) }
         second.failed(now: Self.now, upstream: pool.name, what: "status 429")
         pool.counters.countAffinity(.hit)
         pool.counters.countAffinity(.hit)
@@ -113,8 +113,8 @@ import Testing
     @Test func aReloadKeepsTheCountsOfWhatItKeepsAndDropsTheSeriesOfARemovedServer() throws {
         let (registry, settings) = try Self.fleet()
         let pool = settings.upstreams[0].pool
-        pool.servers[0].counters.withLock { $0.count(status: 200, ttftMicroseconds: 1_000) }
-        pool.servers[1].counters.withLock { $0.count(status: 200, ttftMicroseconds: 1_000) }
+        pool.servers[0].counters.withLock { $0.count(status: 200); $0.countTTFT(microseconds: 1_000) }
+        pool.servers[1].counters.withLock { $0.count(status: 200); $0.countTTFT(microseconds: 1_000) }
         pool.counters.countRetry(.reset)
         // The second line goes, and `reset` leaves retry_on: its count stays (a counter does not vanish).
         let reloaded = try ProxySettings(config: Self.config(servers: [UpstreamServerConfig(scheme: .http, host: "127.0.0.1", port: 8001)],

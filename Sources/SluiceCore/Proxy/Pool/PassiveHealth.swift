@@ -73,6 +73,11 @@ struct PassiveHealth: Equatable {
         return probeFailing ? nil : .probeFailed
     }
 
+    /// The upstream no longer has a `health_check` (a reload removed it): a failing probe no longer keeps the server out.
+    mutating func probesStopped() {
+        probeFailing = false
+    }
+
     /// Whether anything beyond the good-standing state is recorded: `succeeded` need not take the lock otherwise.
     var isClean: Bool { recentFailures == 0 && ejections == 0 && ejectedUntil == 0 && !probeFailing }
 }

@@ -110,6 +110,14 @@ public final class PoolServer: Sendable {
         }
     }
 
+    /// Active checks ended for this server (a reload kept it but removed its upstream's `health_check`).
+    func probesStopped() {
+        health.withLock { health in
+            health.probesStopped()
+            publish(health)
+        }
+    }
+
     /// Under the health lock: what the data path reads without it.
     private func publish(_ health: PassiveHealth) {
         outUntil.store(health.unavailableUntil, ordering: .relaxed)
@@ -129,10 +137,14 @@ struct PoolServerCounters {
 
     static let ttftBounds = LatencyMetric.requestLatencyBounds
 
-    mutating func count(status: Int, ttftMicroseconds: Int?) {
+    mutating func count(status: Int) {
         if (100...599).contains(status) { responses[status / 100 - 1] += 1 }
-        guard let ttft = ttftMicroseconds else { return }
-        ttftBuckets[Self.ttftBounds.firstIndex { ttft <= $0 } ?? Self.ttftBounds.count] += 1
-        ttftSumMicroseconds += ttft
+    }
+
+    /// Time from the try's start (connect, or a pooled connection taken) to the first output: the first
+    /// content-bearing event of a stream, or the first body byte of another response.
+    mutating func countTTFT(microseconds: Int) {
+        ttftBuckets[Self.ttftBounds.firstIndex { microseconds <= $0 } ?? Self.ttftBounds.count] += 1
+        ttftSumMicroseconds += microseconds
     }
 }

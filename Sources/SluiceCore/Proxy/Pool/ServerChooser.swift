@@ -7,8 +7,8 @@ import Glibc
 /// 1. the primaries that are available (not ejected, not failing probes, not retired), under their
 ///    `max_streams`, and not already tried by this request;
 /// 2. failing those, the backups under the same rules;
-/// 3. failing those too, on a request's first try: panic mode, every server not retired and under its cap,
-///    ejected or not (Envoy's panic threshold at 100 %): with a whole fleet ejected, a backend that came back is
+/// 3. when no server is healthy at all, on a request's first try: panic mode, every server not retired and under
+///    its cap, ejected or not (Envoy's panic threshold at 100 %): with a whole fleet ejected, a backend that came back is
 ///    found by traffic, and clients are not refused by a health verdict that may be stale.
 /// Every server at `max_streams` is `.busy` (a 503 with Retry-After); nothing left for a retry is `.exhausted`.
 enum ServerChooser {
@@ -73,7 +73,10 @@ enum ServerChooser {
             tier = .backup
         } else {
             anyAtCap = servers.contains { !$0.retired && !$0.tried && !$0.underCap }
-            if firstTry && servers.contains(where: { Tier.all.admits($0, panic: true) }) { tier = .all }
+            // Panic only when no server is healthy: healthy servers that are merely full make the request wait
+            // (`.busy`), they do not send it to one that was ejected.
+            let anyHealthy = servers.contains { $0.healthy && !$0.retired }
+            if firstTry && !anyHealthy && servers.contains(where: { Tier.all.admits($0, panic: true) }) { tier = .all }
         }
         guard let tier else { return anyAtCap ? .busy : .exhausted }
         let panic = tier == .all

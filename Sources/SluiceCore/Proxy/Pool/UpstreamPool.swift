@@ -53,6 +53,8 @@ public final class UpstreamPool: Sendable {
         if let previous {
             let kept = Set(servers.map(ObjectIdentifier.init))
             for server in previous.servers where !kept.contains(ObjectIdentifier(server)) { server.retire() }
+            // A failing probe would otherwise keep a kept server out for good once nothing probes it.
+            if upstream.pool.healthCheck == nil { servers.forEach { $0.probesStopped() } }
         }
     }
 
@@ -82,7 +84,8 @@ public final class UpstreamPool: Sendable {
                 for address in line.addresses.all {
                     let label = address.description
                     guard labels.insert(label).inserted else { continue }  // two lines, one address: one server
-                    if let kept = previous.first(where: { $0.label == label && $0.lineIndex == lineIndex && Self.sameSettings($0, line.config) }),
+                    if let kept = previous.first(where: { $0.label == label && $0.lineIndex == lineIndex
+                                                          && Self.sameSettings($0, line, tls: line.config.scheme == .https ? tls : nil) }),
                        !kept.isRetired {
                         servers.append(kept)
                         continue
@@ -100,9 +103,20 @@ public final class UpstreamPool: Sendable {
         }
     }
 
-    private static func sameSettings(_ server: PoolServer, _ line: UpstreamServerConfig) -> Bool {
-        server.weight == max(line.weight, 1) && server.maxStreams == line.maxStreams && server.backup == line.backup
-            && (server.tls != nil) == (line.scheme == .https)
+    /// A server is kept (its streams and health carried over) only when nothing it was made with changed; a reload
+    /// builds new TLS contexts, so an https server is always made anew with the new verification settings.
+    private static func sameSettings(_ server: PoolServer, _ line: Line, tls: TLSContext?) -> Bool {
+        server.weight == max(line.config.weight, 1) && server.maxStreams == line.config.maxStreams && server.backup == line.config.backup
+            && server.tls === tls && server.tlsHost == line.tlsHost
+    }
+
+    /// Whether a retry would find a server: one not in `tried`, available at `now` and under its `max_streams`.
+    /// Asked before a retry spends the budget, so a retry never replaces a server's real answer (a 503, a refused
+    /// connect) with "no server left".
+    func hasUntriedServer(_ tried: TriedServers, now: Int64) -> Bool {
+        members.withLock { members in
+            members.servers.contains { !tried.contains($0.slot) && $0.isAvailable(now: now) && ($0.maxStreams == 0 || $0.streams < $0.maxStreams) }
+        }
     }
 
     /// The next round-robin turn.

@@ -19,7 +19,8 @@ extension ClientSession {
             openUpstream(poolAllowed: false)
         case .respond(let error, let close, let dropUnsent):
             if error.source == .upstream {
-                OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[upstreamIndex].name), "address": .string(upstreamDisplay),
+                OpLog.warn("upstream error", ["upstream": .string(settings.upstreams[upstreamIndex].name),
+                                              "servers": .string(settings.upstreams[upstreamIndex].display), "server": .string(server?.label ?? ""),
                                               "status": .int(error.status), "error": .string(error.message)])
             }
             if dropUnsent { dropUnsentRequest() }

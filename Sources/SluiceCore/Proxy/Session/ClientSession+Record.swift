@@ -20,6 +20,7 @@ extension ClientSession {
 
     /// Request body payload on its way upstream.
     func observeRequest(_ buffer: ByteBuffer, _ range: Range<Int>) {
+        if awaitingAffinityKey { readBodyAffinity(buffer, range) }
         guard let observer = requestObserver, !range.isEmpty else { return }
         buffer.withReadableSpan(from: range.lowerBound, to: range.upperBound) { observer.tap.observe($0) }
     }
@@ -57,6 +58,7 @@ extension ClientSession {
     func concludeExchange() {
         guard record.pending else { return }
         record.pending = false
+        defer { servedBy = nil }
         var usage = ObservedUsage()
         var line = completionLine(usage: &usage)
         if let charge = settleAdmission(usage) {
@@ -127,6 +129,10 @@ extension ClientSession {
             let firstTokenAt = observer.tap.kind == .eventStream ? observation.firstContentEventAt
                                                                  : observer.tap.firstBodyByteAt
             line.ttftMilliseconds = firstTokenAt.map { milliseconds($0 - record.startedAt) }
+            // The server's own first-token time counts from its try, not from the request's first.
+            if let firstTokenAt, let server = servedBy {
+                server.counters.withLock { $0.countTTFT(microseconds: Int(firstTokenAt - attemptStartedAt)) }
+            }
             if let firstTokenAt, let completion = observation.usage?.completionTokens, completion > 0 {
                 let generating = milliseconds(now - firstTokenAt)
                 if generating > 0 { line.tokensPerSecond = Double(completion) * 1000 / generating }

@@ -148,6 +148,7 @@ extension ClientSession {
         upstreamIndex = route.upstreamIndex
         resetRetryState(hasBody: !requestIsComplete)
         affinityKey = nil
+        awaitingAffinityKey = false
         if case .header(let name) = settings.upstreams[upstreamIndex].pool.config.affinity {
             affinityKey = buffer.withReadableSpan { headerAffinityKey(name, head: head, source: $0) }
         }
@@ -169,6 +170,7 @@ extension ClientSession {
             return rejectRequest(.headTooLarge("request head is too large to forward"))
         }
         buffer.consume(headLength)
+        beginBodyAffinity()
         frameRequestBody()
         carryOut(machine.requestAccepted())
     }
@@ -250,6 +252,7 @@ extension ClientSession {
             }
         }
         if machine.requestStillArriving && Self.isComplete(requestBody) { machine.requestBodyReceived() }
+        settleBodyAffinityIfStalled()
         if requestIsComplete {
             if usageInjection == .holdingBody { releaseHeldRequest() }
             finishRequestObservation()

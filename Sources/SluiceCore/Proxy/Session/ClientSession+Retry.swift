@@ -7,7 +7,8 @@ extension ClientSession {
     func mayRetry(_ condition: RetryCondition) -> Bool {
         let pool = settings.upstreams[upstreamIndex].pool
         let policy = pool.config.retry
-        guard policy.retries > 0, tries <= policy.retries, policy.retryOn.contains(condition), machine.mayRetry, !bodyNotKept else { return false }
+        guard policy.retries > 0, tries <= policy.retries, policy.retryOn.contains(condition), machine.mayRetry, !bodyNotKept,
+              pool.hasUntriedServer(triedServers, now: loop.now) else { return false }
         guard pool.takeRetry() else {
             pool.counters.countRetryRefused()
             return false
@@ -98,8 +99,8 @@ extension ClientSession {
         guard let server else { return }
         let name = settings.upstreams[upstreamIndex].name
         if status >= 500 || status == 429 { server.failed(now: loop.now, upstream: name, what: "status \(status)") } else { server.succeeded(now: loop.now) }
-        let ttft = Int(loop.nowMicroseconds - attemptStartedAt)
-        server.counters.withLock { $0.count(status: status, ttftMicroseconds: ttft) }
+        server.counters.withLock { $0.count(status: status) }
+        servedBy = server
     }
 
     /// Reads the affinity key a request head carries (`affinity header NAME`), hashed; nil without one.
@@ -110,6 +111,7 @@ extension ClientSession {
         return hasher.finalize()
     }
 
-    /// Fixed, so every sluice replica maps a key to the same server.
-    static let affinityHashKey: (UInt64, UInt64) = (0x6166_6669_6E69_7479, 0x6B65_7968_6173_6831)
+    /// Fixed, so every sluice replica maps a key to the same server; the body keys' own, so a header and a body
+    /// value with the same bytes hash alike.
+    static var affinityHashKey: (UInt64, UInt64) { AffinityBodyKey.hashKey }
 }

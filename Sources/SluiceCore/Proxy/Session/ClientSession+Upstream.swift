@@ -18,6 +18,10 @@ extension ClientSession {
                                               client: "upstream \(upstreamName) does not resolve yet"))
         }
         if server == nil {
+            guard !awaitingAffinityKey else {
+                connectHeldForAffinity = true  // the key is still in the body: `settleBodyAffinity` connects
+                return
+            }
             switch pool.choose(key: affinityKey, tried: triedServers, now: loop.now, random: &loop.randomState) {
             case .server(let chosen, let affinity, let panic):
                 chosen.streamStarted()

@@ -124,6 +124,13 @@ final class ClientSession: TimerHeapElement {
     /// The request's affinity key, hashed; nil without one.
     var affinityKey: UInt64?
     var affinity: ServerChooser.Affinity = .none
+    /// The connect waits for a body affinity key (see `ClientSession+Affinity`).
+    var awaitingAffinityKey = false
+    var affinityScanner: AffinityBodyKey?
+    var affinityBytesRead = 0
+    var connectHeldForAffinity = false
+    /// The server whose final response head this exchange relays: its first-token time is counted at the end.
+    var servedBy: PoolServer?
     /// The rewritten head stays after it is sent while a retry may send it again.
     var keepsRequestForRetry = false
     /// Body bytes sent are copied into `keptBody` while a retry may send them again.

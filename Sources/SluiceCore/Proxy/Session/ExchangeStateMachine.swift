@@ -101,6 +101,8 @@ struct ExchangeStateMachine {
     private(set) var replayed = false
     /// Servers this exchange was sent to: 1, plus one per retry.
     private(set) var attempts = 1
+    /// A final response head was accepted for forwarding (it may still wait for room in the client queue).
+    private(set) var finalHeadAccepted = false
     /// The response body ends with the upstream's close.
     private(set) var bodyEndsAtUpstreamClose = false
     /// Requests answered on this connection before the current one.
@@ -130,6 +132,7 @@ struct ExchangeStateMachine {
         requestHeadWritten = false
         replayed = false
         attempts = 1
+        finalHeadAccepted = false
         bodyEndsAtUpstreamClose = false
     }
 
@@ -282,7 +285,7 @@ struct ExchangeStateMachine {
     /// request is still whole (none of it refused or dropped) and no final head was accepted. The session asks
     /// before it spends the retry budget; every retrying input checks it again.
     var mayRetry: Bool {
-        phase == .exchange && response == .awaitingHead && !responseStarted && request != .dropped
+        phase == .exchange && response == .awaitingHead && !responseStarted && !finalHeadAccepted && request != .dropped
     }
 
     /// A connect to a server failed or timed out. `retry`: the pool's policy allows another server (`retry_on
@@ -330,6 +333,7 @@ struct ExchangeStateMachine {
             return .forwardInterim(relay: !clientIsHTTP10)
         case .final:
             if let status = head.retryStatus, mayRetry { return retrying(after: "upstream answered \(status)", .status(status)) }
+            finalHeadAccepted = true
             // Recomputed, not toggled, when a head that waited for room is parsed again: the same head, the same facts.
             if !head.serverKeepsAlive || head.upstreamEndsAtClose { upstreamReusable = false }
             if head.clientEndsAtClose || request != .receivedWhole { closeAfterResponse = true }
