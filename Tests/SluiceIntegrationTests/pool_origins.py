@@ -90,6 +90,9 @@ class PoolOrigin:
         #: X-Request-Id → "waiting" (no response byte sent yet) or "streaming", for the requests it holds now.
         self.phase: dict[str, str] = {}
         self._killed = threading.Event()
+        #: Held around a request's first write and by kill(), so a kill sees each request's phase as it stays: a
+        #: request "waiting" then gets no byte at all.
+        self._first_write = threading.Lock()
         self.origin = fleet.stack.origin(self._handle, read_body=read_body)
         self.port = self.origin.port
 
@@ -120,12 +123,16 @@ class PoolOrigin:
 
     # -- faults -------------------------------------------------------------------------------------------
 
-    def kill(self, timeout: float = 5.0) -> None:
+    def kill(self, timeout: float = 5.0) -> dict[str, str]:
         """Reset every stream in flight (handlers see the kill between writes and reset), reset requests that
-        arrive meanwhile before their head, then close the listener: connects are refused from then on."""
-        self._killed.set()
+        arrive meanwhile before their head, then close the listener: connects are refused from then on. Returns
+        the phase of each request it held at the kill."""
+        with self._first_write, self.fleet.cond:
+            self._killed.set()
+            held = dict(self.phase)
         self.fleet.wait(lambda: self.active == 0, timeout, f"origin {self.index}'s streams to reset")
         self.origin.close()
+        return held
 
     def restart(self) -> None:
         """Listen again on the same port, healthy (faults kept as set)."""
@@ -150,10 +157,15 @@ class PoolOrigin:
 
     def _send(self, conn, request_id: Optional[str], data: bytes) -> None:
         """Write unless killed; the request's phase becomes "streaming" with its first byte."""
-        if self._killed.is_set():
-            raise Killed()
-        conn.send(data)
-        if self.phase.get(request_id) == "waiting":
+        if self.phase.get(request_id) != "waiting":
+            if self._killed.is_set():
+                raise Killed()
+            conn.send(data)
+            return
+        with self._first_write:
+            if self._killed.is_set():
+                raise Killed()
+            conn.send(data)
             with self.fleet.cond:
                 self.phase[request_id] = "streaming"
                 self.fleet.cond.notify_all()
