@@ -86,7 +86,8 @@ public final class ProxySettings: Sendable {
             if routed, upstream.resolveAtStart == .required {
                 for (line, server) in zip(pool.lines, upstream.servers) {
                     guard let reason = line.addresses.unresolvedReason else { continue }
-                    throw StartError("upstream '\(upstream.name)' server \(server.host) does not resolve (resolve_at_start required): \(reason)",
+                    let which = upstream.servers.count == 1 ? "upstream '\(upstream.name)'" : "upstream '\(upstream.name)' server \(server.host)"
+                    throw StartError("\(which) does not resolve (resolve_at_start required): \(reason)",
                                      file: config.sourcePath, line: server.line > 0 ? server.line : config.serverLine(of: upstream))
                 }
             }

@@ -186,7 +186,7 @@ extension ClientSession {
         facts.upstreamEndsAtClose = head.framing == .untilClose
         facts.clientEndsAtClose = reframe == .untilClose || body == .untilClose
         if !waitingForHeadRoom { serverAnswered(status: head.status) }
-        if keepsRequestForRetry, settings.upstreams[upstreamIndex].pool.config.retry.retryOn.contains(.status(head.status)),
+        if keepsRequestForRetry, machine.mayRetry, settings.upstreams[upstreamIndex].pool.config.retry.retryOn.contains(.status(head.status)),
            mayRetry(.status(head.status)) {
             facts.retryStatus = head.status
         }

@@ -2,12 +2,13 @@
 /// send again (the upstream head and the body bytes already sent), and moving the exchange to the next server.
 extension ClientSession {
     /// Whether a failure of kind `condition` may go to another server now: the pool retries on it and has tries
-    /// left, the machine is still before the response, every body byte sent so far is kept, and the retry budget
-    /// pays for it (taken here, last, so a refused retry costs nothing).
+    /// left and an untried server, every body byte sent so far is kept, and the retry budget pays for it (taken
+    /// here, last, so a refused retry costs nothing). The machine's side (still before the response) is its own
+    /// check: it asks this, through an autoclosure, only once that holds, so this never reads `machine`.
     func mayRetry(_ condition: RetryCondition) -> Bool {
         let pool = settings.upstreams[upstreamIndex].pool
         let policy = pool.config.retry
-        guard policy.retries > 0, tries <= policy.retries, policy.retryOn.contains(condition), machine.mayRetry, !bodyNotKept,
+        guard policy.retries > 0, tries <= policy.retries, policy.retryOn.contains(condition), !bodyNotKept,
               pool.hasUntriedServer(triedServers, now: loop.now) else { return false }
         guard pool.takeRetry() else {
             pool.counters.countRetryRefused()
@@ -58,6 +59,7 @@ extension ClientSession {
     }
 
     private func dropKeptBody() {
+        keptBodyResent = 0
         guard let kept = keptBody else { return }
         keptBody = nil
         if kept.capacity == loop.bufferPool.bufferCapacity { loop.bufferPool.give(kept) }

@@ -80,7 +80,7 @@ extension ClientSession {
         // A body byte never goes out ahead of (or without) its head; after a retry, the body bytes kept from the
         // last try go before the ones still in `clientIn`.
         let resending = machine.requestHeadWritten ? keptBodyPending : 0
-        let bodyReady = machine.requestHeadWritten && resending == 0 ? requestSendEnd : 0
+        let bodyReady = machine.requestHeadWritten && resending <= 0 ? requestSendEnd : 0
         let bodySource = resending > 0 ? keptBody : clientIn
         let bodyRange = resending > 0 ? keptBodyResent..<(keptBodyResent + resending) : 0..<bodyReady
         guard headRemaining > 0 || !bodyRange.isEmpty || connection.transport.hasPendingOutput else { return false }

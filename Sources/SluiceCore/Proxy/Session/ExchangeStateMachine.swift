@@ -290,9 +290,9 @@ struct ExchangeStateMachine {
 
     /// A connect to a server failed or timed out. `retry`: the pool's policy allows another server (`retry_on
     /// connect_error`, retries and budget left, the request replayable); otherwise the client gets `error`.
-    mutating func upstreamConnectFailed(_ error: ProxyError, retry: Bool) -> Action {
+    mutating func upstreamConnectFailed(_ error: ProxyError, retry: @autoclosure () -> Bool) -> Action {
         guard phase == .exchange else { return .none }
-        guard retry, mayRetry else { return upstreamFailed(error) }
+        guard mayRetry, retry() else { return upstreamFailed(error) }
         return retrying(after: error.message, .connectError)
     }
 
@@ -425,7 +425,8 @@ struct ExchangeStateMachine {
 
     /// A timeout passed (`ExchangeDeadlines.expired` says which). `error` describes it for the record or the client;
     /// `retryConnect`: a connect timeout may go to another server (as ``upstreamConnectFailed(_:retry:)``).
-    mutating func deadlineReached(_ expiry: ExchangeDeadlines.Expiry, error: @autoclosure () -> ProxyError, retryConnect: Bool) -> Action {
+    mutating func deadlineReached(_ expiry: ExchangeDeadlines.Expiry, error: @autoclosure () -> ProxyError,
+                                  retryConnect: @autoclosure () -> Bool) -> Action {
         switch expiry {
         case .idle, .linger:
             return close()
@@ -435,7 +436,7 @@ struct ExchangeStateMachine {
             let error = error()
             return abort(error.message, error.end)
         case .connect:
-            return upstreamConnectFailed(error(), retry: retryConnect)
+            return upstreamConnectFailed(error(), retry: retryConnect())
         case .firstByte, .total, .upstreamIdle:
             return upstreamFailed(error())
         case .clientBodyIdle:
