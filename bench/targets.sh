@@ -32,7 +32,7 @@ await_start() {  # await_start NAME FILE PATTERN
 
 POOL_LINES=""  # scenario p's lines for sluice's upstream block (see pool_lines); empty otherwise
 fill_template() {  # fill_template TEMPLATE OUT: the placeholders every template may use
-    local pool=(-e "s#@POOL@#$POOL_LINES#g")
+    local pool=(-e "s#^@POOL@\$#$POOL_LINES#")
     if [ -z "$POOL_LINES" ]; then pool=(-e "/^@POOL@$/d"); fi
     sed -e "s#@PORT@#$PORT#g" -e "s#@ORIGIN_PORT@#$ORIGIN_PORT#g" -e "s#@NOFILE@#$NOFILE#g" \
         -e "s#@MAXCONN@#$(( (NOFILE - 64) / 2 ))#g" -e "s#@WORKER_CONNECTIONS@#$((NOFILE * 2))#g" \
