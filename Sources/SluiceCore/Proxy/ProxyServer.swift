@@ -177,7 +177,15 @@ public final class RunningProxy: Sendable {
                 let fields: ([SocketAddress]) -> KeyValuePairs<String, OpLog.Value> = { found in
                     ["upstream": .string(upstream.name), "host": .string(addresses.host), "addresses": .strings(found.map(\.description))]
                 }
-                switch addresses.refresh(now: now) {
+                let refreshed = addresses.refresh(now: now)
+                switch refreshed {
+                case .changed, .recovered, .resolved:
+                    // Before the log line: whoever reads it (or /readyz after it) finds the servers in place.
+                    upstream.pool.addressesChanged()
+                case .notDue, .unchanged, .failed:
+                    break
+                }
+                switch refreshed {
                 case .notDue, .unchanged, .failed(_, first: false):
                     continue
                 case .changed(let found):
@@ -190,9 +198,7 @@ public final class RunningProxy: Sendable {
                     OpLog.warn("upstream name lookup failed; its last addresses stay in use",
                                ["upstream": .string(upstream.name), "host": .string(addresses.host), "error": .string(error),
                                 "addresses": .strings(addresses.all.map(\.description))])
-                    continue
                 }
-                upstream.pool.addressesChanged()
             }
         }
     }

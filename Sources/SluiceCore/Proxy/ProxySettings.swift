@@ -14,6 +14,8 @@ public final class ProxySettings: Sendable {
         public var hostHeader: [UInt8]?
         /// `host[:port]` of the first server: the Host of a request that came without one (HTTP/1.0).
         public var authority: [UInt8]
+        /// `affinity header NAME`'s name as bytes (lowercase); nil for other keys or none.
+        public var affinityHeader: [UInt8]?
         /// A route uses it: only then are its names looked up, and only then does an unresolved one hold back
         /// `/readyz`.
         public var routed: Bool
@@ -95,7 +97,9 @@ public final class ProxySettings: Sendable {
             upstreams.append(Upstream(name: upstream.name, pool: pool, display: upstream.servers.map(Self.hostPort).joined(separator: " "),
                                       maxIdleConnections: upstream.maxIdleConnections,
                                       hostHeader: first.scheme == .https ? Array(Self.authority(first).utf8) : nil,
-                                      authority: Array(Self.authority(first).utf8), routed: routed))
+                                      authority: Array(Self.authority(first).utf8),
+                                      affinityHeader: { if case .header(let name) = upstream.pool.affinity { Array(name.lowercased().utf8) } else { nil } }(),
+                                      routed: routed))
         }
         serverTLS = contexts.server
         // Read after start-up raised the soft limit to the hard one (`ProxyServer.start`); a reload reads it again.

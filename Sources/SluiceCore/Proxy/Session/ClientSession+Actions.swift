@@ -29,6 +29,9 @@ extension ClientSession {
             dropUnsentRequest()
             upstream?.readable = true
             upstream?.writable = false
+        case .pauseSendingRequest:
+            upstream?.readable = true
+            upstream?.writable = false
         case .endResponseAtClose:
             if case .body(.filtered(_, let rechunk)) = response { filteredUpstreamClosed(rechunk: rechunk) } else { responseFinished() }
         case .reuseUpstream:

@@ -58,7 +58,12 @@ extension ClientSession {
     func concludeExchange() {
         guard record.pending else { return }
         record.pending = false
-        defer { servedBy = nil }
+        defer {
+            // A response without a first output (no body, or cut before it) is still counted by status.
+            if let server = servedBy, servedStatus != 0 { server.counters.withLock { [servedStatus] in $0.count(status: servedStatus) } }
+            servedBy = nil
+            servedStatus = 0
+        }
         var usage = ObservedUsage()
         var line = completionLine(usage: &usage)
         if let charge = settleAdmission(usage) {
@@ -131,7 +136,12 @@ extension ClientSession {
             line.ttftMilliseconds = firstTokenAt.map { milliseconds($0 - record.startedAt) }
             // The server's own first-token time counts from its try, not from the request's first.
             if let firstTokenAt, let server = servedBy {
-                server.counters.withLock { $0.countTTFT(microseconds: Int(firstTokenAt - attemptStartedAt)) }
+                let status = servedStatus
+                server.counters.withLock { counters in
+                    counters.count(status: status)
+                    counters.countTTFT(microseconds: Int(firstTokenAt - attemptStartedAt))
+                }
+                servedStatus = 0
             }
             if let firstTokenAt, let completion = observation.usage?.completionTokens, completion > 0 {
                 let generating = milliseconds(now - firstTokenAt)

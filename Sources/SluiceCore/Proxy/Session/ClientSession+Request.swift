@@ -149,7 +149,7 @@ extension ClientSession {
         resetRetryState(hasBody: !requestIsComplete)
         affinityKey = nil
         awaitingAffinityKey = false
-        if case .header(let name) = settings.upstreams[upstreamIndex].pool.config.affinity {
+        if let name = settings.upstreams[upstreamIndex].affinityHeader {
             affinityKey = buffer.withReadableSpan { headerAffinityKey(name, head: head, source: $0) }
         }
         maxRequestBody = route.maxRequestBody

@@ -197,6 +197,8 @@ extension ClientSession {
             carryOut(retry)
             return false
         }
+        // The upstream stopped taking the request and this answer is not retried: what was kept for a retry goes.
+        if machine.requestSendingStopped { dropUnsentRequest() }
         stopKeepingForRetry()
         let written = buffer.withReadableSpan {
             HeadRewriter.writeResponseHead(into: out, source: $0, head: head, requestID: requestID,

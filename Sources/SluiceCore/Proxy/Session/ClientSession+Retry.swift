@@ -95,18 +95,23 @@ extension ClientSession {
     /// Kept body bytes the current connection has not been sent yet (after a retry).
     var keptBodyPending: Int { (keptBody?.readableCount ?? 0) - keptBodyResent }
 
-    /// A final response head arrived from the server: its health and its counters hear of it. A 5xx or a 429 is a
-    /// failure (a replica that is overloaded or broken), anything else a success.
+    /// A final response head arrived from the server: its health hears of it. A 5xx or a 429 is a failure (a
+    /// replica that is overloaded or broken), counted now since a retry may follow; anything else a success,
+    /// counted with its first-token time when the exchange ends (one lock per exchange).
     func serverAnswered(status: Int) {
         guard let server else { return }
-        let name = settings.upstreams[upstreamIndex].name
-        if status >= 500 || status == 429 { server.failed(now: loop.now, upstream: name, what: "status \(status)") } else { server.succeeded(now: loop.now) }
-        server.counters.withLock { $0.count(status: status) }
+        if status >= 500 || status == 429 {
+            server.failed(now: loop.now, upstream: settings.upstreams[upstreamIndex].name, what: "status \(status)")
+            server.counters.withLock { $0.count(status: status) }
+        } else {
+            server.succeeded(now: loop.now)
+            servedStatus = status
+        }
         servedBy = server
     }
 
     /// Reads the affinity key a request head carries (`affinity header NAME`), hashed; nil without one.
-    func headerAffinityKey(_ name: String, head: RequestHead, source: Span<UInt8>) -> UInt64? {
+    func headerAffinityKey(_ name: [UInt8], head: RequestHead, source: Span<UInt8>) -> UInt64? {
         guard let field = HeadRewriter.field(named: name, in: head.fields, source), !field.value.isEmpty else { return nil }
         var hasher = SipHash24(k0: Self.affinityHashKey.0, k1: Self.affinityHashKey.1)
         for offset in field.value { hasher.append(byte: source[offset]) }

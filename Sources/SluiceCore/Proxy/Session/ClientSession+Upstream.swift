@@ -75,7 +75,8 @@ extension ClientSession {
     /// Writes the request head and framed body bytes to the upstream; returns true if it wrote.
     func flushToUpstream() -> Bool {
         // A head waiting for its held body's Content-Length (`inject_usage`) is not complete yet.
-        guard let connection = upstream, connection.connected, connection.writable, usageInjection != .holdingBody else { return false }
+        guard let connection = upstream, connection.connected, connection.writable, usageInjection != .holdingBody,
+              !machine.requestSendingStopped else { return false }
         let headRemaining = (upstreamOut?.readableCount ?? 0) - upstreamHeadSent
         // A body byte never goes out ahead of (or without) its head; after a retry, the body bytes kept from the
         // last try go before the ones still in `clientIn`.
@@ -135,7 +136,7 @@ extension ClientSession {
     /// the read path decides: it relays that response, or sees the close and reports it.
     func upstreamWriteFailed(_ error: SystemError) {
         OpLog.debug("writing to upstream failed", ["upstream": .string(upstreamDisplay), "error": .string(error.description)])
-        carryOut(machine.upstreamWriteFailed())
+        carryOut(machine.upstreamWriteFailed(retryPossible: keepsRequestForRetry && !bodyNotKept))
     }
 
     /// What the replay decision needs to know about an upstream that closed before its response head.

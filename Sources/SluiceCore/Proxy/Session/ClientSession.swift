@@ -131,6 +131,8 @@ final class ClientSession: TimerHeapElement {
     var connectHeldForAffinity = false
     /// The server whose final response head this exchange relays: its first-token time is counted at the end.
     var servedBy: PoolServer?
+    /// Its status when it was a success, counted with the first-token time at the end (0: counted already).
+    var servedStatus = 0
     /// The rewritten head stays after it is sent while a retry may send it again.
     var keepsRequestForRetry = false
     /// Body bytes sent are copied into `keptBody` while a retry may send them again.

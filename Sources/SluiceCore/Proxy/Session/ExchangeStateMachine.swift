@@ -53,8 +53,12 @@ struct ExchangeStateMachine {
         /// Relay an interim (1xx) head, or skip it for an HTTP/1.0 client (RFC 9110 §15.2).
         case forwardInterim(relay: Bool)
         /// The upstream stopped taking the request: send it nothing more and read on, to relay an early answer
-        /// or see the close.
+        /// or see the close; the request's unsent bytes are dropped.
         case stopSendingRequest
+        /// The upstream stopped taking the request while a retry may still send all of it to another server: send
+        /// this one nothing more and read on, keeping every byte (its answer decides: a retry, or a forward that
+        /// drops them then).
+        case pauseSendingRequest
         /// A close-delimited response body ended with the upstream's close.
         case endResponseAtClose
         /// The response ended: give the upstream connection back to the pool.
@@ -103,6 +107,9 @@ struct ExchangeStateMachine {
     private(set) var attempts = 1
     /// A final response head was accepted for forwarding (it may still wait for room in the client queue).
     private(set) var finalHeadAccepted = false
+    /// The upstream stopped taking the request and its unsent bytes were kept for a retry (`pauseSendingRequest`):
+    /// a forwarded answer drops them and closes the connection after the response.
+    private(set) var requestSendingStopped = false
     /// The response body ends with the upstream's close.
     private(set) var bodyEndsAtUpstreamClose = false
     /// Requests answered on this connection before the current one.
@@ -133,6 +140,7 @@ struct ExchangeStateMachine {
         replayed = false
         attempts = 1
         finalHeadAccepted = false
+        requestSendingStopped = false
         bodyEndsAtUpstreamClose = false
     }
 
@@ -301,13 +309,19 @@ struct ExchangeStateMachine {
         requestHeadWritten = true
     }
 
-    /// Writing the request to the upstream failed. It may have answered early (a 413) before closing, so the read
-    /// side decides: it relays that response or sees the close.
-    mutating func upstreamWriteFailed() -> Action {
-        guard phase == .exchange else { return .none }
+    /// Writing the request to the upstream failed. It may have answered early (a 413, a 503) before closing, so the
+    /// read side decides: it relays that response, retries on another server, or sees the close. `retryPossible`:
+    /// every byte sent so far is kept, so the request stays whole for a retry; otherwise its unsent bytes are dropped
+    /// now and it is never retried (a replay would miss them).
+    mutating func upstreamWriteFailed(retryPossible: Bool) -> Action {
+        guard phase == .exchange, !requestSendingStopped else { return .none }
         upstreamReusable = false
+        if retryPossible && mayRetry {
+            requestSendingStopped = true
+            return .pauseSendingRequest
+        }
         closeAfterResponse = true
-        if request == .receivingBody { request = .dropped }
+        if request != .dropped { request = .dropped }
         return .stopSendingRequest
     }
 
@@ -334,6 +348,11 @@ struct ExchangeStateMachine {
         case .final:
             if let status = head.retryStatus, mayRetry { return retrying(after: "upstream answered \(status)", .status(status)) }
             finalHeadAccepted = true
+            if requestSendingStopped {
+                // No retry after all: the bytes kept for one are not sent, so the connection cannot frame what follows.
+                closeAfterResponse = true
+                request = .dropped
+            }
             // Recomputed, not toggled, when a head that waited for room is parsed again: the same head, the same facts.
             if !head.serverKeepsAlive || head.upstreamEndsAtClose { upstreamReusable = false }
             if head.clientEndsAtClose || request != .receivedWhole { closeAfterResponse = true }
@@ -448,6 +467,7 @@ struct ExchangeStateMachine {
 
     private mutating func retrying(after: String, _ reason: RetryCondition) -> Action {
         attempts += 1
+        requestSendingStopped = false
         requestHeadWritten = false
         upstreamReusable = true
         bodyEndsAtUpstreamClose = false

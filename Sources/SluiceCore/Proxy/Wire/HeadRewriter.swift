@@ -188,8 +188,12 @@ enum HeadRewriter {
     /// The first field called `name` (a name known only at run time, e.g. from the config), compared
     /// without ASCII case; nil when the head has none.
     static func field(named name: String, in fields: [HeadField], _ source: Span<UInt8>) -> HeadField? {
-        let wanted = Array(name.utf8)
-        return fields.first { field in
+        field(named: Array(name.utf8), in: fields, source)
+    }
+
+    /// As `field(named:in:_:)`, with the name's bytes made once (per configuration, not per request).
+    static func field(named wanted: [UInt8], in fields: [HeadField], _ source: Span<UInt8>) -> HeadField? {
+        fields.first { field in
             field.name.count == wanted.count
                 && wanted.indices.allSatisfy { source[field.name.lowerBound + $0] | 0x20 == wanted[$0] | 0x20 }
         }

@@ -36,6 +36,22 @@ extension ExchangeStateMachineTests {
                     (.bodyReceived, .none), (.headSent, .none), (.final(), .forward(close: false)), (.headQueued, .none),
                     (.ended(), .reuseUpstream), finished,
                 ], phase: .idle),
+            Row(name: "the upstream stopped taking the body, then answered 503: the kept request is retried whole",
+                steps: request(.head(.post, body: true)) + [
+                    (.headSent, .none), (.writeFailed(retryPossible: true), .pauseSendingRequest), (.writeFailed(retryPossible: true), .none),
+                    (.final(retryStatus: 503), .retry(attempt: 2, after: unavailable, reason: .status(503))),
+                    (.bodyReceived, .none), (.headSent, .none), (.final(), .forward(close: false)), (.headQueued, .none),
+                    (.ended(), .reuseUpstream), finished,
+                ], phase: .idle),
+            Row(name: "stopped taking the body, then an answer not retried (413): forwarded, the kept bytes dropped, closed",
+                steps: request(.head(.post, body: true)) + [
+                    (.headSent, .none), (.writeFailed(retryPossible: true), .pauseSendingRequest),
+                    (.final(), .forward(close: true)), (.headQueued, .none), (.ended(pending: true), .closeUpstream), lingered,
+                ], phase: .lingering, closeAfterResponse: true),
+            Row(name: "stopped taking a whole body, then closed: retried on reset with every byte kept", steps: request(.head(.post, body: true)) + [
+                (.bodyReceived, .none), (.headSent, .none), (.writeFailed(retryPossible: true), .pauseSendingRequest),
+                (.upstreamClosed(retry: true), .retry(attempt: 2, after: closedEarly.message, reason: .reset)),
+            ], phase: .exchange),
             Row(name: "1xx relayed, then a 503: still before the response, retried", steps: request() + [
                 (.headSent, .none), (.interim, .forwardInterim(relay: true)),
                 (.final(retryStatus: 503), .retry(attempt: 2, after: unavailable, reason: .status(503))),
@@ -54,8 +70,13 @@ extension ExchangeStateMachineTests {
                 (.headSent, .none), (.final(), .forward(close: false)), (.headQueued, .none),
                 (.upstreamClosed(retry: true), .truncate(reason: "upstream closed mid-body", end: .upstreamAbort)),
             ], phase: .exchange),
+            Row(name: "a whole request whose unsent bytes were dropped (not kept): a 503 is forwarded, never retried short",
+                steps: request(.head(.post, body: true)) + [
+                    (.bodyReceived, .none), (.headSent, .none), (.writeFailed(retryPossible: false), .stopSendingRequest),
+                    (.final(retryStatus: 503), .forward(close: true)),
+                ], phase: .exchange, closeAfterResponse: true),
             Row(name: "the upstream stopped taking the body (dropped): a reset is answered, not retried", steps: request(.head(.post, body: true)) + [
-                (.headSent, .none), (.writeFailed, .stopSendingRequest),
+                (.headSent, .none), (.writeFailed(), .stopSendingRequest),
                 (.upstreamClosed(retry: true), .respond(closedEarly, close: true, dropUnsentRequest: false)), lingered,
             ], phase: .lingering),
             Row(name: "a final head accepted, then parsed again after waiting for room: forwarded, never retried", steps: request() + [

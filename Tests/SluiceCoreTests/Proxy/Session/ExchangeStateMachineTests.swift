@@ -20,7 +20,7 @@ import Testing
         case bodyFailed(ProxyError)
         case headSent
         case connectFailed(retry: Bool = false)
-        case writeFailed
+        case writeFailed(retryPossible: Bool = false)
         case upstreamFailed(ProxyError)
         case interim
         case switchingProtocols
@@ -55,7 +55,7 @@ import Testing
             case .bodyFailed(let error): return m.requestBodyFailed(error)
             case .headSent: m.requestHeadSent(); return .none
             case .connectFailed(let retry): return m.upstreamConnectFailed(refused, retry: retry)
-            case .writeFailed: return m.upstreamWriteFailed()
+            case .writeFailed(let retryPossible): return m.upstreamWriteFailed(retryPossible: retryPossible)
             case .upstreamFailed(let error): return m.upstreamFailed(error)
             case .interim: return m.responseHeadParsed(.interim, badResponse: bad)
             case .switchingProtocols: return m.responseHeadParsed(.switchingProtocols, badResponse: bad)
@@ -185,7 +185,7 @@ import Testing
                 (.final(), .forward(close: false)), (.headQueued, .none), (.ended(), .closeUpstream), finished,
             ], phase: .idle),
             Row(name: "upstream stopped reading the body: stop sending, its early answer relayed, then close", steps: request(.head(.post, body: true)) + [
-                (.headSent, .none), (.writeFailed, .stopSendingRequest), (.final(), .forward(close: true)), (.headQueued, .none),
+                (.headSent, .none), (.writeFailed(), .stopSendingRequest), (.final(), .forward(close: true)), (.headQueued, .none),
                 (.ended(), .closeUpstream), lingered,
             ], phase: .lingering),
         ]
@@ -385,7 +385,7 @@ import Testing
         _ = Input.bytes.apply(&machine)
         _ = Input.head(.post, body: true).apply(&machine)
         #expect(machine.requestStillArriving)
-        _ = machine.upstreamWriteFailed()
+        _ = machine.upstreamWriteFailed(retryPossible: false)
         #expect(!machine.requestStillArriving && machine.request == .dropped && machine.closeAfterResponse)
     }
 }
