@@ -277,8 +277,14 @@ import Testing
 
     @Test(arguments: cases)
     func reportsLineAndMessage(_ c: Case) {
+        Self.expectError(parsing: c.text, c)
+    }
+
+    /// Parsing `text` fails at `c.line` with every fragment of `c` in a one-line message (so `check` prints one line
+    /// per error).
+    static func expectError(parsing text: String, _ c: Case) {
         do {
-            let config = try Config.parse(text: c.text, file: "proxy.conf")
+            let config = try Config.parse(text: text, file: "proxy.conf")
             Issue.record("expected an error, parsed \(config)")
         } catch {
             #expect(error.file == "proxy.conf")
@@ -286,7 +292,6 @@ import Testing
             for fragment in c.fragments {
                 #expect(error.message.contains(fragment), "\(error.message)")
             }
-            // Messages stay one line so `check` output is one line per error.
             #expect(!error.message.contains("\n"))
         }
     }

@@ -206,18 +206,7 @@ import Testing
     @Test(arguments: cases)
     func reportsLineAndMessage(_ c: Case) {
         // Cases that start at the top level are whole files; the rest are the body of upstream 'a'.
-        let text = c.text.hasSuffix("\n") ? c.text + ConfigFileErrorTests.base : ConfigPoolTests.file(c.text)
-        do {
-            let config = try Config.parse(text: text, file: "proxy.conf")
-            Issue.record("expected an error, parsed \(config)")
-        } catch {
-            #expect(error.file == "proxy.conf")
-            #expect(error.line == c.line, "\(error)")
-            for fragment in c.fragments {
-                #expect(error.message.contains(fragment), "\(error.message)")
-            }
-            #expect(!error.message.contains("\n"))
-        }
+        ConfigFileErrorTests.expectError(parsing: c.text.hasSuffix("\n") ? c.text + ConfigFileErrorTests.base : ConfigPoolTests.file(c.text), c)
     }
 
     /// The compiler-style line `sluice check` prints, for one error of each kind (a value, a cross-line check).

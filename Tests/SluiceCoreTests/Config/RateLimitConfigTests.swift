@@ -240,17 +240,7 @@ import Testing
 
     @Test(arguments: errors)
     func reportsLineAndMessage(_ c: ConfigFileErrorTests.Case) {
-        do {
-            let config = try Config.parse(text: c.text, file: "proxy.conf")
-            Issue.record("expected an error, parsed \(config)")
-        } catch {
-            #expect(error.file == "proxy.conf")
-            #expect(error.line == c.line, "\(error)")
-            for fragment in c.fragments {
-                #expect(error.message.contains(fragment), "\(error.message)")
-            }
-            #expect(!error.message.contains("\n"))
-        }
+        ConfigFileErrorTests.expectError(parsing: c.text, c)
     }
 
     @Test(arguments: [
