@@ -150,16 +150,20 @@ enum ServerChooser {
     private static func rendezvous(_ servers: UnsafeBufferPointer<Candidate>, tier: Tier, panic: Bool, key: UInt64, loadFactor: Double)
         -> (index: Int, affinity: Affinity)? {
         var totalStreams = 0, totalWeight = 0
+        var firstWeight = 0, weightsDiffer = false
         for server in servers where tier.admits(server, panic: panic) {
             totalStreams += server.streams
             totalWeight += server.weight
+            if firstWeight == 0 { firstWeight = server.weight } else if server.weight != firstWeight { weightsDiffer = true }
         }
         guard totalWeight > 0 else { return nil }
         var top = -1, topScore = -Double.infinity
         var bounded = -1, boundedScore = -Double.infinity
         for index in servers.indices where tier.admits(servers[index], panic: panic) {
             let server = servers[index]
-            let score = Self.score(key: key, seed: server.seed, weight: server.weight)
+            // With equal weights the score's order is the hash's (-w / ln u grows with u): no logarithm per server.
+            let score = weightsDiffer ? Self.score(key: key, seed: server.seed, weight: server.weight)
+                : Double(Self.unitHash(key: key, seed: server.seed))
             if score > topScore {
                 top = index
                 topScore = score
@@ -176,11 +180,15 @@ enum ServerChooser {
 
     /// A server's rendezvous score for `key`: higher wins.
     static func score(key: UInt64, seed: UInt64, weight: Int) -> Double {
-        var mixed = key ^ seed
-        let hash = next(&mixed)
         // 53 random bits in (0, 1): never 0, so the logarithm is finite and negative.
-        let unit = (Double(hash >> 11) + 0.5) / 9_007_199_254_740_992.0
+        let unit = (Double(unitHash(key: key, seed: seed)) + 0.5) / 9_007_199_254_740_992.0
         return -Double(weight) / log(unit)
+    }
+
+    /// 53 well-mixed bits of (key, server): the uniform draw the score is made from.
+    static func unitHash(key: UInt64, seed: UInt64) -> UInt64 {
+        var mixed = key ^ seed
+        return next(&mixed) >> 11
     }
 
     /// wyrand: one step of a fast, well-mixed 64-bit generator (not for secrets).
