@@ -27,6 +27,7 @@ extension ClientSession {
             respond(error, closeAfter: close, extraFields: extraFields, body: body)
         case .stopSendingRequest:
             dropUnsentRequest()
+            releaseRetryState()
             upstream?.readable = true
             upstream?.writable = false
         case .pauseSendingRequest:
@@ -114,7 +115,7 @@ extension ClientSession {
     func endExchange() {
         closeUpstream()
         releaseServer()
-        stopKeepingForRetry()
+        releaseRetryState()
         releaseSplice()
         releaseParsers()
         concludeExchange()

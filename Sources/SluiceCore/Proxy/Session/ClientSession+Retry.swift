@@ -51,8 +51,17 @@ extension ClientSession {
         keepsBodyForRetry = hasBody && policy.retries > 0 && policy.retryBodyLimit > 0
     }
 
-    /// No retry is possible any more (a final head was accepted, or the exchange ended): what was kept for one goes.
+    /// No retry is possible any more (a final head was accepted): nothing more is kept for one. Kept body bytes a
+    /// retry is still sending to the current server stay until they are out: dropping them would leave a gap
+    /// between what that server received and the body bytes still in `clientIn`.
     func stopKeepingForRetry() {
+        keepsRequestForRetry = false
+        keepsBodyForRetry = false
+        if keptBodyPending <= 0 { dropKeptBody() }
+    }
+
+    /// The exchange ended: everything kept for a retry goes.
+    func releaseRetryState() {
         keepsRequestForRetry = false
         keepsBodyForRetry = false
         dropKeptBody()
@@ -73,7 +82,7 @@ extension ClientSession {
         let kept = keptBody?.readableCount ?? 0
         guard kept + range.count <= limit else {
             bodyNotKept = true
-            stopKeepingForRetry()
+            releaseRetryState()
             return
         }
         if keptBody == nil || keptBody!.writableCount < range.count {

@@ -106,6 +106,8 @@ extension ClientSession {
         let bodyWritten = written - headWritten
         if resending > 0 {
             keptBodyResent += bodyWritten
+            // A retry's resend that outlived the chance of another retry lets go of the kept bytes once they are out.
+            if !keepsBodyForRetry && keptBodyPending == 0 { releaseRetryState() }
         } else if bodyWritten > 0, let buffer = clientIn {
             if keepsBodyForRetry { keepSentBody(buffer, 0..<bodyWritten) }
             buffer.consume(bodyWritten)

@@ -377,7 +377,7 @@ final class ClientSession: TimerHeapElement {
         guard phase != .closed else { return }
         closeUpstream()
         releaseServer()
-        stopKeepingForRetry()
+        releaseRetryState()
         // An exchange cut short without a decided end lost its client.
         if record.pending && record.end == nil { record.end = .clientAbort }
         concludeExchange()
