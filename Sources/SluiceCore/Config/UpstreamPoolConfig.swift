@@ -29,10 +29,15 @@ public struct UpstreamServerConfig: Sendable, Equatable, CustomStringConvertible
     }
 
     /// The server as a URL, e.g. `http://127.0.0.1:8000`.
-    public var description: String {
-        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
-        return "\(scheme.rawValue)://\(host):\(port)"
-    }
+    public var description: String { "\(scheme.rawValue)://\(hostPort)" }
+
+    /// `host:port`, the port always written (brackets around an IPv6 literal): how logs and error bodies name it.
+    public var hostPort: String { "\(bracketedHost):\(port)" }
+
+    /// `host[:port]` as a Host field names the server: the port only when it is not the scheme's default.
+    public var authority: String { port == scheme.defaultPort ? bracketedHost : hostPort }
+
+    private var bracketedHost: String { host.contains(":") ? "[\(host)]" : host }
 }
 
 /// `balance`: how a request without an affinity key (or on an upstream without one) picks its server.

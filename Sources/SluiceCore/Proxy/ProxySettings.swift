@@ -94,10 +94,10 @@ public final class ProxySettings: Sendable {
                 }
             }
             let first = upstream.servers[0]
-            upstreams.append(Upstream(name: upstream.name, pool: pool, display: upstream.servers.map(Self.hostPort).joined(separator: " "),
+            upstreams.append(Upstream(name: upstream.name, pool: pool, display: upstream.servers.map(\.hostPort).joined(separator: " "),
                                       maxIdleConnections: upstream.maxIdleConnections,
-                                      hostHeader: first.scheme == .https ? Array(Self.authority(first).utf8) : nil,
-                                      authority: Array(Self.authority(first).utf8),
+                                      hostHeader: first.scheme == .https ? Array(first.authority.utf8) : nil,
+                                      authority: Array(first.authority.utf8),
                                       affinityHeader: { if case .header(let name) = upstream.pool.affinity { Array(name.lowercased().utf8) } else { nil } }(),
                                       routed: routed))
         }
@@ -140,17 +140,6 @@ public final class ProxySettings: Sendable {
             guard upstream.routed, let reason = upstream.pool.unresolvedReason else { return nil }
             return UnresolvedUpstream(name: upstream.name, server: upstream.display, reason: reason)
         }
-    }
-
-    /// `host[:port]` as a Host field names an upstream (the port only when not the scheme's default).
-    /// `host:port`, the port always written: how logs and error bodies name a server.
-    private static func hostPort(_ server: UpstreamServerConfig) -> String {
-        server.host.contains(":") ? "[\(server.host)]:\(server.port)" : "\(server.host):\(server.port)"
-    }
-
-    private static func authority(_ server: UpstreamServerConfig) -> String {
-        let host = server.host.contains(":") ? "[\(server.host)]" : server.host
-        return server.port == server.scheme.defaultPort ? host : "\(host):\(server.port)"
     }
 
     /// Builds the TLS contexts `config` asks for: the listeners' (certificate and key loaded and matched) and one

@@ -485,8 +485,6 @@ public final class ProxyLoop {
 
     /// A cheap per-loop random stream (wyrand) for request ids; not for secrets.
     func nextRandom() -> UInt64 {
-        randomState &+= 0xA076_1D64_78BD_642F
-        let product = randomState.multipliedFullWidth(by: randomState ^ 0xE703_7ED1_A0B4_28DB)
-        return product.high ^ product.low
+        ServerChooser.next(&randomState)
     }
 }

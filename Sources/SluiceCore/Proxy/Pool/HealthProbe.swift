@@ -147,15 +147,6 @@ struct HealthProbe {
     }
 }
 
-extension UpstreamServerConfig {
-    /// `host[:port]` as a Host field names the server (brackets around an IPv6 literal; the port only when it is
-    /// not the scheme's default).
-    var authority: String {
-        let host = self.host.contains(":") ? "[\(self.host)]" : self.host
-        return port == scheme.defaultPort ? host : "\(host):\(port)"
-    }
-}
-
 /// A probe's connection: plain, or through a client `TLSEngine` whose ciphertext is moved here with blocking
 /// waits (what `Transport` does for the loops, event-driven).
 private struct Channel {
