@@ -20,9 +20,9 @@
 /// - a tokens budget admits while `D < C × P` (balance > 0; it may go negative when usage is
 ///   charged after the fact, which is debt: `D > C × P`).
 ///
-/// Clocks: `now` is any monotonic nanosecond count, identical across threads. A caller whose
-/// reading is older than one already stored (it read the clock, then waited for the lock) sees
-/// a larger debt, so skew can only make a decision stricter, never admit more.
+/// Clocks: `now` is any monotonic nanosecond count, identical across threads. The limiter never
+/// passes a reading older than one it already used on the same state (callers read the clock,
+/// then wait for the lock), so a debt here never includes time that has not passed.
 struct RateBucket: Sendable, Equatable {
     /// Units added per period.
     let count: Int64

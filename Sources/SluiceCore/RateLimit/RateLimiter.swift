@@ -207,6 +207,7 @@ public final class RateLimiter: Sendable {
         guard tokens > 0, let bucket = buckets[rule].tokens else { return }
         let capacity = keysPerShard
         let charged = shard(for: key).state.withLock { state -> Bool in
+            let now = state.clock(now)
             state.tables[rule].sweep(steps: Self.sweepStepsPerAccess, now: now)
             guard let slot = state.tables[rule].findOrInsert(key.rawValue, now: now, capacity: capacity) else {
                 return false
@@ -229,6 +230,7 @@ public final class RateLimiter: Sendable {
         var removed = 0
         for shard in shards {
             removed += shard.state.withLock { state in
+                let now = state.clock(now)
                 var count = 0
                 for rule in state.tables.indices {
                     count += state.tables[rule].sweep(steps: maximumEntriesPerShard, now: now)
@@ -273,6 +275,7 @@ public final class RateLimiter: Sendable {
         let name = rules[rule].name
         let capacity = keysPerShard
         return shard(for: key).state.withLock { state -> RuleDecision in
+            let now = state.clock(now)
             state.tables[rule].sweep(steps: Self.sweepStepsPerAccess, now: now)
             guard let slot = state.tables[rule].findOrInsert(key.rawValue, now: now, capacity: capacity) else {
                 // Fail open at the cap: decide on a fresh entry (which always admits), keep nothing.
@@ -290,6 +293,7 @@ public final class RateLimiter: Sendable {
         let ruleBuckets = buckets[rule]
         let name = rules[rule].name
         return shard(for: key).state.withLock { state -> RateLimitStatus? in
+            let now = state.clock(now)
             guard let slot = state.tables[rule].slots[key.rawValue] else { return nil }
             if unit, let bucket = ruleBuckets.requests {
                 let entry = state.tables[rule].entries[slot]
@@ -420,9 +424,23 @@ private final class Shard: Sendable {
     }
 }
 
-/// A shard's tables, one per rule.
+/// A shard's tables, one per rule, and the latest clock reading used on them.
 private struct ShardState {
     var tables: [KeyTable]
+    /// Callers read the clock before they wait for the lock, so a reading can arrive older than
+    /// one already used here. Deciding with it would make a bucket look emptier than it can be
+    /// (a requests bucket "full again" in more than its period), so time never goes back.
+    private var latestNow: Int64 = .min
+
+    init(tables: [KeyTable]) {
+        self.tables = tables
+    }
+
+    /// `now`, or the latest reading already used in this shard when that is later.
+    mutating func clock(_ now: Int64) -> Int64 {
+        latestNow = max(latestNow, now)
+        return latestNow
+    }
 }
 
 /// The keys one rule tracks in one shard: a dense array of entries (so sweeping and eviction
