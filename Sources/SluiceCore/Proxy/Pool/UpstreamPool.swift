@@ -151,12 +151,17 @@ public final class UpstreamPool: Sendable {
     /// Chooses a server for a stream at `now`, skipping `tried` (slots of servers this request already used).
     func choose(key: UInt64?, tried: TriedServers, now: Int64, random: inout UInt64) -> Choice {
         let servers = self.servers
+        // A pool in force never retires all its servers; one whose servers are all retired was replaced by a reload
+        // (its upstream changed every server, or no route uses it now). An exchange that began under it keeps its
+        // settings to the end, so it is served by those servers: the new settings' pool may not have any.
+        let replaced = !servers.isEmpty && servers.allSatisfy(\.isRetired)
         let outcome = servers.withUnsafeBufferPointer { servers in
             withUnsafeTemporaryAllocation(of: ServerChooser.Candidate.self, capacity: servers.count) { candidates in
                 for (index, server) in servers.enumerated() {
                     candidates.initializeElement(at: index, to: ServerChooser.Candidate(
                         streams: server.streams, weight: server.weight, maxStreams: server.maxStreams, backup: server.backup,
-                        healthy: server.isAvailable(now: now), retired: server.isRetired, tried: tried.contains(server.slot),
+                        healthy: server.unavailableUntil <= now, retired: server.isRetired && !replaced,
+                        tried: tried.contains(server.slot),
                         seed: server.rendezvousSeed))
                 }
                 defer { candidates.deinitialize() }

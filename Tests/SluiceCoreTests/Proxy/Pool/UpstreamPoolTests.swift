@@ -55,6 +55,37 @@ import Testing
         #expect(after.counters === before.counters, "Prometheus counters do not go back")
     }
 
+    /// Between a reload building its settings and a loop adopting them, and for any exchange that began before
+    /// (retries, a held connect), the old settings' pool still chooses: its kept servers when some are kept, its
+    /// own retired ones when the reload replaced them all (502 "no server left" was the answer before).
+    @Test func aPoolReplacedByAReloadStillServesExchangesThatBeganUnderIt() throws {
+        var random: UInt64 = 1
+        let partly = Self.pool([Self.server("127.0.0.1", 8001), Self.server("127.0.0.2", 8002)])
+        _ = Self.pool([Self.server("127.0.0.1", 8001, weight: 4), Self.server("127.0.0.2", 8002)], previous: partly)
+        #expect(partly.servers.map(\.isRetired) == [true, false])
+        for _ in 0..<8 {
+            guard case .server(let chosen, _, _) = partly.choose(key: nil, tried: TriedServers(), now: 0, random: &random) else {
+                Issue.record("a partly replaced pool chose nothing")
+                return
+            }
+            #expect(chosen.label == "127.0.0.2:8002", "a kept server, never the retired one")
+        }
+        let wholly = Self.pool([Self.server("127.0.0.1", 8001)])
+        _ = Self.pool([Self.server("127.0.0.9", 8009)], previous: wholly)
+        #expect(wholly.servers[0].isRetired)
+        guard case .server(let chosen, _, _) = wholly.choose(key: nil, tried: TriedServers(), now: 0, random: &random) else {
+            Issue.record("a wholly replaced pool chose nothing")
+            return
+        }
+        #expect(chosen.label == "127.0.0.1:8001")
+        var tried = TriedServers()
+        tried.insert(chosen.slot)
+        guard case .exhausted = wholly.choose(key: nil, tried: tried, now: 0, random: &random) else {
+            Issue.record("a tried server was chosen again")
+            return
+        }
+    }
+
     @Test func aServerRetiredByAnAddressChangeIsNotReused() {
         let pool = Self.pool([Self.server("127.0.0.1", 8001)])
         let first = pool.servers[0]
