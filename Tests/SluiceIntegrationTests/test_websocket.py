@@ -223,21 +223,26 @@ def _done(input_tokens: int, output_tokens: int, details: bool = False) -> dict:
                          "usage": usage}}
 
 
-async def _realtime(ws, c):
-    await send(ws, c, json.dumps({"type": "session.created", "session": {"model": "gpt-realtime"}}))
-    await send(ws, c, json.dumps({"type": "response.text.delta", "delta": "Hel"}))
-    await send(ws, c, json.dumps(_done(10, 20)))
-    # The second response.done as one message in three frames (a fragmented text message).
-    text = json.dumps(_done(5, 7, details=True))
-    third = len(text) // 3
-    with c.origin.cond:
-        c.sent_at.append(time.monotonic())
-    await ws.send([text[:third], text[third:2 * third], text[2 * third:]])
-    await echo(ws, c)
+def _realtime(fragment_second: bool):
+    """Four server messages: session.created, a delta and two response.done (10+20, then 5+7 with the token
+    details the Realtime API adds), the second one fragmented in three frames if `fragment_second`."""
+    async def script(ws, c):
+        await send(ws, c, json.dumps({"type": "session.created", "session": {"model": "gpt-realtime"}}))
+        await send(ws, c, json.dumps({"type": "response.text.delta", "delta": "Hel"}))
+        await send(ws, c, json.dumps(_done(10, 20)))
+        text = json.dumps(_done(5, 7, details=True))
+        if fragment_second:  # one text message in a text frame and two continuation frames
+            third = len(text) // 3
+            await ws.send([text[:third], text[third:2 * third], text[2 * third:]])
+        else:
+            await send(ws, c, text)
+        await echo(ws, c)
+    return script
 
 
-def test_realtime_response_done_usage_is_summed_into_the_record(stack):
-    origin = WSOrigin(_realtime, compression=None)
+@pytest.mark.parametrize("fragment_second", [False, True], ids=["whole", "fragmented"])
+def test_realtime_response_done_usage_is_summed_into_the_record(stack, fragment_second):
+    origin = WSOrigin(_realtime(fragment_second), compression=None)
     sl, log = start(stack, origin)
     with ws_client(sl.port, "/v1/realtime?model=gpt-realtime") as ws:
         got = [json.loads(ws.recv(timeout=5)) for _ in range(4)]

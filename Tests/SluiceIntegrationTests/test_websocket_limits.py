@@ -104,14 +104,17 @@ def test_drain_keeps_tunnels_until_the_deadline_then_closes_both_sides_with_1001
         client_closed_after = time.monotonic() - signalled
     finally:
         ws.close()
+    c = origin.conn()
+    try:
+        origin.wait_for(lambda: c.ended_at is not None, 5, "the origin's end")
+    finally:
+        code = sl.wait_exit(10)  # first, so that a failed check below does not read as a crash
     assert closed.value.rcvd is not None, f"the client got no close frame at the drain deadline: {closed.value!r}"
     assert closed.value.rcvd.code == 1001, closed.value
     assert 0.8 <= client_closed_after < 4.0, f"the client's tunnel closed {client_closed_after:.2f} s after SIGTERM"
-    c = origin.conn()
-    origin.wait_for(lambda: c.ended_at is not None, 5, "the origin's end")
     assert c.close_code == 1001, f"the origin got close code {c.close_code}, want 1001 (going away)"
     assert 0.8 <= c.ended_at - signalled < 4.0, f"the origin's tunnel closed {c.ended_at - signalled:.2f} s after SIGTERM"
-    assert sl.wait_exit(10) == 0
+    assert code == 0, f"sluice exited with {code}"
 
     [rec] = wait_records(log, 1)
     t = tunnel_of(rec)

@@ -6,7 +6,7 @@ The origin is the `websockets` asyncio server in a daemon thread with its own ev
 127.0.0.1:0 (optionally TLS, optionally a small SO_SNDBUF). Each test passes a script, an async
 function `script(ws, conn)`; `conn` (a `WSConn`) records what the origin saw with `time.monotonic()`
 stamps on the test's clock. `echo` answers every message with itself and obeys a few commands sent as
-text messages (`!abort`, `!close CODE REASON`, `!ping`). Every handshake sluice forwarded (also those the
+text messages (`!abort`: a TCP reset, `!close CODE REASON`, `!ping`). Every handshake sluice forwarded (also those the
 origin refused) is in `WSOrigin.handshakes` with its header fields as sent.
 """
 
@@ -196,8 +196,7 @@ async def echo(ws, c: WSConn) -> None:
         if isinstance(msg, str) and msg.startswith("!"):
             cmd, _, arg = msg.partition(" ")
             if cmd == "!abort":
-                c.note(aborted_at=time.monotonic())
-                ws.transport.abort()
+                reset(ws, c)
                 return
             if cmd == "!close":
                 code, _, reason = arg.partition(" ")
@@ -211,6 +210,14 @@ async def echo(ws, c: WSConn) -> None:
                 await send(ws, c, "pong-ok")
                 continue
         await send(ws, c, msg)
+
+
+def reset(ws, c: WSConn) -> None:
+    """Reset the TCP connection: SO_LINGER 0, then abort the transport (a plain abort() would send a FIN when no
+    unread bytes are left)."""
+    ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.note(aborted_at=time.monotonic())
+    ws.transport.abort()
 
 
 async def send(ws, c: WSConn, message) -> None:
