@@ -261,13 +261,15 @@ public struct Timeouts: Sendable, Equatable {
     public var total = 0
     /// How long an idle pooled upstream connection is kept before closing it.
     public var upstreamPoolIdle = 90_000
+    /// A tunnel (WebSocket) with no byte either way for this long is closed.
+    public var tunnelIdle = 3_600_000
 
     /// Creates timeouts, each defaulting to the documented value.
     public init(
         clientHeader: Int = 10_000, clientBodyIdle: Int = 60_000,
         clientKeepAlive: Int = 60_000, clientWrite: Int = 60_000,
         upstreamConnect: Int = 5_000, upstreamFirstByte: Int = 300_000,
-        upstreamIdle: Int = 300_000, total: Int = 0, upstreamPoolIdle: Int = 90_000
+        upstreamIdle: Int = 300_000, total: Int = 0, upstreamPoolIdle: Int = 90_000, tunnelIdle: Int = 3_600_000
     ) {
         self.clientHeader = clientHeader
         self.clientBodyIdle = clientBodyIdle
@@ -278,6 +280,7 @@ public struct Timeouts: Sendable, Equatable {
         self.upstreamIdle = upstreamIdle
         self.total = total
         self.upstreamPoolIdle = upstreamPoolIdle
+        self.tunnelIdle = tunnelIdle
     }
 }
 
@@ -332,6 +335,9 @@ public struct RouteConfig: Sendable, Equatable {
     /// `inject_usage on`: streaming chat/completions requests that do not ask for usage are sent with
     /// `stream_options.include_usage`, and the usage-only chunk that brings is removed from their response.
     public var injectUsage: Bool
+    /// `websocket on` (the default): a WebSocket upgrade request is forwarded with its Upgrade field and a 101 opens
+    /// a tunnel; `off` strips the Upgrade field as for any other protocol.
+    public var websocket: Bool
 
     /// Largest capture per direction: 16 MiB. A capture is held in memory until the exchange
     /// ends and then copied into a record, so it bounds per-exchange memory and record size.
@@ -340,7 +346,8 @@ public struct RouteConfig: Sendable, Equatable {
     /// Creates a route from its parts; no validation.
     public init(
         prefix: String, upstream: String, timeouts: Timeouts = Timeouts(), maxRequestBody: Int64 = Limits().maxRequestBody,
-        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0, limits: [Int] = [], injectUsage: Bool = false
+        captureRequestBytes: Int = 0, captureResponseBytes: Int = 0, limits: [Int] = [], injectUsage: Bool = false,
+        websocket: Bool = true
     ) {
         self.prefix = prefix
         self.upstream = upstream
@@ -350,6 +357,7 @@ public struct RouteConfig: Sendable, Equatable {
         self.captureResponseBytes = captureResponseBytes
         self.limits = limits
         self.injectUsage = injectUsage
+        self.websocket = websocket
     }
 }
 

@@ -50,6 +50,7 @@ struct ConfigDraft: Equatable {
         var captureRequestBytes = 0
         var captureResponseBytes = 0
         var injectUsage = false
+        var websocket = true
         /// `limit NAME` directives in order, resolved to rule indices at resolve time so rules
         /// may be declared after the routes that use them.
         var limits: [LimitReference] = []

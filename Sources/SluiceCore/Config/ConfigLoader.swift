@@ -158,7 +158,8 @@ extension ConfigDraft {
                     prefix: route.prefix, upstream: upstream, timeouts: merged,
                     maxRequestBody: route.maxRequestBody ?? limits.maxRequestBody,
                     captureRequestBytes: route.captureRequestBytes,
-                    captureResponseBytes: route.captureResponseBytes, limits: limitIndices, injectUsage: route.injectUsage))
+                    captureResponseBytes: route.captureResponseBytes, limits: limitIndices, injectUsage: route.injectUsage,
+                    websocket: route.websocket))
         }
         if upstreams.isEmpty {
             throw fail(0, "no upstream: add a block 'upstream NAME { server URL }'")

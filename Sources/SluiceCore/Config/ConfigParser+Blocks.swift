@@ -70,6 +70,9 @@ extension ConfigParser {
         case ConfigRouteKey.injectUsage.rawValue:
             let text = try single(values, for: name, expected: "on or off", usage: "\(name) off", line: line)
             draft.routes[index].injectUsage = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
+        case ConfigRouteKey.websocket.rawValue:
+            let text = try single(values, for: name, expected: "on or off", usage: "\(name) on", line: line)
+            draft.routes[index].websocket = try value(line) { () throws(ConfigValueError) in try ConfigValues.boolean(text, what: name) }
         default:  // an overridable timeout
             let text = try single(values, for: name, expected: "DURATION", usage: "\(name) 600s", line: line)
             let milliseconds = try value(line) { () throws(ConfigValueError) in try ConfigValues.duration(text) }

@@ -299,7 +299,7 @@ struct ConfigParser {
         if !homes.isEmpty {
             var message = "key '\(name)' is not allowed \(contextLocation); it belongs \(homes.joined(separator: " or "))"
             if context.block == .route, ConfigTimeoutKey(rawValue: name) != nil {
-                message += " (routes may override only upstream_first_byte, upstream_idle, total and max_request_body)"
+                message += " (routes may override only upstream_first_byte, upstream_idle, total, tunnel_idle and max_request_body)"
             }
             throw error(line, message)
         }

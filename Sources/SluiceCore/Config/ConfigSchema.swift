@@ -27,7 +27,7 @@ enum ConfigBlockKind: String, CaseIterable {
                 + ConfigUpstreamTLSKey.allCases.map(\.rawValue)
         case .route:
             ["upstream"] + ConfigTimeoutKey.allCases.filter(\.isRouteOverridable).map(\.rawValue) + ["max_request_body"]
-                + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit", ConfigRouteKey.injectUsage.rawValue]
+                + ConfigCaptureKey.allCases.map(\.rawValue) + ["limit", ConfigRouteKey.injectUsage.rawValue, ConfigRouteKey.websocket.rawValue]
         case .log: ConfigLogKey.allCases.map(\.rawValue)
         case .admin: ["listen"]
         case .limit: ConfigRateLimitKey.allCases.map(\.rawValue)
@@ -186,6 +186,8 @@ enum ConfigRouteKey: String {
     /// the usage chunk the client did not ask for (issue 12, item 3). Only `off` is accepted until the session
     /// rewrites request bodies.
     case injectUsage = "inject_usage"
+    /// `websocket on|off`: forward WebSocket upgrades and tunnel after a 101 (``RouteConfig/websocket``).
+    case websocket
 }
 
 /// Per-route capture keys, each a size from 0 to ``RouteConfig/maximumCaptureBytes``.
@@ -216,13 +218,15 @@ enum ConfigTimeoutKey: String, CaseIterable {
     case total
     /// ``Timeouts/upstreamPoolIdle``: unused pooled connection lifetime.
     case upstreamPoolIdle = "upstream_pool_idle"
+    /// ``Timeouts/tunnelIdle``: no byte either way through a tunnel; per route.
+    case tunnelIdle = "tunnel_idle"
 
     /// Whether a `route` block may override this timeout. Only the ones that describe one
     /// exchange with the upstream can differ per route; client-side and pool timers apply
     /// before a route is known or across routes.
     var isRouteOverridable: Bool {
         switch self {
-        case .upstreamFirstByte, .upstreamIdle, .total: true
+        case .upstreamFirstByte, .upstreamIdle, .total, .tunnelIdle: true
         default: false
         }
     }
@@ -239,6 +243,7 @@ enum ConfigTimeoutKey: String, CaseIterable {
         case .upstreamIdle: timeouts.upstreamIdle = milliseconds
         case .total: timeouts.total = milliseconds
         case .upstreamPoolIdle: timeouts.upstreamPoolIdle = milliseconds
+        case .tunnelIdle: timeouts.tunnelIdle = milliseconds
         }
     }
 }

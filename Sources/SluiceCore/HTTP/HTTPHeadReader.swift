@@ -16,6 +16,14 @@ struct HTTPFieldFacts: Sendable {
     private(set) var sawOtherCoding = false
     private(set) var connectionClose = false
     private(set) var connectionKeepAlive = false
+    /// `Connection: upgrade` (RFC 9110 §7.8: an Upgrade field is meaningful only with it).
+    private(set) var connectionUpgrade = false
+    /// Upgrade fields seen, and whether the only one offers exactly `websocket` (RFC 6455 §4.1, §4.2.2): a list of
+    /// several protocols, or a second Upgrade field, is not a WebSocket upgrade.
+    private(set) var upgradeFields = 0
+    private(set) var upgradeIsWebSocket = false
+    /// Exactly one Upgrade field, offering only `websocket`, and `Connection: upgrade`.
+    var upgradesToWebSocket: Bool { connectionUpgrade && upgradeFields == 1 && upgradeIsWebSocket }
     private(set) var hostCount = 0
     private(set) var hostField: Int?
     private(set) var expectContinue = false
@@ -43,6 +51,17 @@ struct HTTPFieldFacts: Sendable {
         switch field.name.count {
         case 4 where isRequest && named("host"):
             try noteHost(field.value, index: index, lineStart: lineStart, in: bytes)
+        case 7 where named("upgrade"):
+            upgradeFields += 1
+            var list = HTTPListCursor(field.value)
+            var offered = 0
+            var webSocket = false
+            while let token = list.next(bytes) {
+                guard !token.isEmpty else { continue }
+                offered += 1
+                webSocket = HTTPByte.equals(bytes, token, "websocket", ignoringCase: true)
+            }
+            upgradeIsWebSocket = offered == 1 && webSocket
         case 6 where isRequest && named("expect"):
             // RFC 9110 §10.1.1: an HTTP/1.0 server ignores 100-continue.
             expectContinue = version != .http1_0
@@ -87,6 +106,8 @@ struct HTTPFieldFacts: Sendable {
                 connectionClose = true
             } else if HTTPByte.equals(bytes, token, "keep-alive", ignoringCase: true) {
                 connectionKeepAlive = true
+            } else if HTTPByte.equals(bytes, token, "upgrade", ignoringCase: true) {
+                connectionUpgrade = true
             }
         }
     }

@@ -17,6 +17,9 @@ public struct RequestHead: Equatable, Sendable {
     public var connectionTokens: [Range<Int>]
     /// The index in `fields` of the Host field, if any.
     public var hostField: Int?
+    /// `Connection: upgrade` with a single `Upgrade: websocket` (RFC 6455 §4.1); whether it may open a tunnel
+    /// (method, version, body, the route) is the proxy's to decide.
+    public var upgradesToWebSocket: Bool
 
     /// An empty head whose arrays are allocated once, here.
     init(limits: HTTPLimits) {
@@ -33,6 +36,7 @@ public struct RequestHead: Equatable, Sendable {
         connectionTokens = []
         connectionTokens.reserveCapacity(HTTPLimits.maxConnectionTokens)
         hostField = nil
+        upgradesToWebSocket = false
     }
 
     /// Empties the head, keeping the arrays' capacity.
@@ -48,6 +52,7 @@ public struct RequestHead: Equatable, Sendable {
         keepAlive = false
         expectContinue = false
         hostField = nil
+        upgradesToWebSocket = false
     }
 }
 
@@ -230,5 +235,6 @@ public struct RequestHeadParser: Sendable {
         head.keepAlive = !facts.connectionClose && (head.version == .http1_1 || facts.connectionKeepAlive)
         head.expectContinue = facts.expectContinue
         head.hostField = facts.hostField
+        head.upgradesToWebSocket = facts.upgradesToWebSocket
     }
 }

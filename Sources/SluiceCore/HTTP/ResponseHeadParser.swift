@@ -19,6 +19,8 @@ public struct ResponseHead: Equatable, Sendable {
     public var connectionTokens: [Range<Int>]
     /// 1xx, 101 included: the final response is still to come, unless the caller switches protocols.
     public var isInformational: Bool
+    /// `Connection: upgrade` with a single `Upgrade: websocket`: what a 101 accepting a WebSocket handshake says.
+    public var upgradesToWebSocket: Bool
 
     /// An empty head whose arrays are allocated once, here.
     init(limits: HTTPLimits) {
@@ -33,6 +35,7 @@ public struct ResponseHead: Equatable, Sendable {
         connectionTokens = []
         connectionTokens.reserveCapacity(HTTPLimits.maxConnectionTokens)
         isInformational = false
+        upgradesToWebSocket = false
     }
 
     /// Empties the head, keeping the arrays' capacity.
@@ -46,6 +49,7 @@ public struct ResponseHead: Equatable, Sendable {
         contentLength = nil
         keepAlive = false
         isInformational = false
+        upgradesToWebSocket = false
     }
 }
 
@@ -159,5 +163,6 @@ public struct ResponseHeadParser: Sendable {
         head.keepAlive = !facts.connectionClose && (head.version != .http1_0 || facts.connectionKeepAlive)
             && head.framing != .untilClose
         head.isInformational = status < 200
+        head.upgradesToWebSocket = facts.upgradesToWebSocket
     }
 }

@@ -37,6 +37,16 @@ public struct CompletionRecord: Sendable {
         case rejectedOverload = "rejected_overload"
         /// Answered 502: the route's upstream name has not resolved since start-up (or the reload that added it).
         case upstreamUnresolved = "upstream_unresolved"
+        /// A tunnel (WebSocket) ended because the client closed its side.
+        case tunnelClientClosed = "tunnel_client_closed"
+        /// A tunnel ended because the upstream closed its side.
+        case tunnelUpstreamClosed = "tunnel_upstream_closed"
+        /// A tunnel carried no byte either way for `tunnel_idle`: sluice closed it (a close frame 1001 to each side).
+        case tunnelIdleTimeout = "tunnel_idle_timeout"
+
+        /// The ends a tunnel can have (`sluice_tunnel_ends_total` writes these).
+        public static let tunnelEnds: [End] = [.tunnelClientClosed, .tunnelUpstreamClosed, .tunnelIdleTimeout, .clientAbort, .upstreamAbort,
+                                               .clientWriteTimeout, .drain]
 
         /// Position in `allCases`, used as a metrics array index without a search.
         public var ordinal: Int {
@@ -55,6 +65,9 @@ public struct CompletionRecord: Sendable {
             case .drain: 11
             case .rejectedOverload: 12
             case .upstreamUnresolved: 13
+            case .tunnelClientClosed: 14
+            case .tunnelUpstreamClosed: 15
+            case .tunnelIdleTimeout: 16
             }
         }
     }
@@ -150,6 +163,37 @@ public struct CompletionRecord: Sendable {
     public var capturedResponseText: String?
     /// True when either capture was cut at the limit.
     public var captureTruncated: Bool
+    /// What a tunnel carried (the exchange became one with a 101); nil, and the key left out, otherwise.
+    public var tunnel: Tunnel?
+
+    /// A WebSocket tunnel's traffic after the 101, each way.
+    public struct Tunnel: Sendable, Equatable {
+        /// Bytes written to the upstream (from the client) and to the client (from the upstream).
+        public var clientBytes: Int64
+        public var upstreamBytes: Int64
+        /// Whole data messages each side sent (control frames not counted).
+        public var clientMessages: Int
+        public var upstreamMessages: Int
+        /// The code of the close frame each side sent (1005 for one without a code); nil when it sent none.
+        public var clientCloseCode: Int?
+        public var upstreamCloseCode: Int?
+        /// From the 101 to the first whole message from the upstream; nil when none came.
+        public var firstUpstreamMessageMilliseconds: Double?
+        /// From the 101 to the end.
+        public var durationMilliseconds: Double
+
+        public init(clientBytes: Int64, upstreamBytes: Int64, clientMessages: Int, upstreamMessages: Int, clientCloseCode: Int?,
+                    upstreamCloseCode: Int?, firstUpstreamMessageMilliseconds: Double?, durationMilliseconds: Double) {
+            self.clientBytes = clientBytes
+            self.upstreamBytes = upstreamBytes
+            self.clientMessages = clientMessages
+            self.upstreamMessages = upstreamMessages
+            self.clientCloseCode = clientCloseCode
+            self.upstreamCloseCode = upstreamCloseCode
+            self.firstUpstreamMessageMilliseconds = firstUpstreamMessageMilliseconds
+            self.durationMilliseconds = durationMilliseconds
+        }
+    }
 
     /// A record with the identity fields set and everything else empty: status 0, zero counts,
     /// timings unset, `end` `.complete`. The loop fills the rest as the exchange progresses.
@@ -193,6 +237,7 @@ public struct CompletionRecord: Sendable {
         self.capturedRequestBody = nil
         self.capturedResponseText = nil
         self.captureTruncated = false
+        self.tunnel = nil
     }
 }
 
@@ -284,6 +329,7 @@ extension CompletionRecord {
         JSONBytes.appendString(error, to: &out)
         JSONBytes.appendRaw(",\"worker\":", to: &out)
         JSONBytes.appendInt(worker, to: &out)
+        if let tunnel { Self.appendTunnel(tunnel, to: &out) }
         if capturedRequestBody != nil || capturedResponseText != nil {
             JSONBytes.appendRaw(",\"request_body\":", to: &out)
             JSONBytes.appendString(capturedRequestBody, to: &out)
@@ -303,6 +349,30 @@ extension CompletionRecord {
             JSONBytes.appendString(errorType, to: &out)
         }
         JSONBytes.appendRaw("}\n", to: &out)
+    }
+
+    private static func appendTunnel(_ tunnel: Tunnel, to out: inout [UInt8]) {
+        JSONBytes.appendRaw(",\"tunnel\":{\"protocol\":\"websocket\",\"client_bytes\":", to: &out)
+        JSONBytes.appendInt(tunnel.clientBytes, to: &out)
+        JSONBytes.appendRaw(",\"upstream_bytes\":", to: &out)
+        JSONBytes.appendInt(tunnel.upstreamBytes, to: &out)
+        JSONBytes.appendRaw(",\"client_messages\":", to: &out)
+        JSONBytes.appendInt(tunnel.clientMessages, to: &out)
+        JSONBytes.appendRaw(",\"upstream_messages\":", to: &out)
+        JSONBytes.appendInt(tunnel.upstreamMessages, to: &out)
+        JSONBytes.appendRaw(",\"client_close_code\":", to: &out)
+        appendOptionalInt(tunnel.clientCloseCode, to: &out)
+        JSONBytes.appendRaw(",\"upstream_close_code\":", to: &out)
+        appendOptionalInt(tunnel.upstreamCloseCode, to: &out)
+        JSONBytes.appendRaw(",\"first_upstream_message_ms\":", to: &out)
+        appendOptionalMilliseconds(tunnel.firstUpstreamMessageMilliseconds, to: &out)
+        JSONBytes.appendRaw(",\"duration_ms\":", to: &out)
+        JSONBytes.appendMilliseconds(tunnel.durationMilliseconds, to: &out)
+        JSONBytes.appendRaw("}", to: &out)
+    }
+
+    private static func appendOptionalInt(_ value: Int?, to out: inout [UInt8]) {
+        if let value { JSONBytes.appendInt(value, to: &out) } else { JSONBytes.appendRaw("null", to: &out) }
     }
 
     /// Microseconds since the Unix epoch on the wall clock (a vDSO call, no syscall), for

@@ -69,13 +69,19 @@ struct MetricsLayout: Sendable {
     static let generatedClient = 11
     static let generatedUpstream = 12
     static let generatedInternal = 13
-    static let scalarCount = 14
+    /// WebSocket tunnels: open now, and bytes relayed each way.
+    static let activeTunnels = 14
+    static let tunnelBytesToUpstream = 15
+    static let tunnelBytesToClient = 16
+    static let scalarCount = 17
 
     let routeCount: Int
     let ruleCount: Int
     /// First cell of requests by (route, class); route `routeCount` is "no route matched".
     let requests: Int
     let exchanges: Int
+    /// First cell of `sluice_tunnel_ends_total`, by `CompletionRecord.End` ordinal.
+    let tunnelEnds: Int
     let rateLimitRejections: Int
     /// First cell of each histogram: its buckets (the last one `+Inf`), then the sum in µs.
     let histograms: [Int]
@@ -91,6 +97,8 @@ struct MetricsLayout: Sendable {
         requests = next
         next += (routeCount + 1) * Self.statusClasses.count
         exchanges = next
+        next += CompletionRecord.End.allCases.count
+        tunnelEnds = next
         next += CompletionRecord.End.allCases.count
         rateLimitRejections = next
         next += ruleCount
@@ -227,6 +235,17 @@ public final class LoopMetrics: Sendable {
     public var activeConnections: Int { cells.load(MetricsLayout.activeConnections) }
     @inline(__always)
     public func addActiveStreams(_ delta: Int) { cells.add(MetricsLayout.activeStreams, delta) }
+
+    /// WebSocket tunnels opened (+1) or ended (-1).
+    func addActiveTunnels(_ delta: Int) { cells.add(MetricsLayout.activeTunnels, delta) }
+
+    /// Tunnel bytes written to the upstream (`toUpstream`) or to the client.
+    func addTunnelBytes(_ count: Int, toUpstream: Bool) {
+        cells.add(toUpstream ? MetricsLayout.tunnelBytesToUpstream : MetricsLayout.tunnelBytesToClient, count)
+    }
+
+    /// A tunnel ended, as its record's `end` says.
+    func countTunnelEnd(_ end: CompletionRecord.End) { cells.add(layout.tunnelEnds + end.ordinal, 1) }
     /// Bytes queued in the loop's buffers waiting for a slow peer.
     @inline(__always)
     public func addQueuedBytes(_ delta: Int) { cells.add(MetricsLayout.queuedBytes, delta) }

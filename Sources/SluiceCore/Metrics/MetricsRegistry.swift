@@ -121,6 +121,16 @@ public final class MetricsRegistry: Sendable {
             out.sample("sluice_exchanges_total", labels: ["end": end.rawValue], value: totals[layout.exchanges + end.ordinal])
         }
 
+        out.family("sluice_tunnels_active", type: "gauge", help: "WebSocket tunnels open now.")
+        out.sample("sluice_tunnels_active", value: totals[MetricsLayout.activeTunnels])
+        out.family("sluice_tunnel_bytes_total", type: "counter", help: "Bytes relayed through WebSocket tunnels after the 101, by direction.")
+        out.sample("sluice_tunnel_bytes_total", labels: ["direction": "client_to_upstream"], value: totals[MetricsLayout.tunnelBytesToUpstream])
+        out.sample("sluice_tunnel_bytes_total", labels: ["direction": "upstream_to_client"], value: totals[MetricsLayout.tunnelBytesToClient])
+        out.family("sluice_tunnel_ends_total", type: "counter", help: "Finished WebSocket tunnels by how they ended.")
+        for end in CompletionRecord.End.allCases where CompletionRecord.End.tunnelEnds.contains(end) {
+            out.sample("sluice_tunnel_ends_total", labels: ["end": end.rawValue], value: totals[layout.tunnelEnds + end.ordinal])
+        }
+
         let byteCounters: [(String, String, Int)] = [
             ("sluice_client_bytes_received_total", "Bytes read from clients.", MetricsLayout.clientBytesReceived),
             ("sluice_client_bytes_sent_total", "Bytes written to clients.", MetricsLayout.clientBytesSent),

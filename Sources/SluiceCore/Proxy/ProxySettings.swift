@@ -34,6 +34,8 @@ public final class ProxySettings: Sendable {
         public var chargesTokens: Bool
         /// `inject_usage on` (see `RouteConfig.injectUsage`).
         public var injectUsage: Bool
+        /// `websocket on` (see `RouteConfig.websocket`).
+        public var websocket: Bool
         /// Where the metrics count this route (nil: out of slots, counted as no route).
         public var metricsSlot: Int?
     }
@@ -113,7 +115,7 @@ public final class ProxySettings: Sendable {
                   timeouts: route.timeouts, maxRequestBody: route.maxRequestBody,
                   captureRequestBytes: route.captureRequestBytes, captureResponseBytes: route.captureResponseBytes,
                   limits: route.limits, chargesTokens: route.limits.contains { config.rateLimits[$0].tokens != nil },
-                  injectUsage: route.injectUsage, metricsSlot: slot)
+                  injectUsage: route.injectUsage, websocket: route.websocket, metricsSlot: slot)
         }
         routes.sort { $0.prefix.count > $1.prefix.count }
         self.routes = routes

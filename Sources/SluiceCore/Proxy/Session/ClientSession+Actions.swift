@@ -56,6 +56,15 @@ extension ClientSession {
         case .serve:
             clientReadable = true
             loop.post(self)
+        case .openTunnel:
+            // The 101 is relayed where the head is parsed (`openTunnel`), which asked for the action.
+            break
+        case .tunnelClientClosed:
+            tunnelClientClosed()
+        case .tunnelUpstreamClosed:
+            tunnelUpstreamClosed()
+        case .closeTunnel(let reason, let end):
+            closeTunnelGoingAway(reason: reason, end: end)
         }
     }
 
@@ -107,7 +116,7 @@ extension ClientSession {
 
     /// Ends the exchange once its response is complete and fully written (or closes an aborted one).
     func finishIfFlushed() {
-        guard phase == .exchange, !clientOutputPending else { return }
+        guard phase == .exchange || phase == .tunnel, !clientOutputPending else { return }
         carryOut(machine.outputFlushed(unsentBodyBytes: requestSendEnd, draining: loop.isDraining))
     }
 

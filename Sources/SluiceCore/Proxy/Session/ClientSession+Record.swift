@@ -160,6 +160,7 @@ extension ClientSession {
             responseObserver = nil
             loop.giveResponseObserver(observer)
         }
+        concludeTunnel(into: &line, usage: &usage)
         return line
     }
 

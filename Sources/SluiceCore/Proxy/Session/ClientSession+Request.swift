@@ -16,6 +16,8 @@ extension ClientSession {
             // max_connections) can only go out once the handshake has finished.
             let handshaking = clientTransport.tls.map { !$0.isEstablished } ?? false
             guard (!requestIsComplete && clientGate.isOpen) || handshaking else { return false }
+        case .tunnel:
+            guard machine.response == .body, clientGate.isOpen else { return false }
         case .lingering:
             return discardLingeringInput()
         case .closed:
@@ -70,6 +72,7 @@ extension ClientSession {
         switch phase {
         case .readingHead: parseRequestHead()
         case .exchange: frameRequestBody()
+        case .tunnel: frameTunnelInput()
         default: break
         }
         // A consumed head leaves the buffer empty: give it back, or every held stream keeps a
@@ -144,6 +147,7 @@ extension ClientSession {
         if !route.limits.isEmpty, let limiter = settings.rateLimiter {
             guard admitRateLimited(limiter, rules: route.limits, head: head, headLength: headLength, buffer: buffer) else { return }
         }
+        guard acceptWebSocketUpgrade(head) else { return }
         if !requestIsComplete { requestObserver = loop.takeRequestObserver(capture: route.captureRequestBytes) }
         upstreamIndex = route.upstreamIndex
         resetRetryState(hasBody: !requestIsComplete)
@@ -164,7 +168,7 @@ extension ClientSession {
                                           clientIP: clientIP, requestID: requestID,
                                           host: settings.upstreams[upstreamIndex].hostHeader,
                                           fallbackHost: settings.upstreams[upstreamIndex].authority, overTLS: clientTransport.tls != nil,
-                                          deferContentLength: usageInjection == .holdingBody)
+                                          deferContentLength: usageInjection == .holdingBody, upgrade: machine.tunnelRequested)
         }
         guard written else {
             return rejectRequest(.headTooLarge("request head is too large to forward"))

@@ -55,7 +55,7 @@ extension ClientSession {
     /// Parses response heads and frames body bytes now in `upstreamIn`.
     func processResponseBytes() {
         guard let buffer = upstreamIn else { return }
-        while phase == .exchange {
+        while phase == .exchange || phase == .tunnel {
             switch response {
             case .awaitingHead:
                 let parsers = takeParsers()
@@ -71,6 +71,9 @@ extension ClientSession {
                 }
             case .body(.filtered(let input, let rechunk)):
                 guard relayFiltered(buffer, input: input, rechunk: rechunk) else { return updateUpstreamPause() }
+            case .body(.tunnel):
+                relayTunnelOutput(buffer)
+                return updateUpstreamPause()
             case .body(let body):
                 let available = buffer.readableCount - responseSendEnd
                 guard available > 0 else { return updateUpstreamPause() }
@@ -102,8 +105,8 @@ extension ClientSession {
                 case .untilClose:
                     observeResponse(buffer, responseSendEnd..<buffer.readableCount)
                     responseSendEnd = buffer.readableCount
-                case .filtered:
-                    preconditionFailure("filtered bodies are relayed above")
+                case .filtered, .tunnel:
+                    preconditionFailure("filtered bodies and tunnels are relayed above")
                 }
             case .complete, .aborted:
                 // Bytes after the end of a response: the server broke framing, so the connection is not reused.
@@ -150,8 +153,13 @@ extension ClientSession {
         let queuedBefore = out.readableCount
         let head = parsers.response.head
         if head.isInformational {
-            let action = machine.responseHeadParsed(head.status == 101 ? .switchingProtocols : .interim,
-                                                    badResponse: .badResponse("upstream switched protocols, which was not requested"))
+            let action = machine.responseHeadParsed(head.status == 101 ? .switchingProtocols(webSocket: head.upgradesToWebSocket) : .interim,
+                                                    badResponse: .badResponse(machine.tunnelRequested
+                                                        ? "upstream switched to a protocol other than the WebSocket requested"
+                                                        : "upstream switched protocols, which was not requested"))
+            if case .openTunnel = action {
+                return openTunnel(headLength: headLength, buffer: buffer, parsers: parsers, out: out, queuedBefore: queuedBefore)
+            }
             guard case .forwardInterim(let relay) = action else {
                 carryOut(action)
                 return false
@@ -180,7 +188,7 @@ extension ClientSession {
         switch body {
         case .dechunked, .filtered(_, rechunk: false): reframe = .untilClose
         case .filtered(_, rechunk: true): reframe = .chunked
-        case .untilClose, .contentLength, .chunked, nil: reframe = .asReceived
+        case .untilClose, .contentLength, .chunked, .tunnel, nil: reframe = .asReceived
         }
         var facts = ExchangeStateMachine.ResponseHeadFacts(kind: .final, serverKeepsAlive: head.keepAlive)
         facts.upstreamEndsAtClose = head.framing == .untilClose
@@ -269,6 +277,7 @@ extension ClientSession {
 
     /// The upstream closed (or failed) its side.
     func upstreamEndOfStream(error: SystemError?) {
+        if phase == .tunnel { return carryOut(machine.tunnelUpstreamEnded(failure: error.map { "upstream failed: \($0.description)" })) }
         let reason = error.map { $0.description } ?? "connection closed"
         if response == .awaitingHead, upstream?.reused == false {
             server?.failed(now: loop.now, upstream: settings.upstreams[upstreamIndex].name, what: "closed before the response head")
@@ -313,6 +322,7 @@ extension ClientSession {
             releaseIfEmpty(&clientOut)
         }
         let bodyWritten = written - headWritten
+        if phase == .tunnel { countTunnelBytes(bodyWritten, toUpstream: false) }
         if bodyWritten > 0, let buffer = upstreamIn {
             buffer.consume(bodyWritten)
             responseSendEnd -= bodyWritten

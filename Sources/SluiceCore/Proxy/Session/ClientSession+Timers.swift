@@ -75,6 +75,8 @@ extension ClientSession {
                                     client: "upstream \(upstreamName) sent nothing for \(timeouts.upstreamIdle) ms", end: .timeoutIdle)
         case .clientBodyIdle:
             return .requestBodyStalled(milliseconds: timeouts.clientBodyIdle)
+        case .tunnelIdle:
+            return .tunnelIdle(milliseconds: timeouts.tunnelIdle)
         }
     }
 }

@@ -104,6 +104,7 @@ extension ClientSession {
         upstreamHeadSent += headWritten
         if upstreamOut != nil && headWritten == headRemaining && !machine.requestHeadWritten { machine.requestHeadSent() }
         let bodyWritten = written - headWritten
+        if phase == .tunnel { countTunnelBytes(bodyWritten, toUpstream: true) }
         if resending > 0 {
             keptBodyResent += bodyWritten
             // A retry's resend that outlived the chance of another retry lets go of the kept bytes once they are out.
@@ -131,6 +132,7 @@ extension ClientSession {
     /// The TLS session with the upstream failed: a certificate that did not verify, a handshake or record error.
     /// The client gets a 502 naming the reason (or, mid-response, a truncated stream).
     func upstreamTLSFailed(_ reason: String) {
+        if phase == .tunnel { return carryOut(machine.tunnelUpstreamEnded(failure: "TLS with upstream \(upstreamDisplay) failed: \(reason)")) }
         upstreamFailed(.upstreamTLS("TLS with upstream \(upstreamDisplay) failed: \(reason)", client: "TLS with upstream \(upstreamName) failed: \(reason)"))
     }
 
@@ -138,6 +140,7 @@ extension ClientSession {
     /// the read path decides: it relays that response, or sees the close and reports it.
     func upstreamWriteFailed(_ error: SystemError) {
         OpLog.debug("writing to upstream failed", ["upstream": .string(upstreamDisplay), "error": .string(error.description)])
+        if phase == .tunnel { return carryOut(machine.tunnelUpstreamEnded(failure: "writing to upstream failed: \(error.description)")) }
         carryOut(machine.upstreamWriteFailed(retryPossible: keepsRequestForRetry && !bodyNotKept))
     }
 

@@ -43,6 +43,8 @@ final class ClientSession: TimerHeapElement {
         /// Chunked framing removed for an HTTP/1.0 client, the body then ends with the connection.
         case dechunked
         case untilClose
+        /// A tunnel after a 101: bytes relayed as they are, with no end but a close.
+        case tunnel
         /// An event stream whose request sluice edited (`inject_usage`): its payload goes through the usage filter
         /// and out re-framed (chunked, or until close for an HTTP/1.0 client). `input` is the upstream's framing.
         case filtered(input: FilteredInput, rechunk: Bool)
@@ -52,7 +54,7 @@ final class ClientSession: TimerHeapElement {
             switch self {
             case .contentLength(let remaining): .contentLength(remaining: remaining)
             case .chunked, .dechunked: .chunked
-            case .untilClose: .untilClose
+            case .untilClose, .tunnel: .untilClose
             case .filtered(let input, _): input
             }
         }
@@ -179,6 +181,8 @@ final class ClientSession: TimerHeapElement {
     /// The response body may go through a pipe (`ClientSession+Splice`), and the pipe it uses once it does.
     var spliceAllowed = false
     var splice: SplicePipe?
+    /// Set while the exchange is a tunnel (from the 101 on).
+    var tunnel: TunnelRelay?
     var requestID: [UInt8] = []
 
     // MARK: loop thread only: what the completion record and metrics need

@@ -6,6 +6,9 @@ enum ConnectionPhase: Equatable {
     case readingHead
     /// A request was accepted; it is being forwarded and its response relayed.
     case exchange
+    /// A 101 switched the connection to another protocol (WebSocket): bytes go both ways, untouched, until a side
+    /// closes; the connection never carries HTTP again.
+    case tunnel
     /// The last response is out; our write side is shut and remaining input is discarded briefly so
     /// closing does not reset the connection before the client read the response.
     case lingering
@@ -30,6 +33,8 @@ enum ExchangeDeadlines {
         var lastClientRead: Int64 = 0
         var lastClientWriteProgress: Int64 = 0
         var lingerStartedAt: Int64 = 0
+        /// A tunnel's last read from either side (its idle clock).
+        var lastTunnelTraffic: Int64 = 0
     }
 
     /// What the phase alone does not say.
@@ -78,6 +83,8 @@ enum ExchangeDeadlines {
         case clientBodyIdle
         /// The lingering close ran its course.
         case linger
+        /// A tunnel carried no byte either way for `tunnel_idle`.
+        case tunnelIdle
     }
 
     /// `start + limit`, or never when the limit is off or the clock has not started.
@@ -109,6 +116,11 @@ enum ExchangeDeadlines {
             if facts.readingRequestBody {
                 _ = visit(deadline(max(times.lastClientRead, times.exchangeStartedAt), timeouts.clientBodyIdle), .clientBodyIdle)
             }
+        case .tunnel:
+            // `total` and the upstream timers describe one request and response; a tunnel lives as long as it carries
+            // traffic, and a client that stopped reading is cut as in a stream.
+            if facts.clientOutputPending, !visit(deadline(times.lastClientWriteProgress, timeouts.clientWrite), .clientWrite) { return }
+            _ = visit(deadline(times.lastTunnelTraffic, timeouts.tunnelIdle), .tunnelIdle)
         case .lingering:
             _ = visit(times.lingerStartedAt + limits.linger, .linger)
         case .closed:

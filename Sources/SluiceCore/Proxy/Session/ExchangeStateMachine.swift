@@ -11,84 +11,6 @@
 /// - body bytes the upstream never took are discarded or the connection closes, never parsed as a request
 ///   (`outputFlushed`, through `ExchangeReuse.clientNext`).
 struct ExchangeStateMachine {
-    /// How far the current request has arrived from the client.
-    enum RequestProgress: Equatable {
-        /// The head is parsed and body bytes are still to come.
-        case receivingBody
-        /// The body reached its framed end (or there was none).
-        case receivedWhole
-        /// The rest of the request will not be forwarded (refused, or the upstream stopped taking it): whatever
-        /// arrives after it cannot be told apart from body, so the connection closes after the response.
-        case dropped
-    }
-
-    /// Where the response is.
-    enum ResponseProgress: Equatable {
-        /// Waiting for the (final) response head.
-        case awaitingHead
-        /// Relaying the body.
-        case body
-        /// The last body byte is queued to the client (or sluice queued its own response).
-        case complete
-        /// Cut short: what was queued goes out, then the client is closed without a clean end.
-        case aborted
-    }
-
-    /// What the session does next. Associated values are named so a table test reads like the transition.
-    enum Action: Equatable {
-        case none
-        /// Connect to the route's upstream, taking an idle pooled connection when `poolAllowed`.
-        case connect(attempt: Int, poolAllowed: Bool)
-        /// The attempt failed before any of its response reached the client (`reason`; `after` describes it) and
-        /// the request goes to another server of the pool: close this connection (never pooled), stop counting the
-        /// stream on its server, discard what it answered, and send the kept request to the next server.
-        case retry(attempt: Int, after: String, reason: RetryCondition)
-        /// A reused connection closed before answering: the kept head goes again on a new connection.
-        case replay
-        /// Answer with sluice's own response; close the connection after it when `close`; `dropUnsentRequest`:
-        /// forget request bytes not yet forwarded (the rest of a body, pipelined requests).
-        case respond(ProxyError, close: Bool, dropUnsentRequest: Bool)
-        /// Relay the final response head, saying `Connection: close` when `close`.
-        case forward(close: Bool)
-        /// Relay an interim (1xx) head, or skip it for an HTTP/1.0 client (RFC 9110 §15.2).
-        case forwardInterim(relay: Bool)
-        /// The upstream stopped taking the request: send it nothing more and read on, to relay an early answer
-        /// or see the close; the request's unsent bytes are dropped.
-        case stopSendingRequest
-        /// The upstream stopped taking the request while a retry may still send all of it to another server: send
-        /// this one nothing more and read on, keeping every byte (its answer decides: a retry, or a forward that
-        /// drops them then).
-        case pauseSendingRequest
-        /// A close-delimited response body ended with the upstream's close.
-        case endResponseAtClose
-        /// The response ended: give the upstream connection back to the pool.
-        case reuseUpstream
-        /// The response ended (or the exchange failed): close the upstream connection.
-        case closeUpstream
-        /// The response already began: send what was received, then close without the body's clean end.
-        case truncate(reason: String, end: CompletionRecord.End)
-        /// Cut the exchange now: close the upstream (stopping a paid generation) and the client.
-        case abort(reason: String, end: CompletionRecord.End)
-        /// The exchange is over and written: drop `discardingBodyBytes` framed body bytes the upstream never
-        /// took, then parse whatever follows as the next request.
-        case nextRequest(discardingBodyBytes: Int)
-        /// The exchange is over and written, and the connection ends: shut the write side and discard input
-        /// briefly (lingering close) so the response is not reset away.
-        case finish(linger: Bool)
-        /// Close the connection now.
-        case close
-        /// Draining found a request waiting on an idle connection: serve it.
-        case serve
-    }
-
-    /// Facts about an upstream that closed before its response head, for the replay decision.
-    struct ReplayFacts: Equatable {
-        var connectionReused: Bool
-        var bodyBytesSent: Int64
-        var responseBytesRead: Bool
-        var headKept: Bool
-    }
-
     private(set) var phase: ConnectionPhase = .idle
     private(set) var request: RequestProgress = .receivedWhole
     private(set) var response: ResponseProgress = .awaitingHead
@@ -114,6 +36,8 @@ struct ExchangeStateMachine {
     private(set) var bodyEndsAtUpstreamClose = false
     /// Requests answered on this connection before the current one.
     private(set) var requestsServed = 0
+    /// The request was forwarded as a WebSocket upgrade: a 101 accepting it opens a tunnel.
+    private(set) var tunnelRequested = false
 
     var requestStillArriving: Bool { request == .receivingBody }
 
@@ -142,6 +66,14 @@ struct ExchangeStateMachine {
         finalHeadAccepted = false
         requestSendingStopped = false
         bodyEndsAtUpstreamClose = false
+        tunnelRequested = false
+    }
+
+    /// The request goes upstream as a WebSocket upgrade (its route allows it; a bodiless HTTP/1.1 GET): a 101
+    /// accepting it opens a tunnel.
+    mutating func requestIsWebSocketUpgrade() {
+        guard phase == .exchange, request == .receivedWhole, !clientIsHTTP10 else { illegal("WebSocket upgrade", "request \(request)") }
+        tunnelRequested = true
     }
 
     /// The request is refused before it is forwarded (malformed, no route, too large, CONNECT, a head timeout): it
@@ -200,6 +132,7 @@ struct ExchangeStateMachine {
         switch phase {
         case .idle, .readingHead, .lingering: return close()
         case .exchange: return abort("client closed the connection", .clientAbort)
+        case .tunnel: return tunnelSideClosed(byClient: true)
         case .closed: return .none
         }
     }
@@ -211,6 +144,8 @@ struct ExchangeStateMachine {
         case .exchange:
             guard !inputPending || request != .receivingBody else { return .none }
             return abort("client closed the connection", .clientAbort)
+        case .tunnel:
+            return inputPending ? .none : tunnelSideClosed(byClient: true)
         case .idle, .readingHead:
             return inputPending ? .none : close()
         case .lingering, .closed:
@@ -223,7 +158,7 @@ struct ExchangeStateMachine {
         switch phase {
         case .lingering: return close()
         case .closed: return .none
-        case .idle, .readingHead, .exchange: return abort("client write failed: \(reason)", .clientAbort)
+        case .idle, .readingHead, .exchange, .tunnel: return abort("client write failed: \(reason)", .clientAbort)
         }
     }
 
@@ -247,7 +182,8 @@ struct ExchangeStateMachine {
         case .exchange:
             closeAfterResponse = true
             return .none
-        case .readingHead, .lingering, .closed: return .none
+        // A tunnel runs on until the drain deadline (`shutDown`), as a stream does.
+        case .tunnel, .readingHead, .lingering, .closed: return .none
         }
     }
 
@@ -256,6 +192,7 @@ struct ExchangeStateMachine {
     mutating func shutDown() -> Action {
         switch phase {
         case .exchange: return abort("sluice is shutting down", .drain)
+        case .tunnel: return closeTunnel("sluice is shutting down", .drain)
         case .idle, .readingHead, .lingering: return close()
         case .closed: return .none
         }
@@ -263,6 +200,14 @@ struct ExchangeStateMachine {
 
     /// Every queued byte reached the client: an ended exchange finishes, an aborted one closes.
     mutating func outputFlushed(unsentBodyBytes: Int, draining: Bool) -> Action {
+        if phase == .tunnel {
+            // The upstream closed its side and everything it sent is out: the connection ends (never HTTP again).
+            switch response {
+            case .complete: return finishConnection(linger: true)
+            case .aborted: return close()
+            case .awaitingHead, .body: return .none
+            }
+        }
         guard phase == .exchange else { return .none }
         switch response {
         case .awaitingHead, .body:
@@ -342,7 +287,12 @@ struct ExchangeStateMachine {
         guard phase == .exchange, response == .awaitingHead else { illegal("response head", "phase \(phase), response \(response)") }
         switch head.kind {
         case .switchingProtocols:
-            return upstreamFailed(badResponse())
+            // Only a WebSocket upgrade the request asked for, sent whole, switches; any other 101 would open a tunnel
+            // the client never asked for (or, for `h2c`, one past the proxy's view), so it stays a bad response.
+            guard tunnelRequested, head.upgradesToWebSocket, request == .receivedWhole, requestHeadWritten, !requestSendingStopped
+            else { return upstreamFailed(badResponse()) }
+            finalHeadAccepted = true
+            return .openTunnel
         case .interim:
             return .forwardInterim(relay: !clientIsHTTP10)
         case .final:
@@ -361,6 +311,26 @@ struct ExchangeStateMachine {
         }
     }
 
+    /// The 101 head is queued to the client: from here on the connection is a tunnel.
+    mutating func tunnelOpened() {
+        guard phase == .exchange, response == .awaitingHead, finalHeadAccepted, tunnelRequested else {
+            illegal("tunnel opened", "phase \(phase), response \(response)")
+        }
+        phase = .tunnel
+        responseStarted = true
+        response = .body
+        closeAfterResponse = true
+        upstreamReusable = false
+    }
+
+    /// The upstream's side of an open tunnel ended: `failure` nil for a clean close (EOF), else what failed (a reset,
+    /// a failed write, TLS): then nothing queued is worth sending, and both sides close now.
+    mutating func tunnelUpstreamEnded(failure: String?) -> Action {
+        guard phase == .tunnel, response == .body else { return .none }
+        guard let failure else { return tunnelSideClosed(byClient: false) }
+        return abort(failure, .upstreamAbort)
+    }
+
     /// The final response head is queued to the client: the body (if any) follows.
     mutating func responseHeadQueued() {
         guard phase == .exchange, response == .awaitingHead else { illegal("response head queued", "response \(response)") }
@@ -372,21 +342,6 @@ struct ExchangeStateMachine {
     /// 1xx) it waits for them to drain and is parsed again; alone in the queue it never fits, and the exchange fails.
     mutating func responseHeadDidNotFit(behindQueuedHeads: Bool, error: @autoclosure () -> ProxyError) -> Action {
         behindQueuedHeads ? .none : upstreamFailed(error())
-    }
-
-    /// What `responseHeadParsed` needs of a response head.
-    struct ResponseHeadFacts: Equatable {
-        enum Kind: Equatable { case interim, switchingProtocols, final }
-        var kind: Kind
-        var serverKeepsAlive = true
-        var upstreamEndsAtClose = false
-        var clientEndsAtClose = false
-        /// The status of a final head the pool's `retry_on` lists, when a retry is allowed (tries and budget left,
-        /// the request replayable): the response is discarded and the request goes to another server.
-        var retryStatus: Int?
-
-        static let interim = ResponseHeadFacts(kind: .interim)
-        static let switchingProtocols = ResponseHeadFacts(kind: .switchingProtocols)
     }
 
     /// The response reached its framed end. `bytesAfterEnd`: the upstream sent more than its framing allowed;
@@ -460,6 +415,10 @@ struct ExchangeStateMachine {
             return upstreamFailed(error())
         case .clientBodyIdle:
             return requestBodyFailed(error())
+        case .tunnelIdle:
+            guard phase == .tunnel else { return .none }
+            let error = error()
+            return closeTunnel(error.message, error.end)
         }
     }
 
@@ -498,6 +457,20 @@ struct ExchangeStateMachine {
 
     private mutating func close() -> Action {
         .close
+    }
+
+    /// One side of an open tunnel closed cleanly.
+    private mutating func tunnelSideClosed(byClient: Bool) -> Action {
+        guard response == .body else { return .none }
+        response = .complete
+        return byClient ? .tunnelClientClosed : .tunnelUpstreamClosed
+    }
+
+    /// sluice ends an open tunnel itself.
+    private mutating func closeTunnel(_ reason: String, _ end: CompletionRecord.End) -> Action {
+        guard response == .body else { return close() }
+        response = .aborted
+        return .closeTunnel(reason: reason, end: end)
     }
 
     private mutating func finishConnection(linger: Bool) -> Action {

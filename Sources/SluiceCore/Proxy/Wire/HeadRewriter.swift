@@ -63,10 +63,11 @@ enum HeadRewriter {
     /// `Transfer-Encoding: chunked` (the parser refuses any other request coding). `overTLS`: the client came
     /// over TLS (X-Forwarded-Proto: https). `deferContentLength` leaves out Content-Length and the blank line that
     /// ends the head, for a body that is edited before it goes (`inject_usage`): the caller appends both once the
-    /// body's new length is known. Returns false when it does not fit in `out`.
+    /// body's new length is known. `upgrade`: the request goes as a WebSocket upgrade (`Connection: Upgrade`,
+    /// `Upgrade: websocket`). Returns false when it does not fit in `out`.
     static func writeRequestHead(into out: ByteBuffer, source: Span<UInt8>, head: RequestHead, pathRange: Range<Int>,
                                  clientIP: [UInt8], requestID: [UInt8], host: [UInt8]? = nil, fallbackHost: [UInt8] = [],
-                                 overTLS: Bool = false, deferContentLength: Bool = false) -> Bool {
+                                 overTLS: Bool = false, deferContentLength: Bool = false, upgrade: Bool = false) -> Bool {
         var fits = out.append(source.extracting(head.methodRange)) && out.append(byte: 0x20)
         fits = fits && (pathRange.isEmpty ? out.append(byte: UInt8(ascii: "/")) : out.append(source.extracting(pathRange)))
         fits = fits && out.append(" HTTP/1.1\r\nHost: ")
@@ -117,6 +118,9 @@ enum HeadRewriter {
             fits = fits && out.append("X-Forwarded-Host: ") && out.append(source.extracting(head.fields[host].value)) && out.append("\r\n")
         }
         fits = fits && out.append("X-Request-Id: ") && requestID.withUnsafeBufferPointer { out.append($0.span) }
+        // The client's Connection and Upgrade fields were dropped as hop-by-hop; a forwarded upgrade names only
+        // what the proxy decided to tunnel.
+        if upgrade { fits = fits && out.append("\r\nConnection: Upgrade\r\nUpgrade: websocket") }
         return fits && out.append(deferContentLength ? "\r\n" : "\r\n\r\n")
     }
 
@@ -142,9 +146,11 @@ enum HeadRewriter {
     /// end-to-end fields, and X-Accel-Buffering: no for event streams so an nginx further down does not buffer
     /// them. `requestID` nil writes an interim (1xx) head. The upstream's X-Request-Id is end to end and passes
     /// unchanged; sluice's `requestID` is added only when the response has none. `reframe` replaces the upstream's
-    /// framing fields when sluice frames the body itself. Returns nil when the head does not fit in `out`.
+    /// framing fields when sluice frames the body itself. `upgrade`: a 101 accepting a WebSocket upgrade, whose
+    /// Connection and Upgrade fields are written anew. Returns nil when the head does not fit in `out`.
     static func writeResponseHead(into out: ByteBuffer, source: Span<UInt8>, head: ResponseHead, requestID: [UInt8]?,
-                                  close: Bool, reframe: Reframe = .asReceived, rateLimitFields: [RateLimitHeaderField] = []) -> ResponseFacts? {
+                                  close: Bool, reframe: Reframe = .asReceived, rateLimitFields: [RateLimitHeaderField] = [],
+                                  upgrade: Bool = false) -> ResponseFacts? {
         var fits = out.append("HTTP/1.1 ") && out.append(decimal: head.status) && out.append(byte: 0x20)
         fits = fits && out.append(source.extracting(head.reason)) && out.append("\r\n")
         // RFC 9110 §8.6: no Content-Length in a 1xx; in a final head it is the parsed number (also for HEAD and 304).
@@ -182,6 +188,7 @@ enum HeadRewriter {
             fits = fits && out.append(string: field.name) && out.append(": ") && out.append(string: field.value) && out.append("\r\n")
         }
         if close { fits = fits && out.append("Connection: close\r\n") }
+        if upgrade { fits = fits && out.append("Connection: Upgrade\r\nUpgrade: websocket\r\n") }
         return fits && out.append("\r\n") ? facts : nil
     }
 

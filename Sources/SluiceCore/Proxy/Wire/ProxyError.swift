@@ -49,6 +49,16 @@ struct ProxyError: Error, Equatable {
     static let connectNotSupported = ProxyError(source: .client, status: 405, type: "method_not_allowed",
                                                 message: "CONNECT is not supported by this reverse proxy", end: .rejectedBadRequest)
 
+    /// RFC 6455 §4.1: the opening handshake is a GET without a body; bytes after one could not be told apart from
+    /// the first frames.
+    static let upgradeWithBody = ProxyError(source: .client, status: 400, type: "bad_request",
+                                            message: "a WebSocket upgrade request has no body", end: .rejectedBadRequest)
+
+    /// A tunnel carried no byte either way for `tunnel_idle`.
+    static func tunnelIdle(milliseconds: Int) -> ProxyError {
+        ProxyError(source: .client, status: 0, type: "tunnel_idle", message: "tunnel idle for \(milliseconds) ms", end: .tunnelIdleTimeout)
+    }
+
     static let noRoute = ProxyError(source: .client, status: 404, type: "no_route", message: "no route matches this path", end: .rejectedBadRequest)
 
     static func requestHeadTimeout(milliseconds: Int) -> ProxyError {

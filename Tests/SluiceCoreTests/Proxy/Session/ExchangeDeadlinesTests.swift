@@ -49,6 +49,14 @@ import Testing
                 times: T(exchangeStartedAt: 1_000, lastClientRead: 2_000), next: 62_000, expiry: .clientBodyIdle),
             Row(name: "body clock starts at the exchange when nothing was read since", facts: F(phase: .exchange, readingRequestBody: true),
                 times: T(exchangeStartedAt: 1_000, lastClientRead: 500), next: 61_000, expiry: .clientBodyIdle),
+            Row(name: "tunnel: idle either way", facts: F(phase: .tunnel),
+                times: T(exchangeStartedAt: 1_000, lastUpstreamRead: 1_000, lastTunnelTraffic: 4_000), next: 3_604_000, expiry: .tunnelIdle),
+            Row(name: "tunnel with a client that stopped reading: the write clock first", facts: F(phase: .tunnel, clientOutputPending: true),
+                times: T(exchangeStartedAt: 1_000, lastClientWriteProgress: 5_000, lastTunnelTraffic: 6_000), next: 25_000, expiry: .clientWrite),
+            Row(name: "tunnel: no first-byte, upstream-idle or body clocks, whatever the facts say",
+                facts: F(phase: .tunnel, connecting: true, awaitingResponseHead: true, relayingBody: true, readingRequestBody: true),
+                times: T(exchangeStartedAt: 1_000, connectStartedAt: 1_000, requestSentAt: 1_000, lastUpstreamRead: 1_000, lastClientRead: 1_000,
+                         lastTunnelTraffic: 1_000), next: 3_601_000, expiry: .tunnelIdle),
             Row(name: "lingering close", facts: F(phase: .lingering), times: T(lingerStartedAt: 7_000), next: 9_000, expiry: .linger),
             Row(name: "closed", facts: F(phase: .closed), times: T(acceptedAt: 1), next: Int64.max, expiry: nil),
         ]
@@ -74,6 +82,10 @@ import Testing
         #expect(ExchangeDeadlines.next(facts, times, limits) == 31_000)
         #expect(ExchangeDeadlines.expired(facts, times, limits, now: 200_000) == .total)
         #expect(ExchangeDeadlines.expired(facts, times, Self.limits, now: 200_000) == .upstreamIdle)
+        // A tunnel lives as long as it carries traffic: `total` is for one request and response.
+        let tunnel = ExchangeDeadlines.Facts(phase: .tunnel)
+        let tunnelTimes = ExchangeDeadlines.Times(exchangeStartedAt: 1_000, lastTunnelTraffic: 1_000_000)
+        #expect(ExchangeDeadlines.next(tunnel, tunnelTimes, limits) == 4_600_000)
     }
 
     @Test func aLimitOfZeroNeverFires() {

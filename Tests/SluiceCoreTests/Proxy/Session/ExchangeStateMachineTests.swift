@@ -23,7 +23,10 @@ import Testing
         case writeFailed(retryPossible: Bool = false)
         case upstreamFailed(ProxyError)
         case interim
-        case switchingProtocols
+        case switchingProtocols(webSocket: Bool = false)
+        case webSocketUpgrade
+        case tunnelOpened
+        case tunnelUpstreamEnded(failure: String? = nil)
         case final(keepAlive: Bool = true, upstreamClose: Bool = false, clientClose: Bool = false, retryStatus: Int? = nil)
         case headQueued
         case headDidNotFit(behindQueued: Bool)
@@ -58,7 +61,10 @@ import Testing
             case .writeFailed(let retryPossible): return m.upstreamWriteFailed(retryPossible: retryPossible)
             case .upstreamFailed(let error): return m.upstreamFailed(error)
             case .interim: return m.responseHeadParsed(.interim, badResponse: bad)
-            case .switchingProtocols: return m.responseHeadParsed(.switchingProtocols, badResponse: bad)
+            case .switchingProtocols(let webSocket): return m.responseHeadParsed(.switchingProtocols(webSocket: webSocket), badResponse: bad)
+            case .webSocketUpgrade: m.requestIsWebSocketUpgrade(); return .none
+            case .tunnelOpened: m.tunnelOpened(); return .none
+            case .tunnelUpstreamEnded(let failure): return m.tunnelUpstreamEnded(failure: failure)
             case .final(let keepAlive, let upstreamClose, let clientClose, let retryStatus):
                 return m.responseHeadParsed(.init(kind: .final, serverKeepsAlive: keepAlive, upstreamEndsAtClose: upstreamClose,
                                                   clientEndsAtClose: clientClose, retryStatus: retryStatus), badResponse: bad)
@@ -102,6 +108,7 @@ import Testing
         case .upstreamIdle: .upstreamTimeout("idle", end: .timeoutIdle)
         case .clientBodyIdle: stalled
         case .idle, .linger: .connectionTimedOut
+        case .tunnelIdle: .tunnelIdle(milliseconds: 3_600_000)
         }
     }
 
@@ -220,7 +227,7 @@ import Testing
                 (.connectFailed(), .respond(refused, close: true, dropUnsentRequest: false)), lingered,
             ], phase: .lingering),
             Row(name: "101 never requested: 502", steps: request() + [
-                (.headSent, .none), (.switchingProtocols, .respond(bad, close: false, dropUnsentRequest: false)), finished,
+                (.headSent, .none), (.switchingProtocols(), .respond(bad, close: false, dropUnsentRequest: false)), finished,
             ], phase: .idle),
             Row(name: "head too large alone in the queue: 502", steps: request() + [
                 (.headSent, .none), (.final(), .forward(close: false)), (.headDidNotFit(behindQueued: false), .respond(tooLarge, close: false, dropUnsentRequest: false)),
