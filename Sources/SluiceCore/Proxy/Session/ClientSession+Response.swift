@@ -153,8 +153,10 @@ extension ClientSession {
         let queuedBefore = out.readableCount
         let head = parsers.response.head
         if head.isInformational {
+            // Read before the call: the autoclosure runs while the machine is being mutated.
+            let upgradeRequested = machine.tunnelRequested
             let action = machine.responseHeadParsed(head.status == 101 ? .switchingProtocols(webSocket: head.upgradesToWebSocket) : .interim,
-                                                    badResponse: .badResponse(machine.tunnelRequested
+                                                    badResponse: .badResponse(upgradeRequested
                                                         ? "upstream switched to a protocol other than the WebSocket requested"
                                                         : "upstream switched protocols, which was not requested"))
             if case .openTunnel = action {

@@ -113,8 +113,9 @@ extension ClientSession {
             appendGoingAway(to: &clientIn, sendEnd: &requestSendEnd, frames: tunnel.fromClient,
                             maskKey: UInt32(truncatingIfNeeded: loop.nextRandom()))
         }
-        _ = flushToClient()
+        // The upstream first: once the client's output is out, the aborted exchange closes everything.
         _ = flushToUpstream()
+        _ = flushToClient()
         close()
     }
 
