@@ -17,7 +17,7 @@ from websocket_origins import (RawWS, WSOrigin, client_frame, echo, frame_len, p
 
 #: A push must reach the client this soon after the origin sent it (best of PUSHES).
 PUSH_LIMIT = 0.005
-PUSHES = 5
+PUSHES = 8
 #: Either side must notice a reset of the other this soon.
 RESET_LIMIT = 1.0
 
@@ -151,6 +151,7 @@ def test_a_push_reaches_the_client_at_once(stack):
     c = origin.conn()
     delays = sorted(a - s for a, s in zip(arrivals, c.sent_at))
     assert len(delays) == PUSHES
+    print(f"push delays (ms): {[round(d * 1000, 3) for d in delays]}")
     assert delays[0] < PUSH_LIMIT, f"best push delay {delays[0] * 1000:.2f} ms; all: {[round(d * 1000, 2) for d in delays]}"
 
     [rec] = wait_records(log, 1)

@@ -84,6 +84,27 @@ def test_a_client_that_reads_nothing_pauses_the_origin_with_memory_bounded(stack
     assert t["upstream_bytes"] < ORIGIN_SENT_LIMIT + frame_len(65536, False), t
 
 
+def test_client_write_timeout_ends_a_tunnel_whose_client_stopped_reading(stack):
+    origin = WSOrigin(flood(PUSH), sndbuf=65536, compression=None)
+    sl, log = start(stack, origin, timeouts={"client_write": "1s"})
+    raw = RawWS(sl.port, "/stuck", rcvbuf=4096)
+    try:
+        raw.handshake()
+        c = origin.conn()
+        origin.wait_for(lambda: c.bytes_sent > 0, 5, "the flood to start")
+        started = time.monotonic()
+        # The client reads nothing: once sluice's writes make no progress for 1 s, it closes both sides.
+        origin.wait_for(lambda: c.ended_at is not None, 10, "sluice to close the origin's side")
+        took = c.ended_at - started
+    finally:
+        raw.close()
+    assert 1.0 <= took < 5.0, f"the tunnel ended {took:.2f} s after the flood began, with client_write 1s"
+    [rec] = wait_records(log, 1)
+    t = tunnel_of(rec)
+    assert rec["end"] == "client_write_timeout", rec
+    assert t["upstream_bytes"] < ORIGIN_SENT_LIMIT, t
+
+
 def test_drain_keeps_tunnels_until_the_deadline_then_closes_both_sides_with_1001(stack):
     origin = WSOrigin(echo, compression=None)
     sl, log = start(stack, origin, top=("drain_timeout 1s",))
