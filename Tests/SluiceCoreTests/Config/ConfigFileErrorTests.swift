@@ -60,7 +60,7 @@ import Testing
              "key 'upstream_first_byte' is not allowed in upstream 'a'; it belongs in the 'timeouts' block or in a 'route' block"),
         Case("non-overridable timeout in route", "route / {\n  client_header 5s\n}\n", line: 2,
              "key 'client_header' is not allowed in route '/'; it belongs in the 'timeouts' block",
-             "routes may override only upstream_first_byte, upstream_idle, total and max_request_body"),
+             "routes may override only upstream_first_byte, upstream_idle, total, tunnel_idle and max_request_body"),
         Case("top-level key in a block", "timeouts {\n  listen :80\n}\n", line: 2,
              "key 'listen' is not allowed in the 'timeouts' block; it belongs at the top level, outside any block"),
         Case("timeout key at top level", "client_header 5s\n", line: 1,
@@ -241,6 +241,14 @@ import Testing
         Case("inject_usage without value", "route / {\n  inject_usage\n}\n", line: 2, "missing value: 'inject_usage' needs on or off"),
         Case("inject_usage at the top level", "inject_usage off\n", line: 1,
              "key 'inject_usage' is not allowed at the top level; it belongs in a 'route' block"),
+
+        // websocket: a boolean, in a route; tunnel_idle: a duration.
+        Case("websocket bad value", "route / {\n  websocket maybe\n}\n", line: 2,
+             "websocket must be on, off, true, false, yes or no, got 'maybe'"),
+        Case("websocket at the top level", "websocket on\n", line: 1,
+             "key 'websocket' is not allowed at the top level; it belongs in a 'route' block"),
+        Case("tunnel_idle without unit", "timeouts {\n  tunnel_idle 60\n}\n", line: 2, "duration needs a unit: '60'"),
+        Case("tunnel_idle typo", "route / {\n  tunnel_idel 5m\n}\n", line: 2, "(did you mean 'tunnel_idle'?)"),
 
         // The admin block.
         Case("unknown key in admin", "admin {\n  port 9901\n}\n", line: 2, "unknown key 'port' in the 'admin' block"),

@@ -290,6 +290,18 @@ import Testing
         #expect(config.routes[1].injectUsage == false)
     }
 
+    /// `websocket` per route, on unless a route says off; `tunnel_idle` globally (1h by default) and per route.
+    @Test(arguments: [("websocket off", false), ("websocket no", false), ("websocket on", true), ("", true)])
+    func websocketDirective(directive: String, expected: Bool) throws {
+        let text = "listen :1\ntimeouts {\n tunnel_idle 10m\n}\nupstream a {\n server http://h\n}\n"
+            + "route /ws/ {\n upstream a\n tunnel_idle 30s\n \(directive)\n}\nroute / {\n upstream a\n}\n"
+        let config = try Config.parse(text: text, file: "p")
+        #expect(config.routes[0].websocket == expected)
+        #expect(config.routes[1].websocket)
+        #expect(config.routes[0].timeouts.tunnelIdle == 30_000 && config.routes[1].timeouts.tunnelIdle == 600_000)
+        #expect(Timeouts().tunnelIdle == 3_600_000)
+    }
+
     /// Admin addresses that are accepted next to the given public listeners: different
     /// ports, different hosts on one port, families a wildcard does not cover, ephemeral ports.
     @Test(arguments: [

@@ -84,11 +84,25 @@ import Testing
                 "the keys appear only when set")
     }
 
+    @Test func aTunnelAddsItsObjectAfterTheWorker() throws {
+        var record = LogTestSupport.record(worker: 0, sequence: 1)
+        #expect(!record.jsonLine.contains("tunnel"), "an ordinary exchange has no tunnel key")
+        record.end = .tunnelClientClosed
+        record.tunnel = .init(clientBytes: 30, upstreamBytes: 1_018, clientMessages: 2, upstreamMessages: 3, clientCloseCode: 4000,
+                              upstreamCloseCode: nil, firstUpstreamMessageMilliseconds: 2.5, durationMilliseconds: 28.166)
+        let line = record.jsonLine
+        #expect(line.contains(#""worker":0,"tunnel":{"protocol":"websocket","client_bytes":30,"upstream_bytes":1018,"#
+            + #""client_messages":2,"upstream_messages":3,"client_close_code":4000,"upstream_close_code":null,"#
+            + #""first_upstream_message_ms":2.500,"duration_ms":28.166}"#), "\(line)")
+        let object = try #require(LogTestSupport.jsonObject(line))
+        #expect(object["end"] as? String == "tunnel_client_closed")
+    }
+
     @Test func endHasExactlyTheSpecifiedSpellings() {
         let specified = ["complete", "client_abort", "upstream_abort", "upstream_error", "timeout_connect",
                          "timeout_first_byte", "timeout_idle", "timeout_total", "client_write_timeout",
                          "rejected_rate_limit", "rejected_bad_request", "drain", "rejected_overload",
-                         "upstream_unresolved"]
+                         "upstream_unresolved", "tunnel_client_closed", "tunnel_upstream_closed", "tunnel_idle_timeout"]
         #expect(CompletionRecord.End.allCases.map(\.rawValue) == specified)
         #expect(CompletionRecord.End.allCases.map(\.ordinal) == Array(0..<specified.count))
     }
