@@ -17,6 +17,7 @@ struct ValidRequestCase: Sendable, CustomTestStringConvertible {
     var expectContinue = false
     var connectionTokens: [String] = []
     var hostField: Int? = 0
+    var upgradesToWebSocket = false
 
     var testDescription: String { name }
 }
@@ -46,6 +47,26 @@ private let hostLine = "Host: a\r\n"  // 9 bytes
 private let longTarget = "/" + String(repeating: "a", count: 8192 - 14)
 
 let validRequests: [ValidRequestCase] = [
+    ValidRequestCase(name: "WebSocket upgrade (RFC 6455 §4.1)",
+                     head: "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                     target: "/ws", fields: ["Host: a", "Connection: Upgrade", "Upgrade: websocket", "Sec-WebSocket-Version: 13"],
+                     connectionTokens: ["Upgrade"], upgradesToWebSocket: true),
+    ValidRequestCase(name: "WebSocket upgrade: the token in a list, any case",
+                     head: "GET / HTTP/1.1\r\nUpgrade: WebSocket\r\nHost: a\r\nConnection: keep-alive, UPGRADE\r\n\r\n",
+                     fields: ["Upgrade: WebSocket", "Host: a", "Connection: keep-alive, UPGRADE"],
+                     connectionTokens: ["keep-alive", "UPGRADE"], hostField: 1, upgradesToWebSocket: true),
+    ValidRequestCase(name: "Upgrade without Connection: upgrade is not an upgrade (RFC 9110 §7.8)",
+                     head: "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n", fields: ["Host: a", "Upgrade: websocket"]),
+    ValidRequestCase(name: "Upgrade offering two protocols is not a WebSocket upgrade",
+                     head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket, h2c\r\n\r\n",
+                     fields: ["Host: a", "Connection: upgrade", "Upgrade: websocket, h2c"], connectionTokens: ["upgrade"]),
+    ValidRequestCase(name: "two Upgrade fields are not a WebSocket upgrade",
+                     head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nUpgrade: websocket\r\n\r\n",
+                     fields: ["Host: a", "Connection: upgrade", "Upgrade: websocket", "Upgrade: websocket"], connectionTokens: ["upgrade"]),
+    ValidRequestCase(name: "h2c upgrade",
+                     head: "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+                     fields: ["Host: a", "Connection: Upgrade, HTTP2-Settings", "Upgrade: h2c", "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA"],
+                     connectionTokens: ["Upgrade", "HTTP2-Settings"]),
     ValidRequestCase(name: "minimal GET", head: "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
                      fields: ["Host: example.com"]),
     ValidRequestCase(name: "POST with Content-Length, body and a pipelined request",
@@ -309,6 +330,7 @@ struct RequestHeadParserTests {
         #expect(head.expectContinue == valid.expectContinue)
         #expect(head.connectionTokens.map { Support.text(bytes, $0) } == valid.connectionTokens)
         #expect(head.hostField == valid.hostField)
+        #expect(head.upgradesToWebSocket == valid.upgradesToWebSocket)
     }
 
     @Test("rejects malformed and ambiguous requests at the offending byte", arguments: rejectedRequests)

@@ -15,6 +15,7 @@ struct ValidResponseCase: Sendable, CustomTestStringConvertible {
     var framing: BodyFraming
     var keepAlive = true
     var connectionTokens: [String] = []
+    var upgradesToWebSocket = false
 
     var testDescription: String { name }
 }
@@ -68,7 +69,14 @@ let validResponses: [ValidResponseCase] = [
                       head: "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
                       status: 101, reason: "Switching Protocols",
                       fields: ["Connection: upgrade", "Upgrade: websocket"], framing: .none,
-                      connectionTokens: ["upgrade"]),
+                      connectionTokens: ["upgrade"], upgradesToWebSocket: true),
+    ValidResponseCase(name: "101 to h2c is not a WebSocket switch",
+                      head: "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+                      status: 101, reason: "Switching Protocols",
+                      fields: ["Connection: Upgrade", "Upgrade: h2c"], framing: .none, connectionTokens: ["Upgrade"]),
+    ValidResponseCase(name: "101 with Upgrade: websocket but no Connection: upgrade is not a WebSocket switch",
+                      head: "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                      status: 101, reason: "Switching Protocols", fields: ["Upgrade: websocket"], framing: .none),
     ValidResponseCase(name: "2xx to CONNECT opens a tunnel", head: "HTTP/1.1 200 Connection Established\r\n\r\n",
                       requestMethod: .connect, reason: "Connection Established", fields: [], framing: .none),
     ValidResponseCase(name: "no reason phrase after the space", head: "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
@@ -177,6 +185,7 @@ struct ResponseHeadParserTests {
         #expect(head.keepAlive == valid.keepAlive)
         #expect(head.connectionTokens.map { Support.text(bytes, $0) } == valid.connectionTokens)
         #expect(head.isInformational == (valid.status < 200))
+        #expect(head.upgradesToWebSocket == valid.upgradesToWebSocket)
     }
 
     @Test("rejects malformed and ambiguous responses at the offending byte", arguments: rejectedResponses)

@@ -5,7 +5,7 @@ import Testing
 /// The heads sluice writes: framing fields and Host come from the parsed message whatever `Connection` names, and
 /// an upstream's X-Request-Id passes unchanged.
 @Suite struct HeadRewriterTests {
-    private static func requestHead(_ text: String) -> String {
+    private static func requestHead(_ text: String, upgrade: Bool = false) -> String {
         let bytes = Array(text.utf8)
         var parser = RequestHeadParser()
         guard case .complete = parser.parse(bytes.span) else { return "unparsed" }
@@ -13,7 +13,8 @@ import Testing
         let out = ByteBuffer(capacity: 16 * 1024)
         let path = head.targetForm == .absolute ? pathRange(head, bytes) : head.target
         let fits = HeadRewriter.writeRequestHead(into: out, source: bytes.span, head: head, pathRange: path,
-                                                 clientIP: Array("10.0.0.1".utf8), requestID: Array("rid".utf8), fallbackHost: Array("up:80".utf8))
+                                                 clientIP: Array("10.0.0.1".utf8), requestID: Array("rid".utf8), fallbackHost: Array("up:80".utf8),
+                                                 upgrade: upgrade)
         #expect(fits)
         return out.withReadableSpan { span in String(decoding: (0..<span.count).map { span[$0] }, as: UTF8.self) }
     }
@@ -24,7 +25,8 @@ import Testing
         return HeadRewriter.pathRange(of: head, in: buffer)
     }
 
-    private static func responseHead(_ text: String, requestID: String? = "rid", method: HTTPMethod = .get, dechunk: Bool = false)
+    private static func responseHead(_ text: String, requestID: String? = "rid", method: HTTPMethod = .get, dechunk: Bool = false,
+                                     upgrade: Bool = false)
         -> (head: String, facts: HeadRewriter.ResponseFacts?)
     {
         let bytes = Array(text.utf8)
@@ -32,7 +34,7 @@ import Testing
         guard case .complete = parser.parse(bytes.span, requestMethod: method) else { return ("unparsed", nil) }
         let out = ByteBuffer(capacity: 16 * 1024)
         let facts = HeadRewriter.writeResponseHead(into: out, source: bytes.span, head: parser.head, requestID: requestID.map { Array($0.utf8) },
-                                                   close: false, reframe: dechunk ? .untilClose : .asReceived)
+                                                   close: false, reframe: dechunk ? .untilClose : .asReceived, upgrade: upgrade)
         return (out.withReadableSpan { span in String(decoding: (0..<span.count).map { span[$0] }, as: UTF8.self) }, facts)
     }
 
@@ -78,6 +80,23 @@ import Testing
                 == "HTTP/1.1 200 OK\r\nA: b\r\nX-Request-Id: rid\r\n\r\n")
         #expect(Self.responseHead("HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\nX-Request-Id: u\r\n\r\n", requestID: nil).head
                 == "HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\nX-Request-Id: u\r\n\r\n")
+    }
+
+    /// A forwarded WebSocket upgrade names only what sluice tunnels: the client's Connection tokens and Upgrade list are
+    /// dropped as hop-by-hop and `Connection: Upgrade` + `Upgrade: websocket` written; Sec-WebSocket-* pass untouched.
+    /// Without `upgrade` (h2c, a route with websocket off) nothing of the upgrade reaches the upstream.
+    @Test func anUpgradeIsWrittenFromTheDecisionNotCopied() {
+        let request = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade, X-Drop\r\nUpgrade: websocket\r\nX-Drop: 1\r\n"
+            + "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        let kept = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n"
+        #expect(Self.requestHead(request, upgrade: true) == "GET /ws HTTP/1.1\r\nHost: h\r\n" + kept + Self.forwarded
+                + "X-Forwarded-Host: h\r\nX-Request-Id: rid\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        #expect(Self.requestHead(request) == "GET /ws HTTP/1.1\r\nHost: h\r\n" + kept + Self.forwarded + "X-Forwarded-Host: h\r\nX-Request-Id: rid\r\n\r\n")
+        let h2c = "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMA\r\n\r\n"
+        #expect(Self.requestHead(h2c) == "GET / HTTP/1.1\r\nHost: h\r\n" + Self.forwarded + "X-Forwarded-Host: h\r\nX-Request-Id: rid\r\n\r\n")
+        let switching = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pP\r\n\r\n"
+        #expect(Self.responseHead(switching, requestID: nil, upgrade: true).head
+                == "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: s3pP\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
     }
 
     @Test func theUpstreamRequestIDIsReportedForTheRecord() throws {
