@@ -2,7 +2,8 @@
 # /proc readers, the JSON record of one measurement, the load generator, wrk and
 # held-stream runs, and the wait for idle cores. It reads run.sh's globals (WORK, RAW,
 # LOADGEN, PORT, PROXY_PID, ORIGIN_PIDS, D_SECONDS, SETTLE_S, HOLD_PATH, STARTED,
-# IDLE_WAIT_LEFT) and its helpers (calc, log, die, stop_pid).
+# IDLE_WAIT_LEFT, and for scenario w WS_LOADGEN, WS_ORIGIN_PORT, MESSAGES, WARM_S and the W_*
+# parameters) and its helpers (calc, log, die, stop_pid).
 # shellcheck shell=bash disable=SC2154
 
 # ---- /proc readers ---------------------------------------------------------------------
@@ -137,6 +138,86 @@ measure_hold() {  # measure_hold TARGET RUN STEPS
     local kept=(); for i in "${STARTED[@]}"; do [ "$i" = "$lg_pid" ] || kept+=("$i"); done; STARTED=("${kept[@]}")
     if [ "$rc" -ne 0 ] || [ ! -s "$WORK/hold.json" ]; then die "hold loadgen failed: $(cat "$WORK/hold.err")"; fi
     record e "$target" "$run" "$fields" "\"rss_before_kb\":$rss0" "\"rss_steps_kb\":[$rss_list]" "\"loadgen\":$(cat "$WORK/hold.json")"
+}
+
+# ---- w: WebSocket tunnels ------------------------------------------------------------------
+# ws_loadgen runs against WS_PORT: the proxy's port (it routes /ws/ to bench/ws_origin.c), or for
+# direct the ws origin's own port.
+WS_PORT=""
+ws_run() {  # ws_run LIMIT_S ARGS...
+    local limit="$1"; shift
+    timeout -k 5 "$limit" taskset -c 0 "$WS_LOADGEN" --target "127.0.0.1:$WS_PORT" "$@" > "$WORK/wslg.json" \
+        2> "$WORK/wslg.err" || die "ws_loadgen failed ($*): $(cat "$WORK/wslg.err")"
+    cat "$WORK/wslg.json"
+}
+
+measure_ws_load() {  # measure_ws_load SCENARIO TARGET RUN LIMIT_S WS_LOADGEN-ARGS...
+    local scenario="$1" target="$2" run="$3" limit="$4" lg; shift 4
+    snapshot
+    lg=$(ws_run "$limit" "$@")
+    record "$scenario" "$target" "$run" "$(interval_json)" "\"loadgen\":$lg"
+}
+
+# W_IDLE idle tunnels held by a fresh process: RSS before, and W_IDLE tunnels open (every 101
+# read, nothing moving) plus SETTLE_S; as e's held streams. A load generator that ends before
+# its tunnels are open is tried once more; a second failure is noted and the idle part skipped.
+measure_ws_idle() {  # measure_ws_idle TARGET RUN
+    local target="$1" run="$2" rss0 rss1 lg_pid="" fields attempt rc
+    for attempt in 1 2; do
+        sleep "$SETTLE_S"
+        rss0=$(proc_rss_kb "$PROXY_PID")
+        # A stale file would let the wait below see the last run's "ready" before this one truncates it.
+        rm -f "$WORK/wsidle.json" "$WORK/wsidle.err"
+        snapshot
+        taskset -c 0 "$WS_LOADGEN" --target "127.0.0.1:$WS_PORT" --mode idle -c "$W_IDLE" --duration 120 \
+            > "$WORK/wsidle.json" 2> "$WORK/wsidle.err" &
+        lg_pid=$!
+        STARTED+=("$lg_pid")
+        for _ in $(seq 1 600); do  # at most 60 s to open them
+            grep -q '"ready"' "$WORK/wsidle.err" && break
+            kill -0 "$lg_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        grep -q '"ready"' "$WORK/wsidle.err" && break
+        rc=0; kill -0 "$lg_pid" 2>/dev/null || { wait "$lg_pid" || rc=$?; }
+        stop_pid "$lg_pid"
+        log "scenario w: idle ws_loadgen ended before its tunnels were open (attempt $attempt, exit $rc): $(head -c 300 "$WORK/wsidle.err")"
+        if [ "$attempt" = 2 ]; then
+            echo "scenario w run $run: $target's idle tunnels not measured: the idle load generator ended before they were open, twice (exit $rc)" \
+                >> "$MESSAGES/w-skipped.log"
+            return 0
+        fi
+    done
+    sleep "$SETTLE_S"
+    rss1=$(proc_rss_kb "$PROXY_PID")
+    fields=$(interval_json)
+    stop_pid "$lg_pid"  # SIGTERM: it closes every tunnel with a close frame, then prints its JSON
+    [ -s "$WORK/wsidle.json" ] || die "idle ws_loadgen printed nothing: $(cat "$WORK/wsidle.err")"
+    record w_idle "$target" "$run" "$fields" "\"rss_before_kb\":$rss0" "\"rss_kb\":$rss1" \
+        "\"loadgen\":$(cat "$WORK/wsidle.json")"
+}
+
+# Scenario w for one target: a check that it passes WebSocket at all (a target that does not is
+# logged, noted in the report and skipped), the idle tunnels on the fresh process (not for direct),
+# a warm-up, then echo round trips, server push and flood.
+measure_ws() {  # measure_ws TARGET RUN
+    local target="$1" run="$2" out=""
+    WS_PORT=$PORT
+    if [ "$target" = direct ]; then WS_PORT=$WS_ORIGIN_PORT; fi
+    if ! out=$(timeout 20 "$WS_LOADGEN" --target "127.0.0.1:$WS_PORT" --mode echo -c 2 --rate 50 --duration 0.5 2>&1) \
+       || ! grep -q '"echoed":[1-9].*"errors":{"total":0' <<<"$out"; then
+        log "scenario w: $target does not pass a WebSocket echo; skipped: ${out:0:300}"
+        echo "scenario w run $run: no WebSocket echo through $target, skipped: ${out:0:300}" >> "$MESSAGES/w-skipped.log"
+        return 0
+    fi
+    if [ "$target" != direct ]; then measure_ws_idle "$target" "$run"; fi
+    ws_run 30 --mode echo -c "$W_CONNS" --rate "$W_RATE" --size "$W_SIZE" --duration 1 > /dev/null
+    measure_ws_load w_echo "$target" "$run" $((W_SECONDS + 30)) --mode echo -c "$W_CONNS" --rate "$W_RATE" \
+        --size "$W_SIZE" --duration "$W_SECONDS"
+    measure_ws_load w_push "$target" "$run" $((W_SECONDS + 30)) --mode push -c "$W_CONNS" \
+        --interval-us $((1000000 / W_RATE)) --size "$W_SIZE" --duration "$W_SECONDS"
+    measure_ws_load w_flood "$target" "$run" $((W_FLOOD_SECONDS + 30)) --mode flood -c "$W_FLOOD_CONNS" \
+        --size "$W_FLOOD_SIZE" --batch "$W_FLOOD_BATCH" --duration "$W_FLOOD_SECONDS"
 }
 
 # ---- idle cores ------------------------------------------------------------------------

@@ -322,6 +322,82 @@ def pool_table(rep):
     rep.tables.append(t)
 
 
+# ---- w: WebSocket tunnels ------------------------------------------------------------------
+def ws_added(runs, p):
+    """target -> [latency pX − direct's pX of the same run], for the proxies."""
+    direct = {r["run"]: r for r in runs.get("direct", [])}
+    return {tg: [lg(r, "latency_us", p) - lg(direct[r["run"]], "latency_us", p) for r in runs[tg] if r["run"] in direct]
+            for tg in proxies(runs)}
+
+
+def ws_tables(rep):
+    w = rep.meta.get("w")
+    echo, push, flood, idle = (rep.runs(s) for s in ("w_echo", "w_push", "w_flood", "w_idle"))
+    if not w or not any(any(x.values()) for x in (echo, push, flood, idle)):
+        return
+    pace = (f"{w['conns']} tunnels, {w['size']}-byte messages, {w['rate']} a second per tunnel "
+            f"({w['conns'] * w['rate']:,} a second in all, evenly spread), {w['seconds']} s")
+    for runs, scenario, title, note, per in [
+        (echo, "w_echo", f"w. WebSocket echo round trip: {pace}",
+         "bench/ws_loadgen.c sends a masked text message stamped with its send time on each tunnel in turn; "
+         "bench/ws_origin.c echoes it. Round trip = read time of the echo − send time (µs). The tunnels are "
+         "opened first and the messages start once all are open. Proxy CPU per round trip covers both "
+         "messages (client → origin and back).", "echoed"),
+        (push, "w_push", f"w. WebSocket server push: {pace}",
+         "bench/ws_origin.c sends each tunnel a text message stamped with CLOCK_MONOTONIC just before its write, "
+         "one timer serving the tunnels in turn; latency = read time − send stamp (µs), the tunnel's "
+         "equivalent of a's per-event latency.", "messages"),
+    ]:
+        if not any(runs.values()):
+            continue
+        t = Table(rep, "w", title, note)
+        for p, name in [("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max")]:
+            t.add(f"latency {name} (µs)", by(runs, lambda r, p=p: lg(r, "latency_us", p)), better="lower")
+        for p in ["p50", "p90", "p99"]:
+            t.add(f"added {p} vs direct (µs)", ws_added(runs, p), better="lower")
+        label = "proxy CPU per round trip (µs)" if per == "echoed" else "proxy CPU per message (µs)"
+        t.add(label, by(runs, lambda r, per=per: r["proxy_cpu_us"] / max(lg(r, per), 1), PROXIES), 1, better="lower")
+        t.add("messages per client read", by(runs, lambda r: lg(r, "messages_per_read")), 2)
+        t.add_text("messages measured per run", {tg: ", ".join(f"{lg(r, 'latency_us', 'count'):,}" for r in rs)
+                                                  for tg, rs in runs.items() if rs})
+        add_error_row(t, runs)
+        add_load_rows(t, runs, core1=False)
+        rep.tables.append(t)
+    if any(flood.values()):
+        t = Table(rep, "w", f"w. WebSocket saturation: {w['flood_conns']} tunnels, the origin writing "
+                  f"{w['flood_batch']} messages of {w['flood_size']} bytes per write, {w['flood_seconds']} s",
+                  "bench/ws_origin.c floods each tunnel as fast as the sockets take the writes (b16's load "
+                  "through a tunnel). Proxy CPU per message = the proxy's CPU over the whole load run ÷ every "
+                  "message the client read.")
+        t.add("messages/s", by(flood, lambda r: lg(r, "messages_per_s")), 0, better="higher")
+        t.add("MB/s on the wire", by(flood, lambda r: lg(r, "mb_per_s")), better="higher")
+        t.add("proxy CPU per message (µs)", by(flood, lambda r: r["proxy_cpu_us"] / max(lg(r, "messages"), 1),
+                                                PROXIES), 3, better="lower")
+        per_run_text(t, "proxy CPU per message, each run in order (µs)", flood,
+                     lambda r: r["proxy_cpu_us"] / max(lg(r, "messages"), 1))
+        t.add("proxy CPU per MB (µs)", by(flood, lambda r: r["proxy_cpu_us"] / max(lg(r, "wire_bytes") / 1e6, 1e-9),
+                                          PROXIES), 0, better="lower")
+        t.add("core 1 CPU per message incl. softirq (µs)",
+              by(flood, lambda r: r["core1_busy_us"] / max(lg(r, "messages"), 1), PROXIES), 3, better="lower")
+        t.add("messages per client read", by(flood, lambda r: lg(r, "messages_per_read")), 1)
+        add_error_row(t, flood)
+        add_load_rows(t, flood)
+        rep.tables.append(t)
+    if any(idle.values()):
+        t = Table(rep, "w", f"w. Idle tunnels: {w['idle']:,} open WebSocket tunnels, nothing moving",
+                  "RSS per tunnel = (RSS with the tunnels open − RSS before) / tunnels, from VmRSS (nginx: its "
+                  "worker), read 1 s after the last 101 reached the client, on a fresh process (as e).")
+        t.add("tunnels open", by(idle, lambda r: lg(r, "established")), 0)
+        t.add("RSS before (MiB)", by(idle, lambda r: r["rss_before_kb"] / 1024), 1, better="lower")
+        t.add("RSS with tunnels (MiB)", by(idle, lambda r: r["rss_kb"] / 1024), 1, better="lower")
+        t.add("RSS per idle tunnel (bytes)",
+              by(idle, lambda r: (r["rss_kb"] - r["rss_before_kb"]) * 1024 / max(lg(r, "established"), 1)), 0,
+              better="lower")
+        t.add("time to open them all (ms)", by(idle, lambda r: lg(r, "open_s") * 1000), 0, better="lower")
+        add_error_row(t, idle)
+        rep.tables.append(t)
+
+
 # ---- notes --------------------------------------------------------------------------------
 # What a target logs at every start, or by design of the setup, is not news.
 EXPECTED_LOG = {
@@ -351,7 +427,7 @@ def add_notes(rep, messages):
                      "as its budget allowed): " + "; ".join(busy_start) + ".")
     noisy = []
     for r in rows:
-        if r["scenario"] == "e":  # e weighs memory; CPU noise does not move RSS
+        if r["scenario"] in ("e", "w_idle"):  # these weigh memory; CPU noise does not move RSS
             continue
         other = r["core1_busy_pct"] - r.get("core1_irq_pct", 0) - 100.0 * r["proxy_cpu_us"] / 1e6 / r["wall_s"]
         if other > 25:
@@ -372,6 +448,11 @@ def add_notes(rep, messages):
             shown = "\n".join(f"    {ln[:300]}" for ln in lines[:8])
             notes.append(f"{LABELS[tg]} logged {len(lines)} line(s) besides start/stop during the measurements; "
                          f"the first:\n\n{shown}\n")
+    try:
+        with open(os.path.join(messages, "w-skipped.log")) as f:
+            notes.extend(ln.strip() for ln in f if ln.strip())
+    except (OSError, TypeError):
+        pass
     # Audit mode is only measured if sluice-log really wrote records: say how many.
     try:
         with open(os.path.join(messages, "sluice-log-records.tsv")) as f:
@@ -443,6 +524,7 @@ def main():
     e_per_stream, f_mem = idle_table(rep)
     growth_table(rep, e_per_stream, f_mem)
     pool_table(rep)
+    ws_tables(rep)
     add_notes(rep, args.messages)
     print(render(rep))
 

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # bench/run.sh: the side-by-side benchmark of issues 3 and 15, and issue 16's pool row, in one command.
 #
-#   bench/run.sh                 full run: all six targets, 2 runs each (4 for a, b, b16; 3 for p; ~14 min with the build)
-#   bench/run.sh --quick         1 run, shorter durations, fewer held streams (development, ~4 min)
+#   bench/run.sh                 full run: all six targets, 2 runs each (4 for a, b, b16; 3 for p; ~17.5 min with the build)
+#   bench/run.sh --quick         1 run, shorter durations, fewer held streams (development, ~5.5 min)
 #   bench/run.sh --runs 3        more runs
-#   bench/run.sh --only a,b16    scenarios to run (a b b16 c d e f p; e and f's memory part share one run)
+#   bench/run.sh --only a,b16    scenarios to run (a b b16 c d e f p w; e and f's memory part share one run;
+#                                w: WebSocket tunnels, ~3 min)
 #   bench/run.sh --targets nginx,sluice   targets to measure (direct nginx haproxy caddy sluice sluice-log)
 #   bench/run.sh --sluice PATH   measure this sluice binary instead of building one (A/B runs)
 #   bench/run.sh --results DIR   write the report there instead of bench/results (partial runs)
-#   bench/run.sh --build-only    build origin and loadgen only (needs gcc; installs nothing), then exit
+#   bench/run.sh --build-only    build the C origins and load generators only (needs gcc; installs nothing), then exit
 #
 # It installs nginx, HAProxy, Caddy, wrk and gcc with apt-get when missing, builds
-# bench/origin*.c and bench/loadgen*.c with gcc -O2 and sluice in release mode (scratch path
+# bench/origin*.c, bench/loadgen*.c and bench/ws_*.c with gcc -O2 and sluice in release mode (scratch path
 # .build-bench, so it never touches the default .build), then measures each target with
 # origin and load generator on CPU 0 and the proxy on CPU 1. Results: bench/results/latest.md
 # (tables), bench/results/latest.jsonl (every measurement), or the same names under --results.
@@ -20,9 +21,9 @@
 # report.py (the tables).
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
-ALL_SCENARIOS="a,b,b16,c,d,e,f,p"
+ALL_SCENARIOS="a,b,b16,c,d,e,f,p,w"
 ALL_TARGETS="direct,nginx,haproxy,caddy,sluice,sluice-log"
 QUICK=0
 RUNS=""
@@ -114,6 +115,16 @@ NOFILE="${BENCH_NOFILE:-20000}"
 FD_MARGIN=640
 SETTLE_S=1          # after a hold step, before reading RSS (let the proxy finish its work)
 HOLD_PATH="/sse?events=0&interval_ms=30000&size=64"
+# w: WebSocket tunnels to bench/ws_origin.c, one fresh target per run: W_IDLE idle tunnels held
+# first (RSS per tunnel, as e), then W_CONNS tunnels echoing W_SIZE-byte messages (each sends
+# W_RATE a second, the tunnels taking turns), the same number receiving the origin's pushes at the
+# same pace, and W_FLOOD_CONNS tunnels the origin floods with W_FLOOD_BATCH messages of
+# W_FLOOD_SIZE bytes per write (CPU per message at saturation, like b16; 2 s is 200 clock ticks
+# of CPU time, enough at a full core). About 14.5 s per target and run, so the six targets' 2
+# runs take about 3 minutes.
+W_CONNS=100; W_RATE=20; W_SIZE=64; W_IDLE=2000
+W_FLOOD_CONNS=50; W_FLOOD_SIZE=256; W_FLOOD_BATCH=16; W_FLOOD_SECONDS=2
+if [ "$QUICK" = 1 ]; then W_SECONDS=2; else W_SECONDS=3; fi
 
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }  # calc EXPR [DECIMALS]
 elapsed() { calc "($(date +%s%N) - $T_START) / 1e9"; }
@@ -162,11 +173,13 @@ build_bench_programs() {
     log "building origin and loadgen (gcc -O2)"
     timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/origin" "$BENCH/origin.c" "$BENCH"/origin_*.c
     timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/loadgen" "$BENCH/loadgen.c" "$BENCH"/loadgen_*.c
+    timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/ws_origin" "$BENCH/ws_origin.c"
+    timeout 120 gcc -O2 -std=gnu11 -Wall -Wextra -o "$BIN/ws_loadgen" "$BENCH/ws_loadgen.c"
 }
 if [ "$BUILD_ONLY" = 1 ]; then
     command -v gcc >/dev/null 2>&1 || die "--build-only needs gcc"
     build_bench_programs
-    log "built $BIN/origin and $BIN/loadgen"
+    log "built $BIN/origin, $BIN/loadgen, $BIN/ws_origin and $BIN/ws_loadgen"
     exit 0
 fi
 NEEDS_SLUICE=0
@@ -232,6 +245,8 @@ elif [ "$NEEDS_SLUICE" = 1 ]; then
 fi
 ORIGIN="$BIN/origin"
 LOADGEN="$BIN/loadgen"
+WS_ORIGIN="$BIN/ws_origin"
+WS_LOADGEN="$BIN/ws_loadgen"
 
 # ---- limits ------------------------------------------------------------------------
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$NOFILE" ]; then
@@ -252,11 +267,12 @@ if [ $((PORT_HI - PORT_LO)) -lt $((E_STREAMS + 1000)) ]; then die "ephemeral por
 
 # ---- origins ------------------------------------------------------------------------
 # Every scenario uses the first origin; p's pool adds P_SERVERS - 1 more, started only when p
-# runs (idle otherwise). All run on CPU 0 and all count as the origin's CPU.
+# runs (idle otherwise); w adds the WebSocket origin when it starts (after p, so p never counts
+# it). All run on CPU 0 and all count as the origin's CPU.
 ORIGIN_PIDS=(); ORIGIN_PORTS=()
-start_origin() {  # start_origin NAME: appends its PID and port to ORIGIN_PIDS and ORIGIN_PORTS
+start_origin() {  # start_origin NAME [PROGRAM]: appends its PID and port to ORIGIN_PIDS and ORIGIN_PORTS
     local name="$1"
-    taskset -c 0 "$ORIGIN" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" 2> "$WORK/$name.log" &
+    taskset -c 0 "${2:-$ORIGIN}" --listen 127.0.0.1:0 --port-file "$WORK/$name.port" 2> "$WORK/$name.log" &
     ORIGIN_PIDS+=("$!")
     STARTED+=("$!")
     for _ in $(seq 1 50); do [ -s "$WORK/$name.port" ] && break; sleep 0.1; done
@@ -314,6 +330,7 @@ measure_scenario() {  # measure_scenario SCENARIO TARGET RUN
                > /dev/null 2>&1 || die "wrk warm-up failed"
            measure_wrk d "$target" "$run" ;;
         e) measure_hold "$target" "$run" "$F_STEPS,$E_STREAMS" ;;
+        w) measure_ws "$target" "$run" ;;
         f) loadgen_run 30 --mode sse -c "$F_CONNS" -r 20 --duration "$WARM_S" \
                --path "/sse?events=100&interval_us=$F_INTERVAL_US&size=$F_SIZE" > /dev/null
            measure_loadgen f100 "$target" "$run" 90 --mode sse -c "$F_CONNS" -r "$F_SHORT_R" --duration 60 \
@@ -344,6 +361,11 @@ T_MEASURE=$(date +%s%N)
 for scenario in ${ALL_SCENARIOS//,/ }; do
     want "$scenario" || continue
     T_SCENARIO=$(date +%s%N)
+    if [ "$scenario" = w ]; then
+        start_origin ws-origin "$WS_ORIGIN"
+        WS_ORIGIN_PORT=${ORIGIN_PORTS[-1]}; WS_ON=1
+        log "ws origin pid ${ORIGIN_PIDS[-1]} on 127.0.0.1:$WS_ORIGIN_PORT"
+    fi
     runs=$RUNS
     case "$scenario" in
         a|b|b16) runs=$(( RUNS > NOISY_RUNS ? RUNS : NOISY_RUNS )) ;;
@@ -396,6 +418,8 @@ TOTAL_S=$(elapsed)
         "$F_CONNS" "$F_INTERVAL_US" "$F_SIZE" "$F_SHORT_R" "$F_LONG_EVENTS"
     printf '"p":{"servers":%d,"sessions":%d,"runs":%d,"configs":["%s"]},' \
         "$P_SERVERS" "$P_SESSIONS" "$(( RUNS > P_RUNS ? RUNS : P_RUNS ))" "${P_CONFIGS//,/\",\"}"
+    printf '"w":{"conns":%d,"rate":%d,"size":%d,"seconds":%d,"flood_conns":%d,"flood_size":%d,"flood_batch":%d,"flood_seconds":%d,"idle":%d},' \
+        "$W_CONNS" "$W_RATE" "$W_SIZE" "$W_SECONDS" "$W_FLOOD_CONNS" "$W_FLOOD_SIZE" "$W_FLOOD_BATCH" "$W_FLOOD_SECONDS" "$W_IDLE"
     printf '"scenario_s":{%s},' "$(awk -F'\t' '{printf "%s\"%s\":%s", (NR > 1 ? "," : ""), $1, $2}' "$WORK/scenario-seconds.tsv" 2>/dev/null)"
     printf '"idle_busy_pct":[%s,%s],"build_s":%s,"measure_s":%s,"total_s":%s}\n' "$IDLE_BUSY0" "$IDLE_BUSY1" "$BUILD_S" "$MEASURE_S" "$TOTAL_S"
 } > "$WORK/meta.json"

@@ -1,8 +1,8 @@
 # bench/targets.sh: the proxies bench/run.sh measures, sourced by it (not run alone).
 # Each target starts from a template under the run's temp folder, pinned to CPU 1, and is
 # stopped by PID. It reads run.sh's globals (BENCH, WORK, NOFILE, FD_MARGIN, ORIGIN_PORT,
-# ORIGIN_PORTS, POOL_LINES, PORT_BASE, LOADGEN, STARTED, and the binaries NGINX, HAPROXY, CADDY,
-# SLUICE) and its helpers (log, die, stop_pid).
+# ORIGIN_PORTS, POOL_LINES, WS_ON, WS_ORIGIN_PORT, PORT_BASE, LOADGEN, STARTED, and the binaries
+# NGINX, HAPROXY, CADDY, SLUICE) and its helpers (log, die, stop_pid).
 # shellcheck shell=bash disable=SC2154
 
 # start_target NAME sets PORT (where the load generator connects), TARGET_PID (the process
@@ -31,12 +31,17 @@ await_start() {  # await_start NAME FILE PATTERN
 }
 
 POOL_LINES=""  # scenario p's lines for sluice's upstream block (see pool_lines); empty otherwise
+# Scenario w's lines (a route or backend for /ws/ to bench/ws_origin.c) start with @WS@ in every
+# template: kept, marker removed, while WS_ON is 1 (scenario w), deleted otherwise, so the other
+# scenarios measure exactly the configs they always did.
+WS_ON=0; WS_ORIGIN_PORT=""
 fill_template() {  # fill_template TEMPLATE OUT: the placeholders every template may use
-    local pool=(-e "s#^@POOL@\$#$POOL_LINES#")
+    local pool=(-e "s#^@POOL@\$#$POOL_LINES#") ws=(-e "/^@WS@/d")
     if [ -z "$POOL_LINES" ]; then pool=(-e "/^@POOL@$/d"); fi
+    if [ "$WS_ON" = 1 ]; then ws=(-e "s#^@WS@##" -e "s#@WS_ORIGIN_PORT@#$WS_ORIGIN_PORT#g"); fi
     sed -e "s#@PORT@#$PORT#g" -e "s#@ORIGIN_PORT@#$ORIGIN_PORT#g" -e "s#@NOFILE@#$NOFILE#g" \
         -e "s#@MAXCONN@#$(( (NOFILE - 64) / 2 ))#g" -e "s#@WORKER_CONNECTIONS@#$((NOFILE * 2))#g" \
-        -e "s#@PREFIX@#$WORK/$TARGET#g" -e "s#@LOG_FILE@#${LOG_FILE:-off}#g" "${pool[@]}" "$BENCH/$1" > "$2"
+        -e "s#@PREFIX@#$WORK/$TARGET#g" -e "s#@LOG_FILE@#${LOG_FILE:-off}#g" "${pool[@]}" "${ws[@]}" "$BENCH/$1" > "$2"
 }
 
 # Scenario p's upstream after the template's first server: `one` adds nothing to it but the
