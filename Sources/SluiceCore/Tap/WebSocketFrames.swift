@@ -95,7 +95,9 @@ struct WebSocketFrames: Sendable {
     // MARK: Usage
     /// The current frame's payload is being fed to `reader`.
     private var readingUsage = false
-    private var reader = UsageReader()
+    /// Made on the first message read for usage: a tunnel holds about half a kilobyte less while it has none (the
+    /// client direction never does). Copied before a write when shared, so the type stays a value.
+    private var usageReader: UsageReaderBox?
     /// The sum over the messages that reported usage; nil when none did.
     private var usageSum: TokenUsage?
     /// A sum overflowed `Int64`: no usage is reported rather than a wrapped one (as `ReportedUsage` does).
@@ -132,7 +134,7 @@ struct WebSocketFrames: Sendable {
             if codeBytesRead < 2 && firstByte & 0x0F == Opcode.close && closeCode == nil {
                 readCloseCode(bytes.extracting(index..<index + take))
             }
-            if readingUsage { reader.feed(bytes.extracting(index..<index + take)) }
+            if readingUsage { feedUsage(bytes.extracting(index..<index + take)) }
             index += take
             remaining -= Int64(take)
             if remaining == 0 { endFrame(at: start + Int64(index)) }
@@ -207,9 +209,26 @@ struct WebSocketFrames: Sendable {
         let compressed = firstByte & 0x40 != 0
         readingUsage = readsUsage && fin && !compressed && firstByte & 0x0F == Opcode.text
         if readingUsage {
-            reader.reset()
-            reader.beginDocument()
+            let box = usageReaderForWriting()
+            box.reader.reset()
+            box.reader.beginDocument()
         }
+    }
+
+    /// Feeds the current message's payload to the usage reader.
+    private mutating func feedUsage(_ bytes: Span<UInt8>) {
+        usageReaderForWriting().reader.feed(bytes)
+    }
+
+    /// The usage reader, made on first use and copied first when another copy of this value shares it.
+    private mutating func usageReaderForWriting() -> UsageReaderBox {
+        // No local reference before the check: it would count as a second owner.
+        if usageReader == nil {
+            usageReader = UsageReaderBox()
+        } else if !isKnownUniquelyReferenced(&usageReader!) {
+            usageReader = UsageReaderBox(copying: usageReader!)
+        }
+        return usageReader!
     }
 
     /// Reads the first two payload bytes of a close frame, unmasking them (§5.3: byte i uses key byte i mod 4).
@@ -240,8 +259,9 @@ struct WebSocketFrames: Sendable {
         }
         if readingUsage {
             readingUsage = false
-            reader.endDocument()
-            if let found = reader.usage { add(found) }
+            let box = usageReaderForWriting()
+            box.reader.endDocument()
+            if let found = box.reader.usage { add(found) }
         }
         inPayload = false
         headerRead = 0
@@ -299,5 +319,19 @@ struct WebSocketFrames: Sendable {
             }
             return frame
         }
+    }
+}
+
+/// The usage reader of one `WebSocketFrames`, boxed so a tunnel that reads no usage does not carry it. Only its
+/// owner's loop thread touches it, and a shared box is copied before a write (`isKnownUniquelyReferenced`).
+final class UsageReaderBox: @unchecked Sendable {
+    var reader: UsageReader
+
+    init() {
+        reader = UsageReader()
+    }
+
+    init(copying other: UsageReaderBox) {
+        reader = other.reader
     }
 }

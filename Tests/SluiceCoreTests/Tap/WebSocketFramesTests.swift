@@ -410,4 +410,24 @@ struct WebSocketFramesTests {
         let empty = WebSocketFrames.closeFrame(code: 1000, reason: "", maskKey: nil)
         #expect(empty == [0x88, 0x02, 0x03, 0xE8])
     }
+
+    /// The usage reader is boxed (made on first use), yet the type stays a value: a copy taken in the middle of a
+    /// message finishes that message on its own, and neither copy sees the other's bytes.
+    @Test("a copy taken mid-message reads usage on its own")
+    func copiesDoNotShareTheUsageReader() {
+        let frame = WS.server(WS.text, WS.done1)
+        let half = frame.count / 2
+        let head = Array(frame[..<half]), tail = Array(frame[half...])
+        var original = WebSocketFrames(direction: .fromServer, readsUsage: true)
+        original.scan(head.span)
+        var copy = original
+        copy.scan(tail.span)
+        #expect(copy.usage == WS.usage1)
+        #expect(original.usage == nil, "the copy's bytes must not reach the original's reader")
+        original.scan(tail.span)
+        #expect(original.usage == WS.usage1)
+        copy.scan(WS.server(WS.text, WS.done2).span)
+        #expect(copy.usage == TokenUsage(promptTokens: 137, completionTokens: 146, totalTokens: 283))
+        #expect(original.usage == WS.usage1)
+    }
 }

@@ -48,6 +48,9 @@ extension ClientSession {
             times.lastUpstreamRead = loop.now
             loop.metrics.addUpstreamBytesReceived(count)
             processResponseBytes()
+            // A read that held only a head (a 101, or a stream's head before its first event) leaves the buffer
+            // empty: give it back, or every tunnel and head-only stream keeps a touched page of it while idle.
+            releaseIfEmpty(&upstreamIn)
             return true
         }
     }
