@@ -26,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -77,6 +78,58 @@ static inline void parse_ipv4(const char *prog, const char *what, const char *s,
         fprintf(stderr, "%s: bad host %s\n", prog, host);
         exit(2);
     }
+}
+
+/* The loop an origin (origin.c, ws_origin.c) runs on: SIGTERM and SIGINT blocked and read from a signalfd
+ * (level-triggered), a timerfd registered with `timer_events`, an epoll set, and a listening socket bound to
+ * `listen_at` (port 0: the kernel picks one), edge-triggered. The port goes to `port_file` when one is given
+ * (written aside and renamed, so readers never see a half-written file) and to stderr as
+ * "PROG: listening on 127.0.0.1:PORT", the line the harness waits for. */
+static inline void origin_loop_setup(const char *prog, const char *listen_at, const char *port_file,
+                                     uint32_t timer_events, int *sfd, int *tfd, int *ep, int *lfd)
+{
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    *sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+    *tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    *ep = epoll_create1(EPOLL_CLOEXEC);
+    if (*sfd < 0 || *tfd < 0 || *ep < 0) die("setup");
+
+    struct sockaddr_in sa;
+    parse_ipv4(prog, "address", listen_at, &sa);
+    *lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(*lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (*lfd < 0 || bind(*lfd, (struct sockaddr *)&sa, sizeof sa) < 0) die("bind");
+    /* The kernel caps this at somaxconn; the load generators also limit how
+     * many connects they have in flight, so a ramp never overflows it. */
+    if (listen(*lfd, 65535) < 0) die("listen");
+    socklen_t sl = sizeof sa;
+    getsockname(*lfd, (struct sockaddr *)&sa, &sl);
+
+    struct epoll_event e = {.events = EPOLLIN | EPOLLET, .data.fd = *lfd};
+    epoll_ctl(*ep, EPOLL_CTL_ADD, *lfd, &e);
+    e.events = timer_events;
+    e.data.fd = *tfd;
+    epoll_ctl(*ep, EPOLL_CTL_ADD, *tfd, &e);
+    e.events = EPOLLIN;
+    e.data.fd = *sfd;
+    epoll_ctl(*ep, EPOLL_CTL_ADD, *sfd, &e);
+
+    int port = ntohs(sa.sin_port);
+    if (port_file) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", port_file);
+        FILE *f = fopen(tmp, "w");
+        if (!f) die("port file");
+        fprintf(f, "%d\n", port);
+        fclose(f);
+        rename(tmp, port_file);
+    }
+    fprintf(stderr, "%s: listening on 127.0.0.1:%d\n", prog, port);
 }
 
 #endif

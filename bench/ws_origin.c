@@ -453,43 +453,7 @@ int main(int argc, char **argv)
     conns = calloc(conns_cap, sizeof *conns);
     if (!conns) die("calloc");
     signal(SIGPIPE, SIG_IGN);
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-    tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    ep = epoll_create1(EPOLL_CLOEXEC);
-    if (sfd < 0 || tfd < 0 || ep < 0) die("setup");
-
-    struct sockaddr_in sa;
-    parse_ipv4("ws_origin", "address", listen_at, &sa);
-    lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0) die("bind");
-    if (listen(lfd, 65535) < 0) die("listen");
-    socklen_t sl = sizeof sa;
-    getsockname(lfd, (struct sockaddr *)&sa, &sl);
-    struct epoll_event e = {.events = EPOLLIN | EPOLLET, .data.fd = lfd};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &e);
-    e.events = EPOLLIN, e.data.fd = tfd;
-    epoll_ctl(ep, EPOLL_CTL_ADD, tfd, &e);
-    e.data.fd = sfd;
-    epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &e);
-
-    int port = ntohs(sa.sin_port);
-    if (port_file) {
-        char tmp[4096];
-        snprintf(tmp, sizeof tmp, "%s.tmp", port_file);
-        FILE *f = fopen(tmp, "w");
-        if (!f) die("port file");
-        fprintf(f, "%d\n", port);
-        fclose(f);
-        rename(tmp, port_file);
-    }
-    fprintf(stderr, "ws_origin: listening on 127.0.0.1:%d\n", port);
+    origin_loop_setup("ws_origin", listen_at, port_file, EPOLLIN, &sfd, &tfd, &ep, &lfd);
 
     static struct epoll_event evs[MAX_EVENTS];
     for (;;) {
