@@ -132,4 +132,34 @@ static inline void origin_loop_setup(const char *prog, const char *listen_at, co
     fprintf(stderr, "%s: listening on 127.0.0.1:%d\n", prog, port);
 }
 
+/* An origin's options: `--listen HOST:PORT` (default 127.0.0.1:0) and `--port-file FILE`. Returns false, after
+ * printing the usage, on anything else. */
+static inline bool origin_options(const char *prog, int argc, char **argv, const char **listen_at, const char **port_file)
+{
+    *listen_at = "127.0.0.1:0";
+    *port_file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--listen") && i + 1 < argc) *listen_at = argv[++i];
+        else if (!strcmp(argv[i], "--port-file") && i + 1 < argc) *port_file = argv[++i];
+        else {
+            fprintf(stderr, "usage: %s [--listen HOST:PORT] [--port-file FILE]\n", prog);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Raises the open-file limit to its hard limit (held-stream and idle-tunnel scenarios need one fd per
+ * connection) and returns it, capped at 2^22: the size of an fd-indexed connection table. */
+static inline size_t raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    return rl.rlim_cur > 1u << 22 ? 1u << 22 : rl.rlim_cur;
+}
+
 #endif

@@ -68,24 +68,9 @@ static void accept_all(void)
 
 int main(int argc, char **argv)
 {
-    const char *listen_at = "127.0.0.1:0", *port_file = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--listen") && i + 1 < argc) listen_at = argv[++i];
-        else if (!strcmp(argv[i], "--port-file") && i + 1 < argc) port_file = argv[++i];
-        else {
-            fprintf(stderr, "usage: origin [--listen HOST:PORT] [--port-file FILE]\n");
-            return 2;
-        }
-    }
-
-    /* Held-stream scenarios need one fd per stream. */
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-        getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    conns_cap = rl.rlim_cur > 1u << 22 ? 1u << 22 : rl.rlim_cur;
+    const char *listen_at, *port_file;
+    if (!origin_options("origin", argc, argv, &listen_at, &port_file)) return 2;
+    conns_cap = raise_fd_limit();
     conns = calloc(conns_cap, sizeof *conns);
     bulk = malloc(BULK_CHUNK);
     if (!conns || !bulk) die("malloc");
