@@ -1,5 +1,3 @@
-import Glibc
-
 /// Picks the server for a new stream from a snapshot of the pool (a pure function: the pool takes the snapshot,
 /// tests write it as a table). Allocates nothing: it reads the candidates in place, twice at most.
 ///
@@ -182,7 +180,7 @@ enum ServerChooser {
     static func score(key: UInt64, seed: UInt64, weight: Int) -> Double {
         // 53 random bits in (0, 1): never 0, so the logarithm is finite and negative.
         let unit = (Double(unitHash(key: key, seed: seed)) + 0.5) / 9_007_199_254_740_992.0
-        return -Double(weight) / log(unit)
+        return -Double(weight) / Math.naturalLogarithm(unit)
     }
 
     /// 53 well-mixed bits of (key, server): the uniform draw the score is made from.
